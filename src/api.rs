@@ -1,0 +1,628 @@
+//! The gRPC surface: maps protobuf to the check and back, authenticates the caller, sheds
+//! load, and turns every error into a standard status with the field named. This is the only
+//! module that knows about tonic's `Status`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::auth::{ApiKeys, Client};
+use crate::check::{
+    CheckError, Checker, FilterOutcome, FilterSpec, InvalidField, ItemOutcome, Query,
+    parse_recipient,
+};
+use crate::domain::time::format_iys;
+use crate::domain::{
+    self, Channel as DChannel, ConsentKey, ConsentStatus, Decision as DDecision,
+    Purpose as DPurpose, Reason as DReason, RecipientType as DRecipientType, RecordStatus,
+    Registration, Verdict as DVerdict,
+};
+use crate::store::Consents;
+use crate::telemetry::{Metrics, Rpc, fingerprint};
+
+/// The generated protobuf and gRPC code of `proto/iysgate/v1`.
+#[allow(clippy::pedantic, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("iysgate.v1");
+}
+
+/// The encoded descriptor set, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/iysgate_descriptor.bin"));
+
+/// Metadata entry carrying the API key (`authorization: Bearer <key>` is accepted too).
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// Largest CheckBatch.
+pub const MAX_BATCH: usize = 10_000;
+/// Largest Filter chunk.
+pub const MAX_CHUNK: usize = 100_000;
+
+/// Limits that keep one caller from taking the server down.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Calls in flight across all connections; past it new calls get RESOURCE_EXHAUSTED at once
+    /// instead of queueing.
+    pub max_in_flight: usize,
+}
+
+pub struct ConsentService {
+    checker: Arc<Checker>,
+    consents: Arc<Consents>,
+    keys: Arc<ApiKeys>,
+    metrics: Arc<Metrics>,
+    in_flight: Arc<AtomicUsize>,
+    limits: Limits,
+}
+
+impl ConsentService {
+    pub fn new(
+        checker: Arc<Checker>,
+        consents: Arc<Consents>,
+        keys: Arc<ApiKeys>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            checker,
+            consents,
+            keys,
+            metrics,
+            in_flight: Arc::default(),
+            limits,
+        }
+    }
+
+    pub fn into_server(self) -> pb::consent_check_server::ConsentCheckServer<Self> {
+        pb::consent_check_server::ConsentCheckServer::new(self)
+            .max_decoding_message_size(16 * 1024 * 1024)
+            .max_encoding_message_size(16 * 1024 * 1024)
+    }
+
+    fn admit(&self) -> Result<InFlight, Status> {
+        let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight(Arc::clone(&self.in_flight));
+        if n >= self.limits.max_in_flight {
+            self.metrics.shed();
+            return Err(Status::resource_exhausted(
+                "server at capacity; retry with backoff",
+            ));
+        }
+        Ok(guard)
+    }
+
+    fn client<T>(&self, request: &Request<T>) -> Result<Arc<Client>, Status> {
+        let md = request.metadata();
+        let secret = md
+            .get(API_KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| {
+                md.get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+            })
+            .ok_or_else(|| Status::unauthenticated("missing API key (x-api-key metadata)"))?;
+        self.keys
+            .authenticate(secret)
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("unknown API key"))
+    }
+}
+
+/// Counts a call in flight until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn permission(client: &Client, brand: u32, retailer: Option<u32>) -> Result<(), Status> {
+    if client.may(brand, retailer) {
+        Ok(())
+    } else {
+        // The same answer whether or not any record exists: nothing has been looked up yet.
+        Err(Status::permission_denied(
+            "API key is not granted this brand or retailer",
+        ))
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidField {
+    InvalidField {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn invalid_status(err: &InvalidField) -> Status {
+    Status::with_error_details(
+        tonic::Code::InvalidArgument,
+        err.to_string(),
+        ErrorDetails::with_bad_request_violation(err.field, err.reason.clone()),
+    )
+}
+
+impl From<CheckError> for Status {
+    fn from(err: CheckError) -> Self {
+        match err {
+            CheckError::Invalid(field) => invalid_status(&field),
+            CheckError::Unavailable { .. } => Status::unavailable(err.to_string()),
+        }
+    }
+}
+
+fn brand(code: u32) -> Result<u32, InvalidField> {
+    if code == 0 {
+        Err(invalid("brand_code", "required (the İYS brandCode)"))
+    } else {
+        Ok(code)
+    }
+}
+
+fn channel(value: i32) -> Result<DChannel, InvalidField> {
+    match pb::Channel::try_from(value) {
+        Ok(pb::Channel::Arama) => Ok(DChannel::Arama),
+        Ok(pb::Channel::Mesaj) => Ok(DChannel::Mesaj),
+        Ok(pb::Channel::Eposta) => Ok(DChannel::Eposta),
+        Ok(pb::Channel::Unspecified) => Err(invalid("channel", "required: ARAMA, MESAJ or EPOSTA")),
+        Err(_) => Err(invalid("channel", format!("unknown value {value}"))),
+    }
+}
+
+fn recipient_type(value: i32) -> Result<DRecipientType, InvalidField> {
+    match pb::RecipientType::try_from(value) {
+        Ok(pb::RecipientType::Unspecified | pb::RecipientType::Bireysel) => {
+            Ok(DRecipientType::Bireysel)
+        }
+        Ok(pb::RecipientType::Tacir) => Ok(DRecipientType::Tacir),
+        Err(_) => Err(invalid("recipient_type", format!("unknown value {value}"))),
+    }
+}
+
+fn purpose(value: i32) -> Result<DPurpose, InvalidField> {
+    Ok(match pb::Purpose::try_from(value) {
+        Ok(pb::Purpose::Commercial) => DPurpose::Commercial,
+        Ok(pb::Purpose::Transactional) => DPurpose::Transactional,
+        Ok(pb::Purpose::Information) => DPurpose::Information,
+        Ok(pb::Purpose::DebtReminder) => DPurpose::DebtReminder,
+        Ok(pb::Purpose::DeliveryNotice) => DPurpose::DeliveryNotice,
+        Ok(pb::Purpose::DataUpdate) => DPurpose::DataUpdate,
+        Ok(pb::Purpose::LegalNotice) => DPurpose::LegalNotice,
+        Err(_) => return Err(invalid("purpose", format!("unknown value {value}"))),
+    })
+}
+
+fn retailer(code: u32) -> Option<u32> {
+    (code != 0).then_some(code)
+}
+
+pub fn reason_pb(reason: DReason) -> pb::Reason {
+    match reason {
+        DReason::ConsentRegistered => pb::Reason::ConsentRegistered,
+        DReason::ExemptPurpose => pb::Reason::ExemptPurpose,
+        DReason::TacirOptOutPolicy => pb::Reason::TacirOptOutPolicy,
+        DReason::LocalRet => pb::Reason::LocalRet,
+        DReason::Rejected => pb::Reason::Rejected,
+        DReason::PendingRegistration => pb::Reason::PendingRegistration,
+        DReason::RegistrationExpired => pb::Reason::RegistrationExpired,
+        DReason::NoConsent => pb::Reason::NoConsent,
+        DReason::RetailerNotGranted => pb::Reason::RetailerNotGranted,
+    }
+}
+
+fn source_pb(source: Option<domain::Source>) -> i32 {
+    // The proto's Source numbers are the domain's compact codes by construction.
+    source.map_or(0, |s| i32::from(s.code()))
+}
+
+fn decision_pb(d: &DDecision, age_ms: u64) -> pb::Decision {
+    let verdict = match d.verdict {
+        DVerdict::Allow => pb::Verdict::Allow,
+        DVerdict::AllowExempt => pb::Verdict::AllowExempt,
+        DVerdict::Deny => pb::Verdict::Deny,
+    };
+    let (status, pending) = match d.record.map(|r| r.status) {
+        None => (pb::ConsentStatus::Unspecified, false),
+        Some(RecordStatus::Onay) => (pb::ConsentStatus::Onay, false),
+        Some(RecordStatus::OnayPending) => (pb::ConsentStatus::Onay, true),
+        Some(RecordStatus::Ret) => (pb::ConsentStatus::Ret, false),
+        Some(RecordStatus::RetPending) => (pb::ConsentStatus::Ret, true),
+    };
+    pb::Decision {
+        verdict: verdict.into(),
+        reason: reason_pb(d.reason).into(),
+        status: status.into(),
+        source: d.record.map_or(0, |r| source_pb(r.source)),
+        consent_date: d
+            .record
+            .map(|r| r.consent_date.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default(),
+        pending_registration: pending,
+        registration_deadline: d.registration_deadline.map(format_iys).unwrap_or_default(),
+        data_age_ms: age_ms,
+        error: String::new(),
+    }
+}
+
+fn invalid_decision(err: &InvalidField) -> pb::Decision {
+    pb::Decision {
+        verdict: pb::Verdict::Invalid.into(),
+        reason: pb::Reason::InvalidRecipient.into(),
+        error: err.to_string(),
+        ..pb::Decision::default()
+    }
+}
+
+impl ConsentService {
+    fn log_decision(&self, client: &Client, brand: u32, q: &Query<'_>, d: &DDecision) {
+        self.metrics.decision(d.reason, q.purpose);
+        if d.verdict == DVerdict::AllowExempt {
+            // Exempt sends are the ones an auditor asks about: log them with their purpose.
+            tracing::info!(
+                target: "iysgate::audit",
+                client = %client.name,
+                brand,
+                channel = %q.channel,
+                purpose = q.purpose.as_str(),
+                recipient = %fingerprint(q.recipient),
+                "allowed as exempt"
+            );
+        } else if d.reason == DReason::RegistrationExpired {
+            tracing::warn!(
+                brand,
+                channel = %q.channel,
+                recipient = %fingerprint(q.recipient),
+                "collected consent is past its İYS registration deadline"
+            );
+        }
+    }
+
+    fn check_one(&self, client: &Client, brand: u32, item: &pb::CheckBatchItem) -> pb::Decision {
+        let parsed = channel(item.channel).and_then(|c| {
+            Ok((
+                c,
+                recipient_type(item.recipient_type)?,
+                purpose(item.purpose)?,
+            ))
+        });
+        let (channel, rtype, purpose) = match parsed {
+            Ok(p) => p,
+            Err(e) => return invalid_decision(&e),
+        };
+        let q = Query {
+            brand,
+            recipient: &item.recipient,
+            channel,
+            recipient_type: rtype,
+            retailer: retailer(item.retailer_code),
+            purpose,
+        };
+        if !client.may(brand, q.retailer) {
+            return invalid_decision(&invalid(
+                "retailer_code",
+                "API key is not granted this retailer",
+            ));
+        }
+        match self.checker.check(&q) {
+            Ok(answer) => {
+                self.log_decision(client, brand, &q, &answer.decision);
+                decision_pb(&answer.decision, answer.data_age.as_millis() as u64)
+            }
+            Err(CheckError::Invalid(e)) => invalid_decision(&e),
+            Err(CheckError::Unavailable { age }) => pb::Decision {
+                verdict: pb::Verdict::Unspecified.into(),
+                data_age_ms: age.map_or(0, |a| a.as_millis() as u64),
+                error: "UNAVAILABLE: consent data is stale; retry".into(),
+                ..pb::Decision::default()
+            },
+        }
+    }
+}
+
+type FilterStream = Pin<Box<dyn Stream<Item = Result<pb::FilterResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::consent_check_server::ConsentCheck for ConsentService {
+    async fn check(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        let started = Instant::now();
+        let _slot = self.admit()?;
+        let client = self.client(&request)?;
+        let req = request.get_ref();
+        let brand = brand(req.brand_code).map_err(|e| invalid_status(&e))?;
+        permission(&client, brand, retailer(req.retailer_code))?;
+        let q = Query {
+            brand,
+            recipient: &req.recipient,
+            channel: channel(req.channel).map_err(|e| invalid_status(&e))?,
+            recipient_type: recipient_type(req.recipient_type).map_err(|e| invalid_status(&e))?,
+            retailer: retailer(req.retailer_code),
+            purpose: purpose(req.purpose).map_err(|e| invalid_status(&e))?,
+        };
+        let answer = self.checker.check(&q).inspect_err(|e| match e {
+            CheckError::Invalid(_) => self.metrics.invalid(1),
+            CheckError::Unavailable { .. } => self.metrics.unavailable(),
+        })?;
+        self.log_decision(&client, brand, &q, &answer.decision);
+        let reply = pb::CheckResponse {
+            decision: Some(decision_pb(
+                &answer.decision,
+                answer.data_age.as_millis() as u64,
+            )),
+            recipient: answer.recipient.to_string(),
+        };
+        self.metrics.latency(Rpc::Check, started.elapsed());
+        Ok(Response::new(reply))
+    }
+
+    async fn check_batch(
+        &self,
+        request: Request<pb::CheckBatchRequest>,
+    ) -> Result<Response<pb::CheckBatchResponse>, Status> {
+        let started = Instant::now();
+        let _slot = self.admit()?;
+        let client = self.client(&request)?;
+        let req = request.get_ref();
+        let brand = brand(req.brand_code).map_err(|e| invalid_status(&e))?;
+        permission(&client, brand, None)?;
+        if req.items.len() > MAX_BATCH {
+            return Err(invalid_status(&invalid(
+                "items",
+                format!(
+                    "{} items; at most {MAX_BATCH} per batch (use Filter for lists)",
+                    req.items.len()
+                ),
+            )));
+        }
+        let decisions: Vec<pb::Decision> = req
+            .items
+            .iter()
+            .map(|item| self.check_one(&client, brand, item))
+            .collect();
+        let invalid_items = decisions
+            .iter()
+            .filter(|d| d.verdict == i32::from(pb::Verdict::Invalid))
+            .count();
+        self.metrics.invalid(invalid_items as u64);
+        if decisions
+            .iter()
+            .any(|d| d.verdict == i32::from(pb::Verdict::Unspecified))
+        {
+            // Rule 7: an item would be ALLOWed from stale data; the whole batch is retryable.
+            self.metrics.unavailable();
+            return Err(Status::unavailable("consent data is stale; retry"));
+        }
+        self.metrics.latency(Rpc::CheckBatch, started.elapsed());
+        Ok(Response::new(pb::CheckBatchResponse { decisions }))
+    }
+
+    type FilterStream = FilterStream;
+
+    async fn filter(
+        &self,
+        request: Request<Streaming<pb::FilterRequest>>,
+    ) -> Result<Response<Self::FilterStream>, Status> {
+        let slot = self.admit()?;
+        let client = self.client(&request)?;
+        let checker = Arc::clone(&self.checker);
+        let metrics = Arc::clone(&self.metrics);
+        let mut state = FilterState {
+            spec: None,
+            chunk: 0,
+            out: FilterOutcome::default(),
+        };
+        let stream = request.into_inner().map(move |chunk| {
+            let _held = &slot; // the call counts as in flight until the stream ends
+            let started = Instant::now();
+            let reply = state.answer(&checker, &metrics, &client, &chunk?);
+            metrics.latency(Rpc::Filter, started.elapsed());
+            reply
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_consent(
+        &self,
+        request: Request<pb::GetConsentRequest>,
+    ) -> Result<Response<pb::GetConsentResponse>, Status> {
+        let started = Instant::now();
+        let _slot = self.admit()?;
+        let client = self.client(&request)?;
+        let req = request.get_ref();
+        let brand = brand(req.brand_code).map_err(|e| invalid_status(&e))?;
+        permission(&client, brand, None)?;
+        let channel = channel(req.channel).map_err(|e| invalid_status(&e))?;
+        let rtype = recipient_type(req.recipient_type).map_err(|e| invalid_status(&e))?;
+        let recipient = parse_recipient(&req.recipient, channel).map_err(|e| invalid_status(&e))?;
+        let key = ConsentKey {
+            brand,
+            recipient,
+            recipient_type: rtype,
+            channel,
+        };
+        let record = self.consents.get(&key).map(|r| {
+            let e = r.current;
+            let (creation_date, transaction_id) = match &e.registration {
+                Registration::Registered {
+                    creation_date,
+                    transaction_id,
+                } => (format_iys(*creation_date), transaction_id.to_string()),
+                Registration::Pending => (String::new(), String::new()),
+            };
+            let pending = e.is_pending();
+            pb::ConsentRecord {
+                recipient: key.recipient.to_string(),
+                recipient_type: pb_rtype(rtype).into(),
+                channel: pb_channel(channel).into(),
+                status: match e.status {
+                    ConsentStatus::Onay => pb::ConsentStatus::Onay,
+                    ConsentStatus::Ret => pb::ConsentStatus::Ret,
+                }
+                .into(),
+                source: source_pb(Some(e.source)),
+                consent_date: format_iys(e.consent_date),
+                creation_date,
+                transaction_id,
+                retailer_access: e.retailer_access.clone(),
+                pending_registration: pending,
+                registration_deadline: if pending && e.status == ConsentStatus::Onay {
+                    format_iys(
+                        self.checker
+                            .calendar()
+                            .registration_deadline(e.consent_date),
+                    )
+                } else {
+                    String::new()
+                },
+            }
+        });
+        let q = Query {
+            brand,
+            recipient: &req.recipient,
+            channel,
+            recipient_type: rtype,
+            retailer: None,
+            purpose: DPurpose::Commercial,
+        };
+        let decision = match self.checker.check(&q) {
+            Ok(a) => Some(decision_pb(&a.decision, a.data_age.as_millis() as u64)),
+            Err(CheckError::Unavailable { age }) => Some(pb::Decision {
+                error: "UNAVAILABLE: consent data is stale".into(),
+                data_age_ms: age.map_or(0, |a| a.as_millis() as u64),
+                ..pb::Decision::default()
+            }),
+            Err(CheckError::Invalid(e)) => return Err(invalid_status(&e)),
+        };
+        self.metrics.latency(Rpc::GetConsent, started.elapsed());
+        Ok(Response::new(pb::GetConsentResponse { record, decision }))
+    }
+}
+
+fn pb_channel(c: DChannel) -> pb::Channel {
+    match c {
+        DChannel::Arama => pb::Channel::Arama,
+        DChannel::Mesaj => pb::Channel::Mesaj,
+        DChannel::Eposta => pb::Channel::Eposta,
+    }
+}
+
+fn pb_rtype(t: DRecipientType) -> pb::RecipientType {
+    match t {
+        DRecipientType::Bireysel => pb::RecipientType::Bireysel,
+        DRecipientType::Tacir => pb::RecipientType::Tacir,
+    }
+}
+
+/// The state of one Filter stream: the settings of its first chunk (later chunks may change
+/// them) and a reused output buffer.
+struct FilterState {
+    spec: Option<FilterSpec>,
+    chunk: u64,
+    out: FilterOutcome,
+}
+
+impl FilterState {
+    fn spec_for(&mut self, client: &Client, req: &pb::FilterRequest) -> Result<FilterSpec, Status> {
+        let spec = if let (Some(spec), 0, 0) = (self.spec, req.brand_code, req.channel) {
+            spec
+        } else {
+            {
+                let s = FilterSpec {
+                    brand: brand(req.brand_code).map_err(|e| invalid_status(&e))?,
+                    channel: channel(req.channel).map_err(|e| invalid_status(&e))?,
+                    recipient_type: recipient_type(req.recipient_type)
+                        .map_err(|e| invalid_status(&e))?,
+                    retailer: retailer(req.retailer_code),
+                    purpose: purpose(req.purpose).map_err(|e| invalid_status(&e))?,
+                };
+                permission(client, s.brand, s.retailer)?;
+                s
+            }
+        };
+        self.spec = Some(spec);
+        Ok(spec)
+    }
+
+    fn answer(
+        &mut self,
+        checker: &Checker,
+        metrics: &Metrics,
+        client: &Client,
+        req: &pb::FilterRequest,
+    ) -> Result<pb::FilterResponse, Status> {
+        let spec = self.spec_for(client, req)?;
+        let count = req.recipients.len() + req.phones.len();
+        if count > MAX_CHUNK {
+            return Err(invalid_status(&invalid(
+                "recipients",
+                format!("{count} items in one chunk; at most {MAX_CHUNK}"),
+            )));
+        }
+        if !req.recipients.is_empty() && !req.phones.is_empty() {
+            return Err(invalid_status(&invalid(
+                "phones",
+                "a chunk carries either recipients or phones, not both",
+            )));
+        }
+        let result = if req.phones.is_empty() {
+            checker.filter_recipients(&spec, &req.recipients, &mut self.out)
+        } else {
+            checker.filter_phones(&spec, &req.phones, &mut self.out)
+        };
+        if let Err(e) = result {
+            if matches!(e, CheckError::Unavailable { .. }) {
+                metrics.unavailable();
+            }
+            return Err(e.into());
+        }
+        metrics.decisions(&self.out.reason_counts, spec.purpose);
+        let mut invalid_items = 0;
+        let rejected = self
+            .out
+            .rejected
+            .iter()
+            .map(|&(index, outcome)| pb::Rejection {
+                index,
+                reason: match outcome {
+                    ItemOutcome::Denied(r) => reason_pb(r),
+                    ItemOutcome::Invalid => {
+                        invalid_items += 1;
+                        pb::Reason::InvalidRecipient
+                    }
+                }
+                .into(),
+            })
+            .collect();
+        metrics.invalid(invalid_items);
+        if spec.purpose.is_exempt() && self.out.allowed_count > 0 {
+            tracing::info!(
+                target: "iysgate::audit",
+                client = %client.name,
+                brand = spec.brand,
+                channel = %spec.channel,
+                purpose = spec.purpose.as_str(),
+                allowed = self.out.allowed_count,
+                "filter chunk allowed as exempt"
+            );
+        }
+        let reply = pb::FilterResponse {
+            chunk: self.chunk,
+            count: count as u32,
+            allowed: prost::bytes::Bytes::copy_from_slice(&self.out.allowed),
+            allowed_count: self.out.allowed_count,
+            rejected,
+            data_age_ms: self.out.data_age.as_millis() as u64,
+        };
+        self.chunk += 1;
+        Ok(reply)
+    }
+}

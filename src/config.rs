@@ -1,0 +1,244 @@
+//! Command line and environment, parsed and validated once at start. Every environment
+//! variable is named here; a bad value stops the process with a message naming it before any
+//! port is bound. With no flags at all the embedded default works.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const ENV_LISTEN: &str = "IYSGATE_LISTEN";
+pub const ENV_METRICS_LISTEN: &str = "IYSGATE_METRICS_LISTEN";
+pub const ENV_API_KEYS: &str = "IYSGATE_API_KEYS";
+pub const ENV_BRANDS: &str = "IYSGATE_BRANDS";
+pub const ENV_CALENDAR: &str = "IYSGATE_CALENDAR";
+pub const ENV_MAX_STALENESS: &str = "IYSGATE_MAX_STALENESS";
+pub const ENV_LOG: &str = "IYSGATE_LOG";
+pub const ENV_ADDR: &str = "IYSGATE_ADDR";
+pub const ENV_API_KEY: &str = "IYSGATE_API_KEY";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "iysgate",
+    version,
+    about = "İYS consent checks in microseconds"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server on the embedded default with a generated, realistic data set and a new
+    /// API key (no Redis, no PostgreSQL).
+    Demo(DemoArgs),
+    /// Run the server on the embedded default (empty until data is loaded).
+    Serve(ServeArgs),
+    /// Ask a running server about one recipient.
+    Check(CheckArgs),
+    /// Filter a file of recipients (one per line; `-` or nothing for stdin) through a server.
+    Filter(FilterArgs),
+    /// Make a new API key: prints the secret once and the entry to configure it with.
+    Keygen(KeygenArgs),
+}
+
+/// Settings of a serving process.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// gRPC listen address.
+    #[arg(long, env = ENV_LISTEN, default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Prometheus metrics listen address (`/metrics`); "off" disables it.
+    #[arg(long, env = ENV_METRICS_LISTEN, default_value = "127.0.0.1:9464")]
+    pub metrics_listen: OptionalAddr,
+    /// JSON file of API clients (key digests and brand grants).
+    #[arg(long, env = ENV_API_KEYS)]
+    pub api_keys: Option<PathBuf>,
+    /// An API client on the command line: `name=NAME;sha256=HEX;brands=CODE,CODE[;retailers=*|CODE,CODE]`.
+    #[arg(long = "client")]
+    pub clients: Vec<String>,
+    /// JSON file of brands and their policies.
+    #[arg(long, env = ENV_BRANDS)]
+    pub brands: Option<PathBuf>,
+    /// Holiday calendar CSV replacing the embedded one (date,weekday,kind,name_tr,basis).
+    #[arg(long, env = ENV_CALENDAR)]
+    pub calendar: Option<PathBuf>,
+    /// Past this data age, ALLOWs become UNAVAILABLE and health NOT_SERVING (e.g. 30s, 2m).
+    #[arg(long, env = ENV_MAX_STALENESS, default_value = "30s", value_parser = parse_duration)]
+    pub max_staleness: Duration,
+    /// Calls in flight across all connections before new ones are shed with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 4096)]
+    pub max_in_flight: usize,
+    /// HTTP/2 streams per connection.
+    #[arg(long, default_value_t = 1024)]
+    pub max_concurrent_streams: u32,
+    /// Calls in flight per connection before that connection's new calls are shed.
+    #[arg(long, default_value_t = 1024)]
+    pub max_in_flight_per_connection: usize,
+    /// How long in-flight calls may take to finish at shutdown.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Log filter, e.g. `info` or `info,iysgate=debug`.
+    #[arg(long, env = ENV_LOG, default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Records to generate (one per brand, recipient and recipient type).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: usize,
+    /// Seed of the generator (the same seed gives the same data).
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// Server address.
+    #[arg(long, env = ENV_ADDR, default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// API key (better given through the environment than on the command line).
+    #[arg(long, env = ENV_API_KEY, hide_env_values = true)]
+    pub api_key: String,
+    /// İYS brandCode.
+    #[arg(long)]
+    pub brand: u32,
+    #[arg(long, value_enum)]
+    pub channel: ChannelArg,
+    /// Ask about the TACIR record instead of BIREYSEL.
+    #[arg(long)]
+    pub tacir: bool,
+    /// Retailer (bayi) code the message is sent through.
+    #[arg(long)]
+    pub retailer: Option<u32>,
+    #[arg(long, value_enum, default_value = "commercial")]
+    pub purpose: PurposeArg,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print the whole answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Phone number or e-mail address.
+    pub recipient: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FilterArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print every recipient with its verdict and reason, not only the allowed ones.
+    #[arg(long)]
+    pub reasons: bool,
+    /// Recipients per chunk sent to the server.
+    #[arg(long, default_value_t = 10_000)]
+    pub chunk: usize,
+    /// File of recipients, one per line; `-` or nothing reads stdin.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct KeygenArgs {
+    /// Client name.
+    #[arg(long)]
+    pub name: String,
+    /// Brand codes to grant, comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub brands: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ChannelArg {
+    #[value(name = "ARAMA", alias = "arama")]
+    Arama,
+    #[value(name = "MESAJ", alias = "mesaj")]
+    Mesaj,
+    #[value(name = "EPOSTA", alias = "eposta")]
+    Eposta,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PurposeArg {
+    Commercial,
+    Transactional,
+    Information,
+    DebtReminder,
+    DeliveryNotice,
+    DataUpdate,
+    LegalNotice,
+}
+
+/// A listen address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for OptionalAddr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(OptionalAddr(None));
+        }
+        text.parse()
+            .map(|a| OptionalAddr(Some(a)))
+            .map_err(|e| format!("{text:?}: {e}"))
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected e.g. 500ms, 30s, 5m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_mins(2)));
+        assert!(parse_duration("30").unwrap_err().contains("unit"));
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn embedded_default_needs_no_flags() {
+        let cli = Cli::try_parse_from(["iysgate", "demo"]).unwrap();
+        let Command::Demo(demo) = cli.command else {
+            panic!("demo expected")
+        };
+        assert_eq!(demo.records, 1_000_000);
+        assert_eq!(demo.serve.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(demo.serve.max_staleness, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let err = Cli::try_parse_from(["iysgate", "serve", "--max-staleness", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("--max-staleness"), "{err}");
+    }
+}

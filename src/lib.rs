@@ -1,0 +1,28 @@
+//! iysgate answers one question, millions of times a second: may brand B send a commercial
+//! message on channel C to recipient R right now, under Turkey's İYS consent rules?
+//!
+//! The modules, each with one job:
+//! - [`domain`]: the İYS vocabulary, recipient normalisation, consent ordering, the decision
+//!   rules and the business-day calendar. Pure: no I/O.
+//! - [`index`]: the compact in-memory index of current records that answers every check.
+//! - [`store`]: current records and the one write path that keeps the index in step.
+//! - [`check`]: a check from input to decision, reading only memory.
+//! - [`auth`]: API keys (stored hashed) and their brand grants.
+//! - [`api`]: the tonic gRPC services and the mapping to status codes.
+//! - [`server`]: assembling and running a process; shutdown in order.
+//! - [`demo`]: the generated data set of the embedded default.
+//! - [`client`]: the command-line client.
+//! - [`config`]: command line and environment.
+//! - [`telemetry`]: logs without personal data, and metrics.
+
+pub mod api;
+pub mod auth;
+pub mod check;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod index;
+pub mod server;
+pub mod store;
+pub mod telemetry;

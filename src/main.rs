@@ -1,0 +1,200 @@
+//! The `iysgate` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use iysgate::config::{Cli, Command, DemoArgs, ServeArgs};
+use iysgate::server::{self, App};
+use iysgate::{auth, client, demo, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("iysgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Demo(args) => run_demo(args).await,
+            Command::Serve(args) => run_serve(args, None).await,
+            Command::Check(args) => client::check(&args).await.map_err(|e| e.to_string()),
+            Command::Filter(args) => {
+                let (items, allowed) = client::filter(&args).await.map_err(|e| e.to_string())?;
+                eprintln!("{items} recipients, {allowed} allowed");
+                Ok(())
+            }
+            Command::Keygen(args) => keygen(&args),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("iysgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(args: &iysgate::config::KeygenArgs) -> Result<(), String> {
+    let secret = auth::generate_key().map_err(|e| e.to_string())?;
+    let digest = auth::to_hex(&auth::hash_key(&secret));
+    let brands: Vec<String> = args.brands.iter().map(u32::to_string).collect();
+    println!("secret (shown once; give it to the client): {secret}");
+    println!(
+        "flag:   --client 'name={};sha256={digest};brands={}'",
+        args.name,
+        brands.join(",")
+    );
+    let grants: Vec<_> = args
+        .brands
+        .iter()
+        .map(|b| serde_json::json!({ "brand_code": b }))
+        .collect();
+    let entry = serde_json::json!({ "name": args.name, "key_sha256": digest, "grants": grants });
+    println!("file:   {entry}");
+    Ok(())
+}
+
+async fn run_demo(args: DemoArgs) -> Result<(), String> {
+    telemetry::init_logging(&args.serve.log)?;
+    let secret = auth::generate_key().map_err(|e| e.to_string())?;
+    let brands: Vec<String> = demo::BRANDS.iter().map(|b| b.code.to_string()).collect();
+    let mut serve = args.serve.clone();
+    serve.clients.push(format!(
+        "name=demo;sha256={};brands={};retailers=*",
+        auth::to_hex(&auth::hash_key(&secret)),
+        brands.join(",")
+    ));
+    let demo = Some((args.records, args.seed, secret));
+    run_serve(serve, demo).await
+}
+
+async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Result<(), String> {
+    if demo.is_none() {
+        telemetry::init_logging(&args.log)?;
+    }
+    let clock = server::system_clock();
+    let app = App::embedded(&args, Arc::clone(&clock)).map_err(|e| e.to_string())?;
+    let listener = server::bind(args.listen).await.map_err(|e| e.to_string())?;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let metrics_addr = match args.metrics_listen.0 {
+        Some(addr) => Some(
+            server::serve_metrics(addr, shutdown.clone(), &tasks)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    if let Some((records, seed, secret)) = &demo {
+        let started = std::time::Instant::now();
+        let policies = demo::BRANDS.iter().map(|b| (b.code, b.policy)).collect();
+        app.checker.set_policies(policies);
+        let now = clock.now_turkey();
+        let mut summary = demo::generate(&app.consents, *records, *seed, now);
+        demo::pick_pending_samples(&mut summary, &app.consents, app.checker.calendar(), now);
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        print_tour(
+            &summary,
+            started.elapsed(),
+            addr,
+            metrics_addr,
+            secret,
+            &app,
+        );
+    }
+    app.spawn_embedded_heartbeat(&tasks, shutdown.clone());
+    tracing::info!(
+        listen = %listener.local_addr().map_err(|e| e.to_string())?,
+        records = app.consents.index().len(),
+        clients = app.keys.len(),
+        "serving"
+    );
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        stop.cancel();
+    });
+    let served = server::serve_grpc(&app, &args, listener, shutdown.clone(), &tasks).await;
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(args.grace, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop within the grace period");
+    }
+    tracing::info!("stopped");
+    served.map_err(|e| e.to_string())
+}
+
+fn print_tour(
+    summary: &demo::Summary,
+    took: std::time::Duration,
+    addr: std::net::SocketAddr,
+    metrics: Option<std::net::SocketAddr>,
+    secret: &str,
+    app: &App,
+) {
+    let index = app.consents.index();
+    println!();
+    println!(
+        "iysgate demo: {} records ({} consent events) for {} brands, generated in {:.1} s",
+        summary.records,
+        summary.events,
+        demo::BRANDS.len(),
+        took.as_secs_f64()
+    );
+    println!(
+        "index: {} records, {:.1} bytes/record",
+        index.len(),
+        index.heap_bytes() as f64 / index.len().max(1) as f64
+    );
+    println!(
+        "gRPC on {addr}; metrics on {}",
+        metrics.map_or("off".to_owned(), |m| format!("http://{m}/metrics"))
+    );
+    println!();
+    println!(
+        "API key (granted brands {}):",
+        demo::BRANDS
+            .iter()
+            .map(|b| b.code.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  export IYSGATE_API_KEY={secret}");
+    println!();
+    println!(
+        "Try (synthetic recipients of brand {}):",
+        demo::BRANDS[0].code
+    );
+    for (sample, (recipient, channel)) in &summary.samples {
+        let retailer = if *sample == demo::Sample::WithRetailer {
+            format!(" --retailer {}", demo::RETAILERS[0])
+        } else {
+            String::new()
+        };
+        println!(
+            "  {:<16} iysgate check --addr http://{addr} --brand {} --channel {channel}{retailer} '{recipient}'",
+            format!("{sample:?}:"),
+            demo::BRANDS[0].code
+        );
+    }
+    println!(
+        "  {:<16} iysgate check --addr http://{addr} --brand {} --channel MESAJ '0555 000 00 00'",
+        "NoRecord:",
+        demo::BRANDS[0].code
+    );
+    println!();
+}

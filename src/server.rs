@@ -1,0 +1,354 @@
+//! Assembles a serving process and runs it: the gRPC services (consent checks, health,
+//! reflection), the metrics endpoint, the freshness watcher, and shutdown in a fixed order
+//! (health NOT_SERVING, stop accepting, drain in-flight calls under a grace bound).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::api::{ConsentService, FILE_DESCRIPTOR_SET, Limits, pb};
+use crate::auth::{ApiKeys, KeysError};
+use crate::check::{Checker, Freshness};
+use crate::config::ServeArgs;
+use crate::domain::calendar::CalendarError;
+use crate::domain::{BrandPolicy, BusinessCalendar, Clock, SystemClock};
+use crate::index::{ConsentIndex, EmailKeyer};
+use crate::store::Consents;
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    #[error("calendar: {0}")]
+    Calendar(#[from] CalendarError),
+    #[error("brands file {path}: {reason}")]
+    Brands { path: String, reason: String },
+    #[error("no OS randomness for the e-mail key: {0}")]
+    Random(String),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+/// Everything a serving process holds.
+pub struct App {
+    pub checker: Arc<Checker>,
+    pub consents: Arc<Consents>,
+    pub keys: Arc<ApiKeys>,
+    pub freshness: Arc<Freshness>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BrandsFile {
+    brands: Vec<BrandEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BrandEntry {
+    brand_code: u32,
+    #[serde(default)]
+    #[allow(dead_code)] // shown by later admin tooling; parsed now so files stay valid
+    name: Option<String>,
+    #[serde(default)]
+    allow_unregistered_tacir: bool,
+}
+
+/// Reads the brands file: `{"brands":[{"brand_code":600001,"name":"…","allow_unregistered_tacir":false}]}`.
+pub fn load_policies(path: &Path) -> Result<HashMap<u32, BrandPolicy>, StartError> {
+    let err = |reason: String| StartError::Brands {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let file: BrandsFile = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    Ok(file
+        .brands
+        .into_iter()
+        .map(|b| {
+            (
+                b.brand_code,
+                BrandPolicy {
+                    allow_unregistered_tacir: b.allow_unregistered_tacir,
+                },
+            )
+        })
+        .collect())
+}
+
+impl App {
+    /// The embedded default: records in memory, the given clock.
+    pub fn embedded(args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<App, StartError> {
+        let mut keys = match &args.api_keys {
+            Some(path) => ApiKeys::from_path(path)?,
+            None => ApiKeys::default(),
+        };
+        for flag in &args.clients {
+            keys.add_flag(flag)?;
+        }
+        let calendar = match &args.calendar {
+            Some(path) => BusinessCalendar::from_path(path)?,
+            None => BusinessCalendar::embedded(),
+        };
+        let today = clock.now_turkey().date();
+        if !calendar.covers(today) {
+            tracing::warn!(
+                last_year = calendar.last_year(),
+                "holiday calendar does not cover this year: deadlines count Sundays only \
+                 (earliest possible deadline); configure a newer calendar file"
+            );
+        }
+        let mut key = [0u8; 16];
+        getrandom::fill(&mut key).map_err(|e| StartError::Random(e.to_string()))?;
+        let keyer = Arc::new(EmailKeyer::new(key));
+        let index = Arc::new(ConsentIndex::new());
+        let freshness = Arc::new(Freshness::new());
+        let checker = Arc::new(Checker::new(
+            Arc::clone(&index),
+            Arc::clone(&keyer),
+            Arc::clone(&freshness),
+            Arc::new(calendar),
+            clock,
+            args.max_staleness,
+        ));
+        if let Some(path) = &args.brands {
+            checker.set_policies(load_policies(path)?);
+        }
+        Ok(App {
+            checker,
+            consents: Arc::new(Consents::new(index, keyer)),
+            keys: Arc::new(keys),
+            freshness,
+            metrics: Arc::new({
+                // Register the handles with the Prometheus recorder, not the no-op default.
+                crate::telemetry::install_metrics();
+                Metrics::register()
+            }),
+        })
+    }
+
+    /// In the embedded default the in-process store is the source of truth, so the index is
+    /// in step with it by construction: confirm freshness on a steady beat. (A replica fed by
+    /// the sync worker confirms on each applied change or heartbeat instead.)
+    pub fn spawn_embedded_heartbeat(&self, tasks: &TaskTracker, shutdown: CancellationToken) {
+        let freshness = Arc::clone(&self.freshness);
+        let checker = Arc::clone(&self.checker);
+        freshness.mark_confirmed(checker.clock().now_utc());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = tick.tick() => freshness.mark_confirmed(checker.clock().now_utc()),
+                }
+            }
+        });
+    }
+}
+
+/// Binds the gRPC listener (port 0 picks a free port; the bound address is returned).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Serves gRPC on `listener` until `shutdown` fires, then drains within `args.grace`.
+pub async fn serve_grpc(
+    app: &App,
+    args: &ServeArgs,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<(), StartError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::consent_check_server::ConsentCheckServer<ConsentService>>()
+        .await;
+    spawn_health_watcher(app, health.clone(), tasks, shutdown.clone());
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    // grpcurl 1.8 speaks only v1alpha.
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+
+    let service = ConsentService::new(
+        Arc::clone(&app.checker),
+        Arc::clone(&app.consents),
+        Arc::clone(&app.keys),
+        Arc::clone(&app.metrics),
+        Limits {
+            max_in_flight: args.max_in_flight,
+        },
+    );
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let drain_started = CancellationToken::new();
+    let signal = {
+        let shutdown = shutdown.clone();
+        let drain_started = drain_started.clone();
+        let health = health.clone();
+        async move {
+            shutdown.cancelled().await;
+            // Tell load balancers first, then stop accepting.
+            health
+                .set_not_serving::<pb::consent_check_server::ConsentCheckServer<ConsentService>>()
+                .await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
+            drain_started.cancel();
+        }
+    };
+    let server = Server::builder()
+        .max_concurrent_streams(args.max_concurrent_streams)
+        .concurrency_limit_per_connection(args.max_in_flight_per_connection)
+        .load_shed(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, signal);
+    let grace = args.grace;
+    tokio::select! {
+        result = server => result?,
+        () = async { drain_started.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period expired with calls still in flight; closing");
+        }
+    }
+    Ok(())
+}
+
+/// Health follows freshness: NOT_SERVING while the data is too old to ALLOW (rule 7).
+fn spawn_health_watcher(
+    app: &App,
+    health: tonic_health::server::HealthReporter,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let checker = Arc::clone(&app.checker);
+    tasks.spawn(async move {
+        let mut serving = true;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let (age, fresh) = checker.data_age();
+            if fresh != serving {
+                serving = fresh;
+                let status = if fresh {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tracing::warn!(
+                        age_ms = age.map(|a| a.as_millis() as u64),
+                        "consent data stale: NOT_SERVING"
+                    );
+                    tonic_health::ServingStatus::NotServing
+                };
+                health
+                    .set_service_status("iysgate.v1.ConsentCheck", status)
+                    .await;
+                health.set_service_status("", status).await;
+            }
+        }
+    });
+}
+
+/// Serves `/metrics` (Prometheus text) until shutdown.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<SocketAddr, StartError> {
+    let handle = crate::telemetry::install_metrics();
+    let listener = bind(addr).await?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let upkeep = handle.clone();
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => upkeep.run_upkeep(),
+            }
+        }
+    });
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || std::future::ready(handle.render())),
+    );
+    tasks.spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "metrics endpoint failed");
+        }
+    });
+    Ok(bound)
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// The system clock as the shared clock type.
+pub fn system_clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}

@@ -1,0 +1,216 @@
+//! The current consent records and the one write path into the index. Every event, whatever
+//! brought it (sync, a collected consent, the demo generator), goes through
+//! [`Consents::apply`]: the record store decides by the latest-event rule, and only a change
+//! reaches the index. In the embedded default the records live in memory; later backends
+//! (Redis, PostgreSQL) plug in behind the same calls.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::domain::time::to_minute;
+use crate::domain::{
+    AddressKind, Applied, Channel, ConsentEvent, ConsentKey, ConsentRecord, ConsentStatus,
+    Recipient, RecipientType,
+};
+use crate::index::{ChannelState, ConsentIndex, EmailKeyer, IndexAddress, IndexStatus};
+
+const SHARDS: usize = 64;
+
+type Shard = HashMap<ConsentKey, ConsentRecord, foldhash::fast::RandomState>;
+
+/// Current records in memory, sharded so concurrent writers rarely meet.
+pub struct MemoryStore {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+}
+
+impl MemoryStore {
+    fn shard(&self, key: &ConsentKey) -> MutexGuard<'_, Shard> {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        let i = (std::hash::Hasher::finish(&h) as usize) % SHARDS;
+        // A poisoned shard means a writer panicked mid-insert of a HashMap entry, which
+        // leaves the map itself valid: keep serving it.
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn apply(&self, key: ConsentKey, event: ConsentEvent) -> Applied {
+        let mut shard = self.shard(&key);
+        let mut slot = shard.remove(&key);
+        let applied = ConsentRecord::apply(&mut slot, event);
+        if let Some(record) = slot {
+            shard.insert(key, record);
+        }
+        applied
+    }
+
+    pub fn get(&self, key: &ConsentKey) -> Option<ConsentRecord> {
+        self.shard(key).get(key).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.len()))
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Visits every record, shard by shard.
+    pub fn for_each(&self, mut f: impl FnMut(&ConsentKey, &ConsentRecord)) {
+        for shard in &*self.shards {
+            let shard = shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (k, r) in shard.iter() {
+                f(k, r);
+            }
+        }
+    }
+}
+
+/// The index state of an event.
+pub fn channel_state(event: &ConsentEvent) -> ChannelState {
+    let status = match (event.status, event.is_pending()) {
+        (ConsentStatus::Onay, false) => IndexStatus::Onay,
+        (ConsentStatus::Onay, true) => IndexStatus::OnayPending,
+        (ConsentStatus::Ret, false) => IndexStatus::Ret,
+        (ConsentStatus::Ret, true) => IndexStatus::RetPending,
+    };
+    ChannelState::new(status, event.source, to_minute(event.consent_date))
+}
+
+/// The records and the index they feed, kept in step.
+pub struct Consents {
+    records: MemoryStore,
+    index: Arc<ConsentIndex>,
+    keyer: Arc<EmailKeyer>,
+}
+
+impl Consents {
+    pub fn new(index: Arc<ConsentIndex>, keyer: Arc<EmailKeyer>) -> Self {
+        Self {
+            records: MemoryStore::default(),
+            index,
+            keyer,
+        }
+    }
+
+    pub fn index(&self) -> &Arc<ConsentIndex> {
+        &self.index
+    }
+
+    pub fn records(&self) -> &MemoryStore {
+        &self.records
+    }
+
+    fn address(&self, recipient: &Recipient, rtype: RecipientType) -> IndexAddress {
+        match recipient {
+            Recipient::Phone(p) => IndexAddress::Phone(p.digits()),
+            Recipient::Email(e) => IndexAddress::Email(self.keyer.key(rtype, e.as_str())),
+        }
+    }
+
+    /// Applies one event: the record store decides, and a change is written to the index.
+    pub fn apply(&self, key: ConsentKey, event: ConsentEvent) -> Result<Applied, KindMismatch> {
+        if key.recipient.kind() != key.channel.address_kind() {
+            return Err(KindMismatch {
+                channel: key.channel,
+            });
+        }
+        let state = channel_state(&event);
+        let retailers = event.retailer_access.clone();
+        let (brand, rtype, channel) = (key.brand, key.recipient_type, key.channel);
+        let address = self.address(&key.recipient, rtype);
+        let applied = self.records.apply(key, event);
+        if applied == Applied::Changed {
+            self.write_index(brand, rtype, address, channel, state, &retailers);
+        }
+        Ok(applied)
+    }
+
+    fn write_index(
+        &self,
+        brand: u32,
+        rtype: RecipientType,
+        address: IndexAddress,
+        channel: Channel,
+        state: ChannelState,
+        retailers: &[u32],
+    ) {
+        match address {
+            IndexAddress::Phone(digits) => {
+                self.index.set_phone(brand, rtype, digits, channel, state);
+            }
+            IndexAddress::Email(key) => self.index.set_email(brand, key, state),
+        }
+        self.index
+            .set_retailers(brand, rtype, address, channel, retailers);
+    }
+
+    pub fn get(&self, key: &ConsentKey) -> Option<ConsentRecord> {
+        self.records.get(key)
+    }
+
+    /// Rebuilds the index from the records in one pass per brand (cold start and the demo
+    /// loader use this: much faster than one write at a time).
+    pub fn rebuild_index(&self) {
+        type PhoneRows = HashMap<(RecipientType, u64), [ChannelState; 2]>;
+        let mut phones: HashMap<u32, PhoneRows> = HashMap::new();
+        let mut emails: HashMap<u32, Vec<(crate::index::EmailKey, ChannelState)>> = HashMap::new();
+        let mut retailers = Vec::new();
+        self.records.for_each(|key, record| {
+            let state = channel_state(&record.current);
+            let address = self.address(&key.recipient, key.recipient_type);
+            match address {
+                IndexAddress::Phone(digits) => {
+                    let slot = phones
+                        .entry(key.brand)
+                        .or_default()
+                        .entry((key.recipient_type, digits))
+                        .or_default();
+                    slot[usize::from(key.channel == Channel::Mesaj)] = state;
+                }
+                IndexAddress::Email(ekey) => {
+                    emails.entry(key.brand).or_default().push((ekey, state));
+                }
+            }
+            if !record.current.retailer_access.is_empty() {
+                retailers.push((key.clone(), address, record.current.retailer_access.clone()));
+            }
+        });
+        for (brand, rows) in phones {
+            self.index
+                .bulk_load_phones(brand, rows.into_iter().map(|((t, d), s)| (t, d, s)));
+        }
+        for (brand, rows) in emails {
+            self.index.bulk_load_emails(brand, rows);
+        }
+        for (key, address, codes) in retailers {
+            self.index
+                .set_retailers(key.brand, key.recipient_type, address, key.channel, &codes);
+        }
+    }
+}
+
+/// An event whose recipient is the wrong kind of address for its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{channel} needs a {}", match channel.address_kind() { AddressKind::Phone => "phone number", AddressKind::Email => "e-mail address" })]
+pub struct KindMismatch {
+    pub channel: Channel,
+}

@@ -1,0 +1,171 @@
+//! Logs and metrics. Logs never carry a phone number or e-mail address in clear: use
+//! [`fingerprint`] to correlate a recipient across lines of one process. Metric handles are
+//! registered once, so recording on the check path is an atomic add, not a registry lookup.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Counter, Histogram, counter, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use siphasher::sip::SipHasher13;
+
+use crate::domain::{Purpose, Reason};
+
+/// Starts the tracing subscriber. `filter` uses the `RUST_LOG` syntax of `Targets`
+/// (e.g. `info,iysgate=debug`).
+pub fn init_logging(filter: &str) -> Result<(), String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let targets: tracing_subscriber::filter::Targets = filter
+        .parse()
+        .map_err(|e| format!("log filter {filter:?}: {e}"))?;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_target(true))
+        .with(targets)
+        .try_init()
+        .map_err(|e| e.to_string())
+}
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub fn install_metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                    0.1, 0.25, 1.0,
+                ])
+                .expect("bucket list is non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (tests); then ours only renders.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// The RPCs whose latency is recorded.
+#[derive(Debug, Clone, Copy)]
+pub enum Rpc {
+    Check = 0,
+    CheckBatch = 1,
+    Filter = 2,
+    GetConsent = 3,
+}
+
+/// Pre-registered metric handles for the check path.
+pub struct Metrics {
+    decisions: [Counter; Reason::ALL.len()],
+    exempt: [Counter; 7],
+    invalid: Counter,
+    unavailable: Counter,
+    shed: Counter,
+    expired_alerts: Counter,
+    latency: [Histogram; 4],
+}
+
+impl Metrics {
+    /// Registers the handles with whatever recorder is installed (a no-op recorder in tests
+    /// that install none).
+    pub fn register() -> Self {
+        let purposes = [
+            Purpose::Commercial,
+            Purpose::Transactional,
+            Purpose::Information,
+            Purpose::DebtReminder,
+            Purpose::DeliveryNotice,
+            Purpose::DataUpdate,
+            Purpose::LegalNotice,
+        ];
+        Self {
+            decisions: Reason::ALL
+                .map(|r| counter!("iysgate_decisions_total", "reason" => r.as_str())),
+            exempt: purposes
+                .map(|p| counter!("iysgate_exempt_decisions_total", "purpose" => p.as_str())),
+            invalid: counter!("iysgate_invalid_items_total"),
+            unavailable: counter!("iysgate_unavailable_total"),
+            shed: counter!("iysgate_shed_total"),
+            expired_alerts: counter!("iysgate_registration_expired_total"),
+            latency: ["Check", "CheckBatch", "Filter", "GetConsent"]
+                .map(|m| histogram!("iysgate_rpc_duration_seconds", "method" => m)),
+        }
+    }
+
+    pub fn decision(&self, reason: Reason, purpose: Purpose) {
+        self.decisions[reason as usize].increment(1);
+        if reason == Reason::ExemptPurpose {
+            self.exempt[purpose as usize].increment(1);
+        }
+        if reason == Reason::RegistrationExpired {
+            self.expired_alerts.increment(1);
+        }
+    }
+
+    /// Adds a chunk's counts at once.
+    pub fn decisions(&self, counts: &[u32; Reason::ALL.len()], purpose: Purpose) {
+        for (reason, &n) in Reason::ALL.iter().zip(counts) {
+            if n > 0 {
+                self.decisions[*reason as usize].increment(u64::from(n));
+                if *reason == Reason::ExemptPurpose {
+                    self.exempt[purpose as usize].increment(u64::from(n));
+                }
+                if *reason == Reason::RegistrationExpired {
+                    self.expired_alerts.increment(u64::from(n));
+                }
+            }
+        }
+    }
+
+    pub fn invalid(&self, n: u64) {
+        self.invalid.increment(n);
+    }
+
+    pub fn unavailable(&self) {
+        self.unavailable.increment(1);
+    }
+
+    pub fn shed(&self) {
+        self.shed.increment(1);
+    }
+
+    pub fn latency(&self, rpc: Rpc, took: Duration) {
+        self.latency[rpc as usize].record(took.as_secs_f64());
+    }
+}
+
+/// A short keyed hash of a recipient for logs: lines of one process about the same
+/// recipient correlate, but the address cannot be read back (the key is random per process).
+pub fn fingerprint(recipient: &str) -> String {
+    use std::hash::Hasher;
+    static KEY: OnceLock<(u64, u64)> = OnceLock::new();
+    let (k0, k1) = *KEY.get_or_init(|| {
+        let mut bytes = [0u8; 16];
+        // Without OS randomness the fingerprint would still hide the address, just with a
+        // fixed key; logging must never fail a request.
+        let _ = getrandom::fill(&mut bytes);
+        let (a, b) = bytes.split_at(8);
+        (
+            u64::from_le_bytes(a.try_into().expect("8 bytes")),
+            u64::from_le_bytes(b.try_into().expect("8 bytes")),
+        )
+    });
+    let mut h = SipHasher13::new_with_keys(k0, k1);
+    h.write(recipient.as_bytes());
+    format!("r:{:08x}", h.finish() >> 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_hides_the_address_but_is_stable_in_process() {
+        let a = fingerprint("+905321234567");
+        assert_eq!(a, fingerprint("+905321234567"));
+        assert_ne!(a, fingerprint("+905321234568"));
+        assert!(!a.contains("532"), "{a}");
+        assert_eq!(a.len(), 10);
+    }
+}
