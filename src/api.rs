@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -415,6 +415,7 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         let client = self.client(&request)?;
         let checker = Arc::clone(&self.checker);
         let metrics = Arc::clone(&self.metrics);
+        let deadline = grpc_timeout(request.metadata());
         let mut state = FilterState {
             spec: None,
             chunk: 0,
@@ -427,7 +428,10 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
             metrics.latency(Rpc::Filter, started.elapsed());
             reply
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(WithDeadline::new(
+            Box::pin(stream),
+            deadline,
+        ))))
     }
 
     async fn get_consent(
@@ -504,6 +508,64 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         };
         self.metrics.latency(Rpc::GetConsent, started.elapsed());
         Ok(Response::new(pb::GetConsentResponse { record, decision }))
+    }
+}
+
+/// The caller's deadline from the `grpc-timeout` header. tonic enforces it for the response
+/// headers of every call; a Filter stream lives longer than that, so it is enforced here too.
+fn grpc_timeout(md: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let text = md.get("grpc-timeout")?.to_str().ok()?;
+    let (value, unit) = text.split_at(text.len().checked_sub(1)?);
+    let value: u64 = value.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value.saturating_mul(3600)),
+        "M" => Duration::from_secs(value.saturating_mul(60)),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
+/// Ends a response stream with DEADLINE_EXCEEDED once the caller's deadline passes.
+struct WithDeadline {
+    inner: FilterStream,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    expired: bool,
+}
+
+impl WithDeadline {
+    fn new(inner: FilterStream, timeout: Option<Duration>) -> Self {
+        let deadline = timeout.map(|t| Box::pin(tokio::time::sleep(t)));
+        Self {
+            inner,
+            deadline,
+            expired: false,
+        }
+    }
+}
+
+impl Stream for WithDeadline {
+    type Item = Result<pb::FilterResponse, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future as _;
+        if self.expired {
+            return std::task::Poll::Ready(None);
+        }
+        if let Some(deadline) = self.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            self.expired = true;
+            return std::task::Poll::Ready(Some(Err(Status::deadline_exceeded(
+                "the call's deadline passed before the stream ended",
+            ))));
+        }
+        self.inner.as_mut().poll_next(cx)
     }
 }
 

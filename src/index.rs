@@ -1,6 +1,7 @@
 //! The in-memory consent index: for every (brand, recipientType, address) it holds the current
-//! per-channel consent state, and answers "what is the state of channel C?" in tens of
-//! nanoseconds without leaving the process. The check path reads it; the sync worker writes it.
+//! per-channel consent state, and answers "what is the state of channel C?" without leaving the
+//! process: about 80–160 ns for one lookup, 30–60 ns per key in batches, at 1–10 million records
+//! (`benches/index.rs`). The check path reads it; the sync worker writes it.
 //!
 //! # Keys
 //!
@@ -31,53 +32,69 @@
 //! costs 1–2 B/record. A lookup is one directory read (two adjacent words) and a linear scan of
 //! one small bucket: no probing, no empty slots, no control bytes. Tables are built in O(n) by a
 //! stable counting sort on the bucket number; duplicates (the later one wins) and tombstones are
-//! dropped during the same pass. Measured: ≈ 17–18 B/record for phones at 10 M
-//! (`examples/index_memory.rs`).
+//! dropped during the same pass. Measured at 10 M phone records: 17.2–17.4 B/record by the
+//! index's own count, 19–20 B/record of process RSS (`examples/index_memory.rs`); e-mail
+//! records cost 20 B plus the same directory share.
 //!
 //! A frozen table is never modified. Changes go to a **delta**: 64 shards of
 //! `RwLock<hashbrown::HashMap>` holding the newest record per changed key; a record whose
 //! channels are all EMPTY is a tombstone that hides the frozen entry. When the delta holds more
-//! than max(65 536, frozen_len / 32) records, the next writer **compacts**: it merges the frozen
+//! than max(65 536, `frozen_len` / 32) records, the next writer **compacts**: it merges the frozen
 //! table and the delta into a new frozen table, publishes it, and removes the merged delta
 //! entries. The delta is thus at most ~3 % of the table, about 1 B/record when full.
 //!
 //! # Concurrency
 //!
-//! - Brands: `ArcSwap<HashMap<brand, Arc<BrandTables>>>`; adding a brand (rare) copies the map
-//!   under a mutex. Readers never lock for it.
-//! - Frozen tables: `ArcSwap<Frozen>`; readers never lock for them.
-//! - A reader first checks the delta shard of its key under that shard's read lock (skipped when
-//!   the store-wide delta counter is 0), then, only on a miss, the frozen table. This order
-//!   matters (below).
+//! - One `ArcSwap<HashMap<brand, BrandEntry>>` holds, per brand, its stores (deltas) and its
+//!   current frozen tables. Adding a brand or publishing a table copies the map (a few Arcs per
+//!   brand) under a mutex and swaps it in. A lookup loads it once and never locks for it. (The
+//!   tables are not behind `ArcSwap`s of their own because each `ArcSwap` load costs two fenced
+//!   atomics, about 25–40 ns a lookup on this machine: the fence stops the CPU overlapping one
+//!   lookup's cache misses with the next one's.)
+//! - A reader checks the delta shard of its key under that shard's read lock (skipped when the
+//!   store's delta counter is 0), then, on a miss, the frozen table; if a newer table has been
+//!   published since it loaded the map (a per-store generation number says so) it starts again.
 //! - A writer does its read-modify-write of one record (setting ARAMA keeps MESAJ) inside the
 //!   shard's write lock, reading the frozen table as the fallback. That makes every update of a
 //!   key atomic without a store-wide writer mutex, so writers of different keys proceed in
-//!   parallel and no writer waits for a compaction.
+//!   parallel and no writer waits for a compaction (another writer's compaction, that is: the
+//!   writer that crosses the threshold runs the compaction itself, unless one is running).
 //! - Compaction (one at a time per store, under a mutex that only compactions and bulk loads
 //!   take): (1) copy every shard's entries under its read lock; (2) build the new frozen table
-//!   from the old one plus that snapshot, holding no lock; (3) publish it with `ArcSwap::store`;
-//!   (4) only then, shard by shard in chunks of 256 under the write lock, remove each snapshot
-//!   entry whose delta value is still the snapshotted one (a newer write stays), decrementing
-//!   the counter inside the lock.
+//!   from the old one plus that copy, holding no lock; (3) publish it, then raise the store's
+//!   generation; (4) only then, shard by shard in chunks of 256 under the write lock, remove
+//!   each copied entry whose delta value is still the copied one (a newer write stays),
+//!   decrementing the counter inside the lock.
 //!
-//!   Why no reader ever sees an older value than one already visible: a delta entry is removed
-//!   only after a frozen table holding the same value is published. A reader that misses in the
-//!   shard took the read lock after the removal, so it happens after the publication and its
-//!   frozen load sees the new table. A reader that skips the delta because the counter is 0 read
-//!   that 0 from a decrement made (inside the lock) after the publication; every change of the
-//!   counter is a read-modify-write, so the acquire load synchronises with it. Checking the
-//!   frozen table *before* the delta would break this, which is why the order is fixed.
+//!   Why no reader ever sees a value older than one already visible: a delta entry is removed
+//!   only after a table holding the same value is published and the generation raised. A reader
+//!   that misses in the shard took the read lock after the removal, so it happens after both;
+//!   if the map it loaded still had the old table, its generation check fails and it loads the
+//!   map again, which now has the new table. A reader that skips the delta because the counter
+//!   is 0 read that 0 from a decrement made (inside the lock) after the generation was raised;
+//!   every change of the counter is a read-modify-write, so the acquire load synchronises with
+//!   it. A writer's fallback read needs no check: it holds the shard lock the removal needs, so
+//!   the map it loads already has the new table. The order delta-then-frozen and the order
+//!   publish-raise-remove are what the argument rests on (`concurrent_reads_never_go_back`
+//!   catches a change to either, though not on every run).
+//! - Batch lookups ([`ConsentIndex::phones`], [`ConsentIndex::emails`]) take all 64 shard read
+//!   locks of the store for a chunk of 256 keys, then load the brand map, then look up without
+//!   any further atomics, in two passes (all directory reads, then all bucket reads) so the
+//!   cache misses of many keys overlap. Single lookups cannot do that: the `ArcSwap` load and
+//!   the read lock are fenced atomics, and each costs the overlap between consecutive lookups.
 //!
 //! # What it must never do
 //!
-//! No I/O, no logging, no allocation and no waiting on the read path beyond one shard read lock
-//! (a writer holds a shard's write lock for one insert, or for at most 256 removals during a
-//! compaction; all heavy work — building tables — happens holding no lock readers need). It does
+//! No I/O, no logging, no allocation (batch lookups only grow the caller's `Vec`) and no waiting
+//! on the read path beyond shard read locks: a writer holds a shard's write lock for one insert,
+//! or for at most 256 removals during a compaction, and a batch holds read locks for at most
+//! 256 lookups (std's `RwLock` queues new readers behind a waiting writer, so a reader can wait
+//! that long too); all heavy work, building tables, happens holding no lock readers need. It does
 //! not decide: policy (pending deadlines, TACIR defaults, staleness, exemptions) lives in the
 //! decision code, and how old the data is belongs to the sync layer.
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
 
 use arc_swap::ArcSwap;
@@ -96,6 +113,8 @@ const MIN_COMPACTION_DELTA: usize = 65_536;
 const COMPACTION_DIVISOR: usize = 32;
 /// Delta entries removed per shard write-lock hold after a compaction (bounds reader waits).
 const REMOVE_CHUNK: usize = 256;
+/// Keys a batch lookup answers per hold of the delta read locks (bounds writer waits).
+const BATCH_CHUNK: usize = 256;
 /// Fibonacci hashing multiplier (2^64 / φ): spreads sequential phone numbers over the top bits.
 const PHONE_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Bit of a stored phone key that marks a TACIR record.
@@ -146,7 +165,7 @@ pub struct ChannelState(u32);
 impl ChannelState {
     /// No record for this channel.
     pub const EMPTY: ChannelState = ChannelState(0);
-    /// The largest storable consent minute (2046-11-25); later minutes saturate to it.
+    /// The largest storable consent minute (2046-11-24 20:15); later minutes saturate to it.
     pub const MAX_MINUTE: u32 = (1 << 24) - 1;
 
     const STATUS_MASK: u32 = 0b111;
@@ -154,6 +173,7 @@ impl ChannelState {
     const SOURCE_MASK: u32 = 0b1_1111;
     const MINUTE_SHIFT: u32 = 8;
 
+    #[must_use]
     pub fn new(status: IndexStatus, source: Source, consent_minute: u32) -> Self {
         if status == IndexStatus::None {
             return Self::EMPTY;
@@ -165,10 +185,12 @@ impl ChannelState {
 
     /// The status; undefined status bits (5..=7, only reachable through `from_raw`) read as
     /// [`IndexStatus::None`].
+    #[must_use]
     pub fn status(self) -> IndexStatus {
         IndexStatus::from_bits(self.0 & Self::STATUS_MASK)
     }
 
+    #[must_use]
     pub fn source(self) -> Option<Source> {
         if self.is_empty() {
             return None;
@@ -176,19 +198,23 @@ impl ChannelState {
         Source::from_code(((self.0 >> Self::SOURCE_SHIFT) & Self::SOURCE_MASK) as u8)
     }
 
+    #[must_use]
     pub fn consent_minute(self) -> u32 {
         self.0 >> Self::MINUTE_SHIFT
     }
 
     /// True when there is no record for this channel.
+    #[must_use]
     pub fn is_empty(self) -> bool {
         self.status() == IndexStatus::None
     }
 
+    #[must_use]
     pub fn raw(self) -> u32 {
         self.0
     }
 
+    #[must_use]
     pub fn from_raw(raw: u32) -> Self {
         Self(raw)
     }
@@ -218,6 +244,7 @@ pub struct EmailKeyer {
 }
 
 impl EmailKeyer {
+    #[must_use]
     pub fn new(key: [u8; 16]) -> Self {
         Self {
             hasher: SipHasher13::new_with_key(&key),
@@ -225,6 +252,7 @@ impl EmailKeyer {
     }
 
     /// The caller normalises the address first (the same code for checks and synced records).
+    #[must_use]
     pub fn key(&self, rtype: RecipientType, normalised_email: &str) -> EmailKey {
         let mut hasher = self.hasher;
         // The fixed-width type tag comes first, so (type, address) pairs cannot run together.
@@ -277,7 +305,7 @@ fn phone_slot(channel: Channel) -> Option<usize> {
 // ---------------------------------------------------------------------------------------------
 
 /// What differs between the phone store and the e-mail store.
-trait Kind: 'static {
+trait Kind: Sized + 'static {
     /// The key as the delta map and the hash see it.
     type Key: Copy + Eq + Hash + Send + Sync;
     /// One record: all channels of this address kind.
@@ -294,6 +322,12 @@ trait Kind: 'static {
     fn key_of(entry: &Self::Entry) -> Self::Key;
     fn value_of(entry: &Self::Entry) -> Self::Value;
     fn is_tombstone(value: Self::Value) -> bool;
+
+    /// This kind's store (delta and bookkeeping) in a brand.
+    fn store(stores: &BrandStores) -> &Store<Self>;
+    /// This kind's published frozen table in a brand entry.
+    fn frozen(entry: &BrandEntry) -> &Arc<Frozen<Self>>;
+    fn frozen_mut(entry: &mut BrandEntry) -> &mut Arc<Frozen<Self>>;
 }
 
 /// A frozen phone entry: 16 bytes.
@@ -343,6 +377,17 @@ impl Kind for Phones {
     fn is_tombstone(value: Self::Value) -> bool {
         value == Self::EMPTY
     }
+    #[inline]
+    fn store(stores: &BrandStores) -> &Store<Self> {
+        &stores.phones
+    }
+    #[inline]
+    fn frozen(entry: &BrandEntry) -> &Arc<Frozen<Self>> {
+        &entry.phones
+    }
+    fn frozen_mut(entry: &mut BrandEntry) -> &mut Arc<Frozen<Self>> {
+        &mut entry.phones
+    }
 }
 
 impl Kind for Emails {
@@ -361,6 +406,10 @@ impl Kind for Emails {
         (key >> 64) as u64
     }
     #[inline]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "splitting the key into 32-bit words"
+    )]
     fn entry(key: u128, state: ChannelState) -> EmailEntry {
         EmailEntry {
             key: [
@@ -385,6 +434,17 @@ impl Kind for Emails {
     fn is_tombstone(value: ChannelState) -> bool {
         value == ChannelState::EMPTY
     }
+    #[inline]
+    fn store(stores: &BrandStores) -> &Store<Self> {
+        &stores.emails
+    }
+    #[inline]
+    fn frozen(entry: &BrandEntry) -> &Arc<Frozen<Self>> {
+        &entry.emails
+    }
+    fn frozen_mut(entry: &mut BrandEntry) -> &mut Arc<Frozen<Self>> {
+        &mut entry.emails
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -399,11 +459,13 @@ struct Frozen<K: Kind> {
     dir: Box<[u32]>,
     /// `64 - log2(buckets)`: `hash >> shift` is the bucket.
     shift: u32,
+    /// Counts the tables published for this brand and kind; see [`Store::generation`].
+    generation: u64,
 }
 
 impl<K: Kind> Frozen<K> {
     fn empty() -> Self {
-        build::<K, _>(0, std::iter::empty)
+        build::<K, _>(0, 0, std::iter::empty)
     }
 
     fn len(&self) -> usize {
@@ -412,10 +474,19 @@ impl<K: Kind> Frozen<K> {
 
     #[inline]
     fn get(&self, hash: u64, key: K::Key) -> Option<K::Value> {
-        let bucket = (hash >> self.shift) as usize;
-        let start = self.dir[bucket] as usize;
-        let end = self.dir[bucket + 1] as usize;
-        self.entries[start..end]
+        self.find(self.bucket(hash), key)
+    }
+
+    /// The entry range of the bucket `hash` falls in.
+    #[inline]
+    fn bucket(&self, hash: u64) -> (u32, u32) {
+        let bucket = bucket_of(hash, self.shift);
+        (self.dir[bucket], self.dir[bucket + 1])
+    }
+
+    #[inline]
+    fn find(&self, (start, end): (u32, u32), key: K::Key) -> Option<K::Value> {
+        self.entries[start as usize..end as usize]
             .iter()
             .find(|e| K::key_of(e) == key)
             .map(K::value_of)
@@ -426,6 +497,16 @@ impl<K: Kind> Frozen<K> {
             + std::mem::size_of_val::<[K::Entry]>(&self.entries)
             + std::mem::size_of_val::<[u32]>(&self.dir)
     }
+}
+
+/// The bucket of `hash` in a table with `64 - shift` bucket bits.
+#[inline]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "at most 32 bucket bits (n < 2^32)"
+)]
+fn bucket_of(hash: u64, shift: u32) -> usize {
+    (hash >> shift) as usize
 }
 
 /// log2 of the bucket count for `n` records: the next power of two ≥ n/4, at least 2 buckets.
@@ -441,19 +522,20 @@ fn bucket_bits(n: usize) -> u32 {
 /// # Panics
 /// If `source` yields 2^32 entries or more (64 GiB of phone entries for one brand).
 fn build<K: Kind, I: Iterator<Item = K::Entry>>(
+    generation: u64,
     expected: usize,
     source: impl Fn() -> I,
 ) -> Frozen<K> {
     let bits = bucket_bits(expected);
     let shift = 64 - bits;
     let buckets = 1_usize << bits;
-    let bucket_of = |entry: &K::Entry| (K::hash(K::key_of(entry)) >> shift) as usize;
+    let bucket = |entry: &K::Entry| bucket_of(K::hash(K::key_of(entry)), shift);
 
     // Pass 1: bucket sizes, stored one slot to the right so the prefix sum gives start offsets.
     let mut dir = vec![0_u32; buckets + 1];
     let mut total = 0_usize;
     for entry in source() {
-        dir[bucket_of(&entry) + 1] += 1;
+        dir[bucket(&entry) + 1] += 1;
         total += 1;
     }
     assert!(
@@ -468,17 +550,17 @@ fn build<K: Kind, I: Iterator<Item = K::Entry>>(
     let mut cursor = dir[..buckets].to_vec();
     let mut entries = vec![K::FILLER; total];
     for entry in source() {
-        let slot = &mut cursor[bucket_of(&entry)];
+        let slot = &mut cursor[bucket(&entry)];
         entries[*slot as usize] = entry;
         *slot += 1;
     }
     drop(cursor);
 
     // Pass 3, in place: per bucket, keep the last entry of each key unless it is a tombstone.
-    let mut kept = 0_usize;
+    let mut kept = 0_u32;
     for b in 0..buckets {
         let (start, end) = (dir[b] as usize, dir[b + 1] as usize);
-        dir[b] = kept as u32;
+        dir[b] = kept;
         for i in start..end {
             let entry = entries[i];
             let key = K::key_of(&entry);
@@ -489,23 +571,30 @@ fn build<K: Kind, I: Iterator<Item = K::Entry>>(
             {
                 continue;
             }
-            entries[kept] = entry;
+            entries[kept as usize] = entry;
             kept += 1;
         }
     }
-    dir[buckets] = kept as u32;
-    entries.truncate(kept);
+    dir[buckets] = kept;
+    entries.truncate(kept as usize);
 
     Frozen {
         entries: entries.into_boxed_slice(),
         dir: dir.into_boxed_slice(),
         shift,
+        generation,
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Store: frozen table + delta, for one brand and one address kind
+// Store: the delta of one brand and address kind
 // ---------------------------------------------------------------------------------------------
+
+/// The delta shard of a key hash: bits 32.., away from the top bits that pick frozen buckets.
+#[inline]
+fn shard_index(hash: u64) -> usize {
+    (hash >> 32) as usize % DELTA_SHARDS
+}
 
 type DeltaMap<K> = HashMap<<K as Kind>::Key, <K as Kind>::Value, FixedState>;
 
@@ -514,12 +603,17 @@ type DeltaMap<K> = HashMap<<K as Kind>::Key, <K as Kind>::Value, FixedState>;
 #[repr(align(128))]
 struct Shard<K: Kind>(RwLock<DeltaMap<K>>);
 
+/// The mutable half of one brand's records of one address kind: the delta and its bookkeeping.
+/// The frozen half is published in the brand map ([`BrandEntry`]).
 struct Store<K: Kind> {
-    frozen: ArcSwap<Frozen<K>>,
     delta: Box<[Shard<K>]>,
     /// Records in the delta (tombstones included). Changed only by read-modify-writes made while
     /// holding the lock of the shard that changed; see the module doc for why.
     delta_len: AtomicUsize,
+    /// Generation of the newest published frozen table. Raised after the table is published and
+    /// before any merged entry leaves the delta, so a reader that holds an older table and
+    /// misses in the delta can tell that its miss may be stale.
+    generation: AtomicU64,
     /// Delta size above which the next writer compacts.
     compact_at: AtomicUsize,
     min_delta: usize,
@@ -545,11 +639,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<K: Kind> Store<K> {
     fn new(min_delta: usize) -> Self {
         Self {
-            frozen: ArcSwap::from_pointee(Frozen::empty()),
             delta: (0..DELTA_SHARDS)
                 .map(|_| Shard(RwLock::new(HashMap::with_hasher(FixedState::default()))))
                 .collect(),
             delta_len: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
             compact_at: AtomicUsize::new(min_delta),
             min_delta,
             live: AtomicIsize::new(0),
@@ -559,149 +653,53 @@ impl<K: Kind> Store<K> {
 
     #[inline]
     fn shard(&self, hash: u64) -> &RwLock<DeltaMap<K>> {
-        &self.delta[(hash >> 32) as usize % DELTA_SHARDS].0
+        &self.delta[shard_index(hash)].0
     }
 
-    /// The current record, EMPTY when unknown.
+    /// The delta's record for `key`, if it has one.
     #[inline]
-    fn get(&self, key: K::Key) -> K::Value {
-        let hash = K::hash(key);
-        // Delta first, frozen second: the order the module doc's argument depends on.
-        if self.delta_len.load(Ordering::Acquire) != 0 {
-            let found = read(self.shard(hash)).get(&key).copied();
-            if let Some(value) = found {
-                return value;
-            }
+    fn delta_get(&self, hash: u64, key: K::Key) -> Option<K::Value> {
+        if self.delta_len.load(Ordering::Acquire) == 0 {
+            return None;
         }
-        self.frozen.load().get(hash, key).unwrap_or(K::EMPTY)
-    }
-
-    /// Read-modify-write of one record. `change` gets the current record (EMPTY when unknown)
-    /// and returns the new one, already normalised.
-    fn update(&self, key: K::Key, change: impl FnOnce(K::Value) -> K::Value) {
-        let hash = K::hash(key);
-        let mut shard = write(self.shard(hash));
-        let (old, new) = match shard.entry(key) {
-            Entry::Occupied(mut slot) => {
-                let old = *slot.get();
-                let new = change(old);
-                slot.insert(new);
-                (old, new)
-            }
-            Entry::Vacant(slot) => {
-                // Not in the delta: the frozen table holds the current value. Whichever table
-                // we load is right: a compaction removes a key from the delta only after
-                // publishing a table with its value, and we hold the shard lock it needs.
-                let old = self.frozen.load().get(hash, key).unwrap_or(K::EMPTY);
-                let new = change(old);
-                if new == old {
-                    return;
-                }
-                slot.insert(new);
-                self.delta_len.fetch_add(1, Ordering::AcqRel);
-                (old, new)
-            }
-        };
-        match (K::is_tombstone(old), K::is_tombstone(new)) {
-            (true, false) => self.live.fetch_add(1, Ordering::Relaxed),
-            (false, true) => self.live.fetch_sub(1, Ordering::Relaxed),
-            _ => 0,
-        };
-        drop(shard);
-        if self.delta_len.load(Ordering::Relaxed) > self.compact_at.load(Ordering::Relaxed) {
-            self.try_compact();
-        }
-    }
-
-    /// Compacts unless a compaction or bulk load is already running (the delta simply grows a
-    /// little further; the next writer tries again).
-    fn try_compact(&self) {
-        let guard = match self.rebuild.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return,
-        };
-        self.compact_locked();
-        drop(guard);
-    }
-
-    fn compact(&self) {
-        let guard = lock(&self.rebuild);
-        self.compact_locked();
-        drop(guard);
-    }
-
-    /// Merges the delta into a new frozen table. Caller holds `rebuild`.
-    fn compact_locked(&self) {
-        // 1. Snapshot the delta; writers may go on changing it meanwhile.
-        let snapshot: Vec<Vec<(K::Key, K::Value)>> = self
-            .delta
-            .iter()
-            .map(|shard| read(&shard.0).iter().map(|(k, v)| (*k, *v)).collect())
-            .collect();
-        if snapshot.iter().all(Vec::is_empty) {
-            return;
-        }
-
-        // 2. Build the new table, holding no lock. Its exact size sizes the directory.
-        let old = self.frozen.load_full();
-        let mut expected = old.len();
-        for &(key, value) in snapshot.iter().flatten() {
-            if old.get(K::hash(key), key).is_some() {
-                expected -= 1;
-            }
-            if !K::is_tombstone(value) {
-                expected += 1;
-            }
-        }
-        let merged = build::<K, _>(expected, || {
-            let delta = snapshot
-                .iter()
-                .flatten()
-                .map(|&(key, value)| K::entry(key, value));
-            old.entries.iter().copied().chain(delta)
-        });
-        debug_assert_eq!(merged.len(), expected);
-        drop(old);
-        self.compact_at
-            .store(self.threshold(merged.len()), Ordering::Relaxed);
-
-        // 4. Remove what was merged, unless a writer changed it since the snapshot.
-        for (shard, entries) in self.delta.iter().zip(&snapshot) {
-            for chunk in entries.chunks(REMOVE_CHUNK) {
-                let mut map = write(&shard.0);
-                let mut removed = 0;
-                for (key, value) in chunk {
-                    if map.get(key) == Some(value) {
-                        map.remove(key);
-                        removed += 1;
-                    }
-                }
-                // Inside the lock, after the publication: see the module doc.
-                self.delta_len.fetch_sub(removed, Ordering::AcqRel);
-            }
-        }
-        std::thread::yield_now();
-        self.frozen.store(Arc::new(merged));
+        read(self.shard(hash)).get(&key).copied()
     }
 
     fn threshold(&self, frozen_len: usize) -> usize {
         self.min_delta.max(frozen_len / COMPACTION_DIVISOR)
     }
 
-    /// Replaces the whole content with `entries` (the later of two equal keys wins).
-    fn bulk_load(&self, entries: Vec<K::Entry>) {
-        let guard = lock(&self.rebuild);
-        let live = entries
+    /// A copy of every shard's entries, shard by shard (writers may go on meanwhile).
+    fn snapshot(&self) -> Vec<Vec<(K::Key, K::Value)>> {
+        self.delta
             .iter()
-            .filter(|e| !K::is_tombstone(K::value_of(e)))
-            .count();
-        let table = build::<K, _>(live, || entries.iter().copied());
-        drop(entries);
-        let live = table.len();
-        self.compact_at
-            .store(self.threshold(live), Ordering::Relaxed);
-        self.frozen.store(Arc::new(table));
+            .map(|shard| read(&shard.0).iter().map(|(k, v)| (*k, *v)).collect())
+            .collect()
+    }
+
+    /// Removes the snapshot's entries that still hold the snapshotted value (a newer write
+    /// stays), a few at a time so that readers of a shard never wait long.
+    fn remove_merged(&self, snapshot: &[Vec<(K::Key, K::Value)>]) {
+        for (shard, entries) in self.delta.iter().zip(snapshot) {
+            for chunk in entries.chunks(REMOVE_CHUNK) {
+                let mut map = write(&shard.0);
+                let mut removed = 0;
+                for (key, value) in chunk {
+                    if let Entry::Occupied(slot) = map.entry(*key)
+                        && slot.get() == value
+                    {
+                        slot.remove();
+                        removed += 1;
+                    }
+                }
+                // Inside the lock: see the module doc.
+                self.delta_len.fetch_sub(removed, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Empties the delta and gives its memory back.
+    fn clear(&self) {
         for shard in &self.delta {
             let mut map = write(&shard.0);
             let removed = map.len();
@@ -709,8 +707,6 @@ impl<K: Kind> Store<K> {
             map.shrink_to_fit();
             self.delta_len.fetch_sub(removed, Ordering::AcqRel);
         }
-        self.live.store(live as isize, Ordering::Relaxed);
-        drop(guard);
     }
 
     fn len(&self) -> usize {
@@ -718,12 +714,12 @@ impl<K: Kind> Store<K> {
     }
 
     fn heap_bytes(&self) -> usize {
-        let delta: usize = self
+        let maps: usize = self
             .delta
             .iter()
             .map(|shard| read(&shard.0).allocation_size())
             .sum();
-        self.frozen.load().heap_bytes() + std::mem::size_of_val::<[Shard<K>]>(&self.delta) + delta
+        std::mem::size_of_val::<[Shard<K>]>(&self.delta) + maps
     }
 }
 
@@ -731,22 +727,23 @@ impl<K: Kind> Store<K> {
 // The index
 // ---------------------------------------------------------------------------------------------
 
-/// Everything one brand holds.
-struct BrandTables {
+/// The stores of one brand; they live as long as the brand.
+struct BrandStores {
     phones: Store<Phones>,
     emails: Store<Emails>,
 }
 
-impl BrandTables {
-    fn new(min_delta: usize) -> Self {
-        Self {
-            phones: Store::new(min_delta),
-            emails: Store::new(min_delta),
-        }
-    }
+/// One brand as readers find it: its stores and its current frozen tables. The tables sit here
+/// rather than behind their own `ArcSwap` so that a lookup pays for one `ArcSwap` load (the
+/// brand map), not two: each load costs 25–40 ns of fenced atomics in a stream of lookups.
+#[derive(Clone)]
+struct BrandEntry {
+    stores: Arc<BrandStores>,
+    phones: Arc<Frozen<Phones>>,
+    emails: Arc<Frozen<Emails>>,
 }
 
-type BrandMap = HashMap<u32, Arc<BrandTables>, FixedState>;
+type BrandMap = HashMap<u32, BrandEntry, FixedState>;
 
 /// Key of the retailer side table: brand, channel and the stored key of the address (a phone
 /// key with its type bit, or the e-mail key).
@@ -759,9 +756,11 @@ struct RetailerKey {
 
 /// The consent index; share it as `Arc<ConsentIndex>`. See the module doc.
 pub struct ConsentIndex {
+    /// Every brand's stores and current frozen tables, replaced as a whole (copy on write) when
+    /// a brand is added or a table is published.
     brands: ArcSwap<BrandMap>,
-    /// Serialises adding brands (copy-on-write of `brands`).
-    add_brand: Mutex<()>,
+    /// Serialises replacing `brands`.
+    publish: Mutex<()>,
     /// Retailer codes each consent grants access to; rare, so one lock is enough.
     retailers: RwLock<HashMap<RetailerKey, Box<[u32]>, FixedState>>,
     min_delta: usize,
@@ -774,16 +773,17 @@ impl Default for ConsentIndex {
 }
 
 impl ConsentIndex {
+    #[must_use]
     pub fn new() -> Self {
         Self::with_min_delta(MIN_COMPACTION_DELTA)
     }
 
     /// An index whose stores compact once their delta exceeds max(`min_delta`,
-    /// frozen_len / 32) records. Tests use a tiny value to exercise compaction.
+    /// `frozen_len` / 32) records. Tests use a tiny value to exercise compaction.
     fn with_min_delta(min_delta: usize) -> Self {
         Self {
             brands: ArcSwap::from_pointee(HashMap::with_hasher(FixedState::default())),
-            add_brand: Mutex::new(()),
+            publish: Mutex::new(()),
             retailers: RwLock::new(HashMap::with_hasher(FixedState::default())),
             min_delta,
         }
@@ -792,19 +792,34 @@ impl ConsentIndex {
     /// The states [ARAMA, MESAJ] of a phone number; EMPTY when unknown.
     #[inline]
     pub fn phone(&self, brand: u32, rtype: RecipientType, digits: u64) -> [ChannelState; 2] {
-        match self.brands.load().get(&brand) {
-            Some(tables) => tables.phones.get(phone_key(rtype, digits)),
-            None => Phones::EMPTY,
-        }
+        self.get::<Phones>(brand, phone_key(rtype, digits))
     }
 
     /// The EPOSTA state of an e-mail address; EMPTY when unknown.
     #[inline]
     pub fn email(&self, brand: u32, key: EmailKey) -> ChannelState {
-        match self.brands.load().get(&brand) {
-            Some(tables) => tables.emails.get(key.0),
-            None => ChannelState::EMPTY,
-        }
+        self.get::<Emails>(brand, key.0)
+    }
+
+    /// Many phone lookups at once (`CheckBatch`, `Filter`): appends the states [ARAMA, MESAJ] of
+    /// each number to `out`, in order. Same answers as [`Self::phone`] one by one, at a
+    /// fraction of the cost for large batches: the fenced atomics a lookup needs (brand map
+    /// load, delta read lock) are paid once per 256 numbers instead of once per number, so the
+    /// CPU overlaps the numbers' cache misses. Each group of 256 is answered from one
+    /// consistent state; writers to the brand wait for at most one group.
+    pub fn phones(
+        &self,
+        brand: u32,
+        rtype: RecipientType,
+        digits: &[u64],
+        out: &mut Vec<[ChannelState; 2]>,
+    ) {
+        self.get_many::<Phones, _>(brand, digits, |d| phone_key(rtype, d), out);
+    }
+
+    /// Many e-mail lookups at once; see [`Self::phones`].
+    pub fn emails(&self, brand: u32, keys: &[EmailKey], out: &mut Vec<ChannelState>) {
+        self.get_many::<Emails, _>(brand, keys, |key| key.0, out);
     }
 
     /// One channel's state. A channel that does not fit the address (EPOSTA on a phone, ARAMA
@@ -842,18 +857,16 @@ impl ConsentIndex {
             return;
         };
         let state = state.normalised();
-        self.brand_tables(brand)
-            .phones
-            .update(phone_key(rtype, digits), |mut states| {
-                states[slot] = state;
-                states
-            });
+        self.update::<Phones>(brand, phone_key(rtype, digits), |mut states| {
+            states[slot] = state;
+            states
+        });
     }
 
     /// Sets the EPOSTA state of an e-mail address; EMPTY deletes the record.
     pub fn set_email(&self, brand: u32, key: EmailKey, state: ChannelState) {
         let state = state.normalised();
-        self.brand_tables(brand).emails.update(key.0, |_| state);
+        self.update::<Emails>(brand, key.0, |_| state);
     }
 
     /// Records which retailers (bayi codes) the consent of this address and channel grants
@@ -874,14 +887,17 @@ impl ConsentIndex {
             );
             return;
         };
-        let mut table = write(&self.retailers);
         if retailers.is_empty() {
-            table.remove(&key);
+            // The common case (most consents name no retailer): look before taking the write
+            // lock, so that plain writes do not serialise readers of this table.
+            if read(&self.retailers).contains_key(&key) {
+                write(&self.retailers).remove(&key);
+            }
         } else {
             let mut codes = retailers.to_vec();
             codes.sort_unstable();
             codes.dedup();
-            table.insert(key, codes.into_boxed_slice());
+            write(&self.retailers).insert(key, codes.into_boxed_slice());
         }
     }
 
@@ -907,6 +923,9 @@ impl ConsentIndex {
     /// `set_phone` one by one) and replaces everything the brand held for phones, including
     /// changes written meanwhile. When a key repeats, the later record wins; records whose
     /// channels are all EMPTY are skipped. Peak memory is about twice the final table.
+    ///
+    /// # Panics
+    /// If one brand is given 2^32 phone records or more.
     pub fn bulk_load_phones(
         &self,
         brand: u32,
@@ -921,10 +940,13 @@ impl ConsentIndex {
                 )
             })
             .collect();
-        self.brand_tables(brand).phones.bulk_load(entries);
+        self.bulk_load::<Phones>(brand, entries);
     }
 
     /// Cold start for e-mails; see [`Self::bulk_load_phones`].
+    ///
+    /// # Panics
+    /// If one brand is given 2^32 e-mail records or more.
     pub fn bulk_load_emails(
         &self,
         brand: u32,
@@ -934,15 +956,16 @@ impl ConsentIndex {
             .into_iter()
             .map(|(key, state)| Emails::entry(key.0, state.normalised()))
             .collect();
-        self.brand_tables(brand).emails.bulk_load(entries);
+        self.bulk_load::<Emails>(brand, entries);
     }
 
     /// Merges every brand's delta into its frozen tables now (tests, and after a cold start
     /// followed by catching up with the change stream). Waits for running compactions.
     pub fn compact(&self) {
-        for tables in self.brands.load().values() {
-            tables.phones.compact();
-            tables.emails.compact();
+        let brands = self.brands.load_full();
+        for (&brand, entry) in brands.iter() {
+            self.compact_kind::<Phones>(brand, &entry.stores, true);
+            self.compact_kind::<Emails>(brand, &entry.stores, true);
         }
     }
 
@@ -952,7 +975,7 @@ impl ConsentIndex {
         self.brands
             .load()
             .values()
-            .map(|t| t.phones.len() + t.emails.len())
+            .map(|e| e.stores.phones.len() + e.stores.emails.len())
             .sum()
     }
 
@@ -964,10 +987,14 @@ impl ConsentIndex {
     /// and brand bookkeeping, and the retailer table (by capacity, plus the code lists).
     pub fn heap_bytes(&self) -> usize {
         let brands = self.brands.load();
-        let stores: usize = brands
+        let per_brand: usize = brands
             .values()
-            .map(|t| {
-                std::mem::size_of::<BrandTables>() + t.phones.heap_bytes() + t.emails.heap_bytes()
+            .map(|e| {
+                std::mem::size_of::<BrandStores>()
+                    + e.stores.phones.heap_bytes()
+                    + e.stores.emails.heap_bytes()
+                    + e.phones.heap_bytes()
+                    + e.emails.heap_bytes()
             })
             .sum();
         let retailers = read(&self.retailers);
@@ -975,7 +1002,7 @@ impl ConsentIndex {
             .values()
             .map(|codes| std::mem::size_of_val::<[u32]>(codes))
             .sum();
-        stores + brands.allocation_size() + retailers.allocation_size() + retailer_lists
+        per_brand + brands.allocation_size() + retailers.allocation_size() + retailer_lists
     }
 
     /// Brands that have (or had) records, in no particular order.
@@ -983,22 +1010,245 @@ impl ConsentIndex {
         self.brands.load().keys().copied().collect()
     }
 
-    /// The brand's tables, created on first write.
-    fn brand_tables(&self, brand: u32) -> Arc<BrandTables> {
-        if let Some(tables) = self.brands.load().get(&brand) {
-            return Arc::clone(tables);
+    /// The current record, EMPTY when unknown.
+    #[inline]
+    fn get<K: Kind>(&self, brand: u32, key: K::Key) -> K::Value {
+        let hash = K::hash(key);
+        loop {
+            let brands = self.brands.load();
+            let Some(entry) = brands.get(&brand) else {
+                return K::EMPTY;
+            };
+            let store = K::store(&entry.stores);
+            // Delta first, frozen second: the order the module doc's argument depends on.
+            if let Some(value) = store.delta_get(hash, key) {
+                return value;
+            }
+            let frozen = K::frozen(entry);
+            if frozen.generation >= store.generation.load(Ordering::Acquire) {
+                return frozen.get(hash, key).unwrap_or(K::EMPTY);
+            }
+            // A compaction published a newer table after we loaded the brand map and may have
+            // moved our key out of the delta since: look again (rare, and never twice in a row
+            // unless compactions follow each other within nanoseconds).
         }
-        let guard = lock(&self.add_brand);
-        let current = self.brands.load_full();
-        if let Some(tables) = current.get(&brand) {
-            return Arc::clone(tables);
+    }
+
+    /// The current records of many keys, appended to `out`. Per chunk: take every delta shard's
+    /// read lock (unless the delta is empty), *then* load the brand map, then look up freely.
+    /// No removal can happen while the locks are held, and a removal made before we took them
+    /// came after its table was published, so the map we load has that table: the delta plus
+    /// that table is the state as of the moment the locks were taken. (Loading the map first
+    /// would need `get`'s generation check.)
+    fn get_many<K: Kind, T: Copy>(
+        &self,
+        brand: u32,
+        items: &[T],
+        key_of: impl Fn(T) -> K::Key,
+        out: &mut Vec<K::Value>,
+    ) {
+        out.reserve(items.len());
+        let Some(stores) = self
+            .brands
+            .load()
+            .get(&brand)
+            .map(|e| Arc::clone(&e.stores))
+        else {
+            out.extend(items.iter().map(|_| K::EMPTY));
+            return;
+        };
+        let store = K::store(&stores);
+        for chunk in items.chunks(BATCH_CHUNK) {
+            let delta = (store.delta_len.load(Ordering::Acquire) != 0)
+                .then(|| std::array::from_fn::<_, DELTA_SHARDS, _>(|i| read(&store.delta[i].0)));
+            let brands = self.brands.load();
+            let Some(frozen) = brands.get(&brand).map(K::frozen) else {
+                out.extend(chunk.iter().map(|_| K::EMPTY));
+                continue;
+            };
+            // Two passes, so that the directory reads of all keys are in flight together,
+            // and then the bucket reads, instead of each key's two dependent cache misses
+            // one after the other.
+            let mut ranges = [(0_u32, 0_u32); BATCH_CHUNK];
+            for (&item, range) in chunk.iter().zip(&mut ranges) {
+                *range = frozen.bucket(K::hash(key_of(item)));
+            }
+            out.extend(chunk.iter().zip(&ranges).map(|(&item, &range)| {
+                let key = key_of(item);
+                let in_delta = delta
+                    .as_ref()
+                    .and_then(|d| d[shard_index(K::hash(key))].get(&key));
+                match in_delta {
+                    Some(value) => *value,
+                    None => frozen.find(range, key).unwrap_or(K::EMPTY),
+                }
+            }));
         }
-        let tables = Arc::new(BrandTables::new(self.min_delta));
-        let mut next = BrandMap::clone(&current);
-        next.insert(brand, Arc::clone(&tables));
+    }
+
+    /// Read-modify-write of one record. `change` gets the current record (EMPTY when unknown)
+    /// and returns the new one, already normalised.
+    fn update<K: Kind>(&self, brand: u32, key: K::Key, change: impl FnOnce(K::Value) -> K::Value) {
+        let stores = self.brand_stores(brand);
+        let store = K::store(&stores);
+        let hash = K::hash(key);
+        let mut shard = write(store.shard(hash));
+        let (old, new) = match shard.entry(key) {
+            Entry::Occupied(mut slot) => {
+                let old = *slot.get();
+                let new = change(old);
+                slot.insert(new);
+                (old, new)
+            }
+            Entry::Vacant(slot) => {
+                // Not in the delta, so the newest published table holds the current value, and
+                // the brand map we load now has it: a compaction takes a key out of the delta
+                // only after publishing, and needs the shard lock we hold to do so.
+                let brands = self.brands.load();
+                let frozen = brands.get(&brand).and_then(|e| K::frozen(e).get(hash, key));
+                let old = frozen.unwrap_or(K::EMPTY);
+                let new = change(old);
+                if new == old {
+                    return;
+                }
+                slot.insert(new);
+                store.delta_len.fetch_add(1, Ordering::AcqRel);
+                (old, new)
+            }
+        };
+        match (K::is_tombstone(old), K::is_tombstone(new)) {
+            (true, false) => store.live.fetch_add(1, Ordering::Relaxed),
+            (false, true) => store.live.fetch_sub(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        drop(shard);
+        if store.delta_len.load(Ordering::Relaxed) > store.compact_at.load(Ordering::Relaxed) {
+            self.compact_kind::<K>(brand, &stores, false);
+        }
+    }
+
+    /// Merges one store's delta into a new frozen table. Unless `wait`, gives up at once when a
+    /// compaction or bulk load of that store is already running (the delta simply grows a
+    /// little further and the next writer tries again).
+    fn compact_kind<K: Kind>(&self, brand: u32, stores: &BrandStores, wait: bool) {
+        let store = K::store(stores);
+        let guard = if wait {
+            lock(&store.rebuild)
+        } else {
+            match store.rebuild.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            }
+        };
+        // 1. Snapshot the delta; writers may go on changing it meanwhile.
+        let snapshot = store.snapshot();
+        if snapshot.iter().all(Vec::is_empty) {
+            return;
+        }
+        // The published table is the newest: only holders of `rebuild` publish.
+        let Some(old) = self
+            .brands
+            .load()
+            .get(&brand)
+            .map(|e| Arc::clone(K::frozen(e)))
+        else {
+            return;
+        };
+
+        // 2. Build the new table, holding no lock. Its exact size sizes the directory.
+        let mut expected = old.len();
+        for &(key, value) in snapshot.iter().flatten() {
+            if old.get(K::hash(key), key).is_some() {
+                expected -= 1;
+            }
+            if !K::is_tombstone(value) {
+                expected += 1;
+            }
+        }
+        let generation = old.generation + 1;
+        let merged = build::<K, _>(generation, expected, || {
+            let delta = snapshot
+                .iter()
+                .flatten()
+                .map(|&(key, value)| K::entry(key, value));
+            old.entries.iter().copied().chain(delta)
+        });
+        debug_assert_eq!(merged.len(), expected);
+        drop(old);
+        store
+            .compact_at
+            .store(store.threshold(merged.len()), Ordering::Relaxed);
+
+        // 3. Publish it, then raise the generation, before anything leaves the delta.
+        self.publish::<K>(brand, Arc::new(merged));
+        store.generation.store(generation, Ordering::Release);
+
+        // 4. Remove what was merged, unless a writer changed it since the snapshot.
+        store.remove_merged(&snapshot);
+        drop(guard);
+    }
+
+    fn bulk_load<K: Kind>(&self, brand: u32, entries: Vec<K::Entry>) {
+        let stores = self.brand_stores(brand);
+        let store = K::store(&stores);
+        let guard = lock(&store.rebuild);
+        let generation = store.generation.load(Ordering::Relaxed) + 1;
+        let live = entries
+            .iter()
+            .filter(|e| !K::is_tombstone(K::value_of(e)))
+            .count();
+        let table = build::<K, _>(generation, live, || entries.iter().copied());
+        drop(entries);
+        let live = table.len();
+        store
+            .compact_at
+            .store(store.threshold(live), Ordering::Relaxed);
+        self.publish::<K>(brand, Arc::new(table));
+        store.generation.store(generation, Ordering::Release);
+        store.clear();
+        store.live.store(
+            isize::try_from(live).unwrap_or(isize::MAX),
+            Ordering::Relaxed,
+        );
+        drop(guard);
+    }
+
+    /// Makes `frozen` the brand's table of kind `K` for every later lookup.
+    fn publish<K: Kind>(&self, brand: u32, frozen: Arc<Frozen<K>>) {
+        let guard = lock(&self.publish);
+        let mut next = BrandMap::clone(&self.brands.load());
+        if let Some(entry) = next.get_mut(&brand) {
+            *K::frozen_mut(entry) = frozen;
+        }
         self.brands.store(Arc::new(next));
         drop(guard);
-        tables
+    }
+
+    /// The brand's stores, created on first write.
+    fn brand_stores(&self, brand: u32) -> Arc<BrandStores> {
+        if let Some(entry) = self.brands.load().get(&brand) {
+            return Arc::clone(&entry.stores);
+        }
+        let guard = lock(&self.publish);
+        let current = self.brands.load_full();
+        if let Some(entry) = current.get(&brand) {
+            return Arc::clone(&entry.stores);
+        }
+        let stores = Arc::new(BrandStores {
+            phones: Store::new(self.min_delta),
+            emails: Store::new(self.min_delta),
+        });
+        let mut next = BrandMap::clone(&current);
+        let entry = BrandEntry {
+            stores: Arc::clone(&stores),
+            phones: Arc::new(Frozen::empty()),
+            emails: Arc::new(Frozen::empty()),
+        };
+        next.insert(brand, entry);
+        self.brands.store(Arc::new(next));
+        drop(guard);
+        stores
     }
 }
 
@@ -1023,6 +1273,7 @@ fn retailer_key(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "test sizes are small")]
 mod tests {
     use super::*;
     use std::collections::HashMap as StdHashMap;
@@ -1257,13 +1508,20 @@ mod tests {
         );
         assert_eq!(index.email(BRAND, k), ChannelState::EMPTY);
         assert_eq!(index.len(), 0);
-        let tables = index.brand_tables(BRAND);
+        let brands = index.brands.load();
         assert_eq!(
-            tables.phones.frozen.load().len(),
+            brands[&BRAND].phones.len(),
             0,
             "compaction drops tombstones"
         );
-        assert_eq!(tables.phones.delta_len.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            brands[&BRAND]
+                .stores
+                .phones
+                .delta_len
+                .load(Ordering::Relaxed),
+            0
+        );
     }
 
     #[test]
@@ -1422,13 +1680,20 @@ mod tests {
         assert!(index.retailer_allowed(BRAND, b, email, Channel::Eposta, 20));
     }
 
-    /// Random sets and deletes against a plain HashMap model, with compactions both forced and
+    /// Random sets and deletes against a plain `HashMap` model, with compactions both forced and
     /// triggered by a tiny threshold, checking every key of the (small) key space as we go.
     #[test]
     fn compaction_keeps_every_value_model() {
+        for seed in [42, 7, 2024] {
+            model_run(seed);
+        }
+    }
+
+    #[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+    fn model_run(seed: u64) {
         let index = ConsentIndex::with_min_delta(40);
         let k = keyer();
-        let mut rng = Prng(42);
+        let mut rng = Prng(seed);
         let mut phones: StdHashMap<(u32, RecipientType, u64), [ChannelState; 2]> =
             StdHashMap::new();
         let mut emails: StdHashMap<(u32, EmailKey), ChannelState> = StdHashMap::new();
@@ -1466,22 +1731,29 @@ mod tests {
 
         let check_all =
             |index: &ConsentIndex, phones: &StdHashMap<_, _>, emails: &StdHashMap<_, _>| {
-                for &brand in &brands {
+                let (mut phone_batch, mut email_batch) = (Vec::new(), Vec::new());
+                for brand in [1, 2, 3] {
                     for &rtype in &rtypes {
-                        for &n in &numbers {
+                        phone_batch.clear();
+                        index.phones(brand, rtype, &numbers, &mut phone_batch);
+                        for (&n, batch) in numbers.iter().zip(&phone_batch) {
                             let want = phones
                                 .get(&(brand, rtype, n))
                                 .copied()
                                 .unwrap_or([ChannelState::EMPTY; 2]);
                             assert_eq!(index.phone(brand, rtype, n), want, "{brand} {rtype:?} {n}");
+                            assert_eq!(*batch, want, "batch {brand} {rtype:?} {n}");
                         }
                     }
-                    for &m in &mails {
+                    email_batch.clear();
+                    index.emails(brand, &mails, &mut email_batch);
+                    for (&m, batch) in mails.iter().zip(&email_batch) {
                         let want = emails
                             .get(&(brand, m))
                             .copied()
                             .unwrap_or(ChannelState::EMPTY);
                         assert_eq!(index.email(brand, m), want);
+                        assert_eq!(*batch, want, "batch {brand} {m:?}");
                     }
                 }
                 let live = phones
@@ -1540,7 +1812,7 @@ mod tests {
                 )
             })
             .collect();
-        let table = build::<Phones, _>(entries.len(), || entries.iter().copied());
+        let table = build::<Phones, _>(1, entries.len(), || entries.iter().copied());
         assert_eq!(
             table.dir.len(),
             (1 << 15) + 1,
@@ -1561,8 +1833,9 @@ mod tests {
     /// A reader must never see a value older than one it has already seen, whatever
     /// compactions run meanwhile: the writer only ever raises consent minutes.
     #[test]
+    #[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
     fn concurrent_reads_never_go_back() {
-        const KEYS: u64 = 2_000;
+        const KEYS: u64 = 1_000;
         const ROUNDS: u32 = 150;
         let index = Arc::new(ConsentIndex::with_min_delta(500));
         let k = keyer();
@@ -1649,12 +1922,49 @@ mod tests {
             })
             .collect();
 
+        // A batch reader: windows of 300 keys, so each batch spans two lock-holding chunks.
+        let batch_reader = {
+            let (index, mails, done) = (Arc::clone(&index), Arc::clone(&mails), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut rng = Prng(7);
+                let mut seen = vec![[0_u32; 3]; KEYS as usize];
+                let (mut phones, mut emails) = (Vec::new(), Vec::new());
+                let mut batches = 0_u64;
+                while !done.load(Ordering::Relaxed) {
+                    let start = rng.below(KEYS - 300);
+                    let numbers: Vec<u64> =
+                        (start..start + 300).map(|i| 905_000_000_000 + i).collect();
+                    let window = start as usize..start as usize + 300;
+                    phones.clear();
+                    emails.clear();
+                    index.phones(BRAND, RecipientType::Tacir, &numbers, &mut phones);
+                    index.emails(BRAND, &mails[window.clone()], &mut emails);
+                    for (j, i) in window.enumerate() {
+                        let [arama, mesaj] = phones[j];
+                        let now = [
+                            arama.consent_minute(),
+                            mesaj.consent_minute(),
+                            emails[j].consent_minute(),
+                        ];
+                        for c in 0..3 {
+                            assert!(now[c] >= seen[i][c], "batch: key {i} channel {c} went back");
+                        }
+                        assert!(mesaj.consent_minute() <= arama.consent_minute());
+                        seen[i] = now;
+                    }
+                    batches += 1;
+                }
+                batches
+            })
+        };
+
         writer.join().unwrap();
         done.store(true, Ordering::Relaxed);
         let compactions = compactor.join().unwrap();
         for reader in readers {
             assert!(reader.join().unwrap() > 0);
         }
+        assert!(batch_reader.join().unwrap() > 0);
         assert!(compactions > 1);
         for i in 0..KEYS {
             assert_eq!(
