@@ -18,7 +18,7 @@ use crate::domain::{
     AddressKind, BrandPolicy, BusinessCalendar, Channel, Clock, Decision, PhoneNumber, Purpose,
     Reason, Recipient, RecipientType, RecordStatus, RecordView, Verdict,
 };
-use crate::index::{ChannelState, ConsentIndex, EmailKeyer, IndexAddress, IndexStatus};
+use crate::index::{ChannelState, ConsentIndex, EmailKey, EmailKeyer, IndexAddress, IndexStatus};
 
 /// When the index last had confirmation that it is in step with its source (rule 7).
 #[derive(Debug, Default)]
@@ -103,10 +103,12 @@ pub struct FilterOutcome {
     /// Decisions by reason, for metrics; index = `Reason as usize`.
     pub reason_counts: [u32; Reason::ALL.len()],
     pub data_age: Duration,
+    scratch: ChunkScratch,
 }
 
 impl FilterOutcome {
     fn reset(&mut self, len: usize) {
+        self.scratch.clear();
         self.allowed.clear();
         self.allowed.resize(len.div_ceil(8), 0);
         self.allowed_count = 0;
@@ -245,14 +247,14 @@ impl Checker {
     ) -> Result<(), CheckError> {
         check_kind(spec.channel, AddressKind::Phone, "phones")?;
         let ctx = self.chunk_context(spec, out, phones.len());
+        let scratch = &mut out.scratch;
         for (i, &digits) in phones.iter().enumerate() {
-            let outcome = match PhoneNumber::from_e164_digits(digits) {
-                Ok(phone) => self.decide_item(&ctx, spec, IndexAddress::Phone(phone.digits()))?,
-                Err(_) => Err(ItemOutcome::Invalid),
-            };
-            out.record(i, outcome);
+            if let Ok(phone) = PhoneNumber::from_e164_digits(digits) {
+                scratch.positions.push(i as u32);
+                scratch.phones.push(phone.digits());
+            }
         }
-        Ok(())
+        self.decide_chunk(&ctx, spec, phones.len(), out)
     }
 
     /// Filters a chunk of recipients given as text. E-mails are normalised into one reused
@@ -264,23 +266,25 @@ impl Checker {
         out: &mut FilterOutcome,
     ) -> Result<(), CheckError> {
         let ctx = self.chunk_context(spec, out, recipients.len());
-        let mut buf = String::with_capacity(64);
+        let scratch = &mut out.scratch;
         for (i, text) in recipients.iter().enumerate() {
-            let address = match spec.channel.address_kind() {
-                AddressKind::Phone => recipient::normalise_phone(text.as_ref())
-                    .ok()
-                    .map(|p| IndexAddress::Phone(p.digits())),
-                AddressKind::Email => normalise_email_into(text.as_ref(), &mut buf)
-                    .ok()
-                    .map(|e| IndexAddress::Email(self.keyer.key(spec.recipient_type, e))),
-            };
-            let outcome = match address {
-                Some(address) => self.decide_item(&ctx, spec, address)?,
-                None => Err(ItemOutcome::Invalid),
-            };
-            out.record(i, outcome);
+            match spec.channel.address_kind() {
+                AddressKind::Phone => {
+                    if let Ok(p) = recipient::normalise_phone(text.as_ref()) {
+                        scratch.positions.push(i as u32);
+                        scratch.phones.push(p.digits());
+                    }
+                }
+                AddressKind::Email => {
+                    if let Ok(e) = normalise_email_into(text.as_ref(), &mut scratch.text) {
+                        let key = self.keyer.key(spec.recipient_type, e);
+                        scratch.positions.push(i as u32);
+                        scratch.emails.push(key);
+                    }
+                }
+            }
         }
-        Ok(())
+        self.decide_chunk(&ctx, spec, recipients.len(), out)
     }
 
     fn chunk_context(
@@ -300,15 +304,73 @@ impl Checker {
         }
     }
 
+    /// Looks up every valid item of the chunk at once (the index takes its locks once per
+    /// run of keys), then decides each item in order; items that did not parse are INVALID.
+    fn decide_chunk(
+        &self,
+        ctx: &ChunkContext,
+        spec: &FilterSpec,
+        len: usize,
+        out: &mut FilterOutcome,
+    ) -> Result<(), CheckError> {
+        let mut scratch = std::mem::take(&mut out.scratch);
+        let slot = usize::from(spec.channel == Channel::Mesaj);
+        match spec.channel.address_kind() {
+            AddressKind::Phone => {
+                let ChunkScratch {
+                    phones,
+                    phone_states,
+                    ..
+                } = &mut scratch;
+                self.index
+                    .phones(spec.brand, spec.recipient_type, phones, phone_states);
+            }
+            AddressKind::Email => {
+                let ChunkScratch {
+                    emails,
+                    email_states,
+                    ..
+                } = &mut scratch;
+                self.index.emails(spec.brand, emails, email_states);
+            }
+        }
+        let mut valid = 0;
+        let mut result = Ok(());
+        for i in 0..len {
+            if scratch.positions.get(valid) != Some(&(i as u32)) {
+                out.record(i, Err(ItemOutcome::Invalid));
+                continue;
+            }
+            let (state, address) = match spec.channel.address_kind() {
+                AddressKind::Phone => (
+                    scratch.phone_states[valid][slot],
+                    IndexAddress::Phone(scratch.phones[valid]),
+                ),
+                AddressKind::Email => (
+                    scratch.email_states[valid],
+                    IndexAddress::Email(scratch.emails[valid]),
+                ),
+            };
+            valid += 1;
+            match self.decide_item(ctx, spec, state, address) {
+                Ok(outcome) => out.record(i, outcome),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        out.scratch = scratch;
+        result
+    }
+
     fn decide_item(
         &self,
         ctx: &ChunkContext,
         spec: &FilterSpec,
+        state: ChannelState,
         address: IndexAddress,
     ) -> Result<Result<Reason, ItemOutcome>, CheckError> {
-        let state = self
-            .index
-            .state(spec.brand, spec.recipient_type, address, spec.channel);
         let input = CheckInput {
             recipient_type: spec.recipient_type,
             purpose: spec.purpose,
@@ -332,6 +394,28 @@ impl Checker {
             Verdict::Allow | Verdict::AllowExempt => Ok(decision.reason),
             Verdict::Deny => Err(ItemOutcome::Denied(decision.reason)),
         })
+    }
+}
+
+/// Buffers a filter chunk reuses, so a stream allocates only for its first chunk.
+#[derive(Debug, Default, Clone)]
+struct ChunkScratch {
+    /// Positions of the items that parsed, ascending.
+    positions: Vec<u32>,
+    phones: Vec<u64>,
+    emails: Vec<EmailKey>,
+    phone_states: Vec<[ChannelState; 2]>,
+    email_states: Vec<ChannelState>,
+    text: String,
+}
+
+impl ChunkScratch {
+    fn clear(&mut self) {
+        self.positions.clear();
+        self.phones.clear();
+        self.emails.clear();
+        self.phone_states.clear();
+        self.email_states.clear();
     }
 }
 
