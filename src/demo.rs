@@ -332,3 +332,88 @@ pub fn pick_pending_samples(
             .or_insert_with(|| (key.recipient.clone(), key.channel));
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::check::{Checker, Freshness, Query};
+    use crate::domain::time::parse_iys;
+    use crate::domain::{BusinessCalendar, ManualClock, Reason};
+    use crate::index::{ConsentIndex, EmailKeyer, IndexAddress};
+    use crate::store::channel_state;
+
+    #[test]
+    fn generated_data_covers_every_outcome_and_the_index_matches_the_records() {
+        let now = parse_iys("2026-11-28 12:00:00").unwrap();
+        let index = Arc::new(ConsentIndex::new());
+        let keyer = Arc::new(EmailKeyer::new([1; 16]));
+        let consents = Consents::new(Arc::clone(&index), Arc::clone(&keyer));
+        let calendar = Arc::new(BusinessCalendar::embedded());
+        let mut summary = generate(&consents, 20_000, 7, now);
+        pick_pending_samples(&mut summary, &consents, &calendar, now);
+        assert_eq!(summary.records, 20_000);
+        assert!(summary.events > 20_000, "phones carry one or two channels");
+
+        // Every record's index state is what its current event says (incremental writes
+        // and the bulk rebuild agree).
+        let mut checked = 0;
+        consents.records().for_each(|key, record| {
+            let address = match &key.recipient {
+                Recipient::Phone(p) => IndexAddress::Phone(p.digits()),
+                Recipient::Email(e) => {
+                    IndexAddress::Email(keyer.key(key.recipient_type, e.as_str()))
+                }
+            };
+            let state = index.state(key.brand, key.recipient_type, address, key.channel);
+            assert_eq!(state, channel_state(&record.current));
+            checked += 1;
+        });
+        assert!(checked > 20_000, "{checked} records compared");
+
+        // Each sample decides as its name says.
+        let clock = Arc::new(ManualClock::at_turkey(now));
+        let freshness = Arc::new(Freshness::new());
+        freshness.mark_confirmed(crate::domain::Clock::now_utc(&*clock));
+        let checker = Checker::new(
+            index,
+            keyer,
+            freshness,
+            calendar,
+            clock,
+            Duration::from_secs(30),
+        );
+        let expected = [
+            (Sample::Allowed, Reason::ConsentRegistered),
+            (Sample::AllowedEmail, Reason::ConsentRegistered),
+            (Sample::RejectedInIys, Reason::Rejected),
+            (Sample::LocalRet, Reason::LocalRet),
+            (Sample::Pending, Reason::PendingRegistration),
+            (Sample::PendingExpired, Reason::RegistrationExpired),
+            (Sample::WithRetailer, Reason::ConsentRegistered),
+        ];
+        for (sample, reason) in expected {
+            let (recipient, channel) = summary
+                .samples
+                .get(&sample)
+                .unwrap_or_else(|| panic!("{sample:?} missing"));
+            let text = recipient.to_string();
+            let retailer = (sample == Sample::WithRetailer).then_some(RETAILERS[0]);
+            let q = Query {
+                brand: BRANDS[0].code,
+                recipient: &text,
+                channel: *channel,
+                recipient_type: RecipientType::Bireysel,
+                retailer,
+                purpose: crate::domain::Purpose::Commercial,
+            };
+            assert_eq!(
+                checker.check(&q).unwrap().decision.reason,
+                reason,
+                "{sample:?}"
+            );
+        }
+    }
+}

@@ -40,6 +40,7 @@ const ONAY_EMAIL: &str = "ayse.yilmaz@example.com.tr";
 const UNKNOWN_PHONE: &str = "+905329999999";
 
 struct TestServer {
+    addr: String,
     client: ConsentCheckClient<GrpcChannel>,
     channel: GrpcChannel,
     clock: Arc<ManualClock>,
@@ -254,6 +255,7 @@ async fn start(extra: &[&str]) -> TestServer {
         .await
         .unwrap();
     TestServer {
+        addr: format!("http://{addr}"),
         client: ConsentCheckClient::new(channel.clone()),
         channel,
         clock,
@@ -926,5 +928,37 @@ async fn reflection_lists_the_services() {
     assert!(
         names.contains(&"grpc.health.v1.Health".to_owned()),
         "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn cli_filter_streams_a_file_in_chunks() {
+    let s = start(&[]).await;
+    let file = tempfile_with(&format!(
+        "{ONAY_PHONE}\n{RET_PHONE}\n\nnot-a-phone\n0532 111 11 11\n{PENDING_PHONE}\n"
+    ));
+    let argv = [
+        "iysgate",
+        "filter",
+        "--addr",
+        &s.addr,
+        "--api-key",
+        KEY,
+        "--brand",
+        "600001",
+        "--channel",
+        "MESAJ",
+        "--chunk",
+        "2",
+        file.to_str().unwrap(),
+    ];
+    let Command::Filter(args) = Cli::try_parse_from(argv).unwrap().command else {
+        unreachable!()
+    };
+    let (items, allowed) = iysgate::client::filter(&args).await.unwrap();
+    assert_eq!(
+        (items, allowed),
+        (5, 2),
+        "blank lines are skipped; chunks of 2 stay in order"
     );
 }
