@@ -352,3 +352,38 @@ pub async fn shutdown_signal() {
 pub fn system_clock() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_brands_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/brands.example.json");
+        let policies = load_policies(&path).unwrap();
+        assert!(policies[&620_001].allow_unregistered_tacir);
+        assert!(!policies[&600_001].allow_unregistered_tacir);
+    }
+
+    #[test]
+    fn example_keys_file_names_the_placeholder_digest() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/api-keys.example.json");
+        let err = ApiKeys::from_path(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("sms-gateway") && err.contains("key_sha256"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_brands_file_names_the_file() {
+        let path = std::env::temp_dir().join(format!("iysgate-brands-{}.json", std::process::id()));
+        std::fs::write(&path, r#"{"brands":[{"brand_code":"x"}]}"#).unwrap();
+        let err = load_policies(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("line 1 column 28"),
+            "{err}"
+        );
+        std::fs::remove_file(&path).ok();
+    }
+}
