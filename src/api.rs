@@ -13,7 +13,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::auth::{ApiKeys, Client};
 use crate::check::{
-    CheckError, Checker, FilterOutcome, FilterSpec, InvalidField, ItemOutcome, Query,
+    Answer, CheckError, Checker, FilterOutcome, FilterSpec, InvalidField, ItemOutcome, Query,
     parse_recipient,
 };
 use crate::domain::time::format_iys;
@@ -261,7 +261,8 @@ fn invalid_decision(err: &InvalidField) -> pb::Decision {
 }
 
 impl ConsentService {
-    fn log_decision(&self, client: &Client, brand: u32, q: &Query<'_>, d: &DDecision) {
+    fn log_decision(&self, client: &Client, brand: u32, q: &Query<'_>, answer: &Answer) {
+        let d = &answer.decision;
         self.metrics.decision(d.reason, q.purpose);
         if d.verdict == DVerdict::AllowExempt {
             // Exempt sends are the ones an auditor asks about: log them with their purpose.
@@ -271,14 +272,14 @@ impl ConsentService {
                 brand,
                 channel = %q.channel,
                 purpose = q.purpose.as_str(),
-                recipient = %fingerprint(q.recipient),
+                recipient = %fingerprint(&answer.recipient.to_string()),
                 "allowed as exempt"
             );
         } else if d.reason == DReason::RegistrationExpired {
             tracing::warn!(
                 brand,
                 channel = %q.channel,
-                recipient = %fingerprint(q.recipient),
+                recipient = %fingerprint(&answer.recipient.to_string()),
                 "collected consent is past its İYS registration deadline"
             );
         }
@@ -304,15 +305,9 @@ impl ConsentService {
             retailer: retailer(item.retailer_code),
             purpose,
         };
-        if !client.may(brand, q.retailer) {
-            return invalid_decision(&invalid(
-                "retailer_code",
-                "API key is not granted this retailer",
-            ));
-        }
         match self.checker.check(&q) {
             Ok(answer) => {
-                self.log_decision(client, brand, &q, &answer.decision);
+                self.log_decision(client, brand, &q, &answer);
                 decision_pb(&answer.decision, answer.data_age.as_millis() as u64)
             }
             Err(CheckError::Invalid(e)) => invalid_decision(&e),
@@ -352,7 +347,7 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
             CheckError::Invalid(_) => self.metrics.invalid(1),
             CheckError::Unavailable { .. } => self.metrics.unavailable(),
         })?;
-        self.log_decision(&client, brand, &q, &answer.decision);
+        self.log_decision(&client, brand, &q, &answer);
         let reply = pb::CheckResponse {
             decision: Some(decision_pb(
                 &answer.decision,
@@ -382,6 +377,11 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
                     req.items.len()
                 ),
             )));
+        }
+        // Rule 1 for every item before any lookup: a retailer the key is not granted refuses
+        // the whole call, as it would a single Check.
+        for item in &req.items {
+            permission(&client, brand, retailer(item.retailer_code))?;
         }
         let decisions: Vec<pb::Decision> = req
             .items
@@ -594,7 +594,7 @@ struct FilterState {
 
 impl FilterState {
     fn spec_for(&mut self, client: &Client, req: &pb::FilterRequest) -> Result<FilterSpec, Status> {
-        let spec = if let (Some(spec), 0, 0) = (self.spec, req.brand_code, req.channel) {
+        let spec = if let (Some(spec), 0) = (self.spec, req.brand_code) {
             spec
         } else {
             {

@@ -22,17 +22,19 @@ pub enum RetailerGrant {
 }
 
 /// A caller of the API.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
     pub name: String,
-    grants: HashMap<u32, RetailerGrant>,
+    grants: FastMap<u32, RetailerGrant>,
 }
 
 impl Client {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            grants: HashMap::new(),
+            grants: FastMap::default(),
         }
     }
 
@@ -110,7 +112,7 @@ pub enum KeysError {
 /// The configured keys, by digest.
 #[derive(Debug, Default, Clone)]
 pub struct ApiKeys {
-    by_hash: HashMap<[u8; 32], Arc<Client>>,
+    by_hash: FastMap<[u8; 32], Arc<Client>>,
 }
 
 #[derive(Deserialize)]

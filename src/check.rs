@@ -148,7 +148,7 @@ pub struct Checker {
     index: Arc<ConsentIndex>,
     keyer: Arc<EmailKeyer>,
     freshness: Arc<Freshness>,
-    policies: ArcSwap<HashMap<u32, BrandPolicy>>,
+    policies: ArcSwap<HashMap<u32, BrandPolicy, foldhash::fast::RandomState>>,
     calendar: Arc<BusinessCalendar>,
     clock: Arc<dyn Clock>,
     max_staleness: Duration,
@@ -167,15 +167,17 @@ impl Checker {
             index,
             keyer,
             freshness,
-            policies: ArcSwap::from_pointee(HashMap::new()),
+            policies: ArcSwap::from_pointee(HashMap::default()),
             calendar,
             clock,
             max_staleness,
         }
     }
 
-    pub fn set_policies(&self, policies: HashMap<u32, BrandPolicy>) {
-        self.policies.store(Arc::new(policies));
+    /// Replaces the brand policies; brands not listed get the default (no opt-out TACIR).
+    pub fn set_policies(&self, policies: impl IntoIterator<Item = (u32, BrandPolicy)>) {
+        self.policies
+            .store(Arc::new(policies.into_iter().collect()));
     }
 
     pub fn policy(&self, brand: u32) -> BrandPolicy {

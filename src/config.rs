@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// Calls in flight per connection before that connection's new calls are shed.
     #[arg(long, default_value_t = 1024)]
     pub max_in_flight_per_connection: usize,
+    /// At shutdown, how long health reports NOT_SERVING before the listener stops accepting,
+    /// so load balancers move traffic away first.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
     /// How long in-flight calls may take to finish at shutdown.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub grace: Duration,

@@ -98,7 +98,12 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
     };
     if let Some((records, seed, secret)) = &demo {
         let started = std::time::Instant::now();
-        let policies = demo::BRANDS.iter().map(|b| (b.code, b.policy)).collect();
+        // The demo brands' policies, overridden by a --brands file if one was given.
+        let mut policies: std::collections::HashMap<u32, _> =
+            demo::BRANDS.iter().map(|b| (b.code, b.policy)).collect();
+        if let Some(path) = &args.brands {
+            policies.extend(server::load_policies(path).map_err(|e| e.to_string())?);
+        }
         app.checker.set_policies(policies);
         let now = clock.now_turkey();
         let mut summary = demo::generate(&app.consents, *records, *seed, now);

@@ -108,8 +108,9 @@ impl App {
             Some(path) => BusinessCalendar::from_path(path)?,
             None => BusinessCalendar::embedded(),
         };
-        let today = clock.now_turkey().date();
-        if !calendar.covers(today) {
+        // Deadlines run up to a week ahead: warn while there is time to ship next year's data.
+        let ahead = clock.now_turkey().date() + chrono::Duration::days(14);
+        if !calendar.covers(ahead) {
             tracing::warn!(
                 last_year = calendar.last_year(),
                 "holiday calendar does not cover this year: deadlines count Sundays only \
@@ -212,6 +213,7 @@ pub async fn serve_grpc(
         let shutdown = shutdown.clone();
         let drain_started = drain_started.clone();
         let health = health.clone();
+        let delay = args.shutdown_delay;
         async move {
             shutdown.cancelled().await;
             // Tell load balancers first, then stop accepting.
@@ -221,7 +223,12 @@ pub async fn serve_grpc(
             health
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;
-            tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "shutting down: health NOT_SERVING"
+            );
+            tokio::time::sleep(delay).await;
+            tracing::info!("no longer accepting; draining in-flight calls");
             drain_started.cancel();
         }
     };

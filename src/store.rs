@@ -47,10 +47,26 @@ impl MemoryStore {
     }
 
     pub fn apply(&self, key: ConsentKey, event: ConsentEvent) -> Applied {
+        self.apply_then(key, event, |_| {})
+    }
+
+    /// Applies `event` and, if it became the current record, calls `on_change` while the
+    /// key's shard is still locked: whatever `on_change` derives (the index entry) is
+    /// written in the same order as the records, so two writers of one key cannot leave
+    /// the derived state on the older event.
+    pub fn apply_then(
+        &self,
+        key: ConsentKey,
+        event: ConsentEvent,
+        on_change: impl FnOnce(&ConsentEvent),
+    ) -> Applied {
         let mut shard = self.shard(&key);
         let mut slot = shard.remove(&key);
         let applied = ConsentRecord::apply(&mut slot, event);
         if let Some(record) = slot {
+            if applied == Applied::Changed {
+                on_change(&record.current);
+            }
             shard.insert(key, record);
         }
         applied
@@ -133,15 +149,19 @@ impl Consents {
                 channel: key.channel,
             });
         }
-        let state = channel_state(&event);
-        let retailers = event.retailer_access.clone();
         let (brand, rtype, channel) = (key.brand, key.recipient_type, key.channel);
         let address = self.address(&key.recipient, rtype);
-        let applied = self.records.apply(key, event);
-        if applied == Applied::Changed {
-            self.write_index(brand, rtype, address, channel, state, &retailers);
-        }
-        Ok(applied)
+        Ok(self.records.apply_then(key, event, |current| {
+            let state = channel_state(current);
+            self.write_index(
+                brand,
+                rtype,
+                address,
+                channel,
+                state,
+                &current.retailer_access,
+            );
+        }))
     }
 
     fn write_index(
@@ -168,7 +188,8 @@ impl Consents {
     }
 
     /// Rebuilds the index from the records in one pass per brand (cold start and the demo
-    /// loader use this: much faster than one write at a time).
+    /// loader use this: much faster than one write at a time). Run it while nothing else
+    /// writes: a write that lands during the rebuild may be replaced by the bulk load.
     pub fn rebuild_index(&self) {
         type PhoneRows = HashMap<(RecipientType, u64), [ChannelState; 2]>;
         let mut phones: HashMap<u32, PhoneRows> = HashMap::new();

@@ -517,6 +517,32 @@ async fn keys_and_grants_are_enforced_before_any_lookup() {
         Code::PermissionDenied
     );
 
+    // In a batch too: one item naming a retailer the key is not granted refuses the call.
+    let batch = pb::CheckBatchRequest {
+        brand_code: BRAND,
+        items: vec![
+            pb::CheckBatchItem {
+                recipient: ONAY_PHONE.into(),
+                channel: pb::Channel::Mesaj.into(),
+                ..Default::default()
+            },
+            pb::CheckBatchItem {
+                recipient: ONAY_PHONE.into(),
+                channel: pb::Channel::Mesaj.into(),
+                retailer_code: 99_999_999,
+                ..Default::default()
+            },
+        ],
+    };
+    assert_eq!(
+        s.client
+            .check_batch(keyed(batch, KEY))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+
     // Every RPC authenticates.
     let gc = pb::GetConsentRequest {
         brand_code: FOREIGN_BRAND,
@@ -876,25 +902,37 @@ async fn deadlines_are_honoured() {
 }
 
 #[tokio::test]
-async fn shutdown_turns_health_off_and_drains() {
-    let s = start(&[]).await;
+async fn shutdown_turns_health_off_first_then_drains() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let s = start(&["--shutdown-delay", "300ms"]).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel.clone());
+    let req = || tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    assert_eq!(
+        health.check(req()).await.unwrap().into_inner().status(),
+        ServingStatus::Serving
+    );
     s.shutdown.cancel();
+    // During the shutdown delay the server still answers, and says it is going away.
+    let mut seen_not_serving = false;
+    for _ in 0..20 {
+        match health.check(req()).await {
+            Ok(r) if r.get_ref().status() == ServingStatus::NotServing => {
+                seen_not_serving = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    assert!(
+        seen_not_serving,
+        "health turns NOT_SERVING before the listener closes"
+    );
     let finished = tokio::time::timeout(Duration::from_secs(5), s.served).await;
     assert!(
         matches!(finished, Ok(Ok(Ok(())))),
         "server stops within the grace period: {finished:?}"
-    );
-    // The server is gone: new calls fail.
-    let after = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await;
-    assert!(
-        after.is_err()
-            || after.unwrap().into_inner().status()
-                != tonic_health::pb::health_check_response::ServingStatus::Serving
     );
 }
 
