@@ -110,7 +110,7 @@ fn normalise_email_text() {
     .ok();
 }
 
-#[divan::bench]
+#[divan::bench(sample_count = 1000, sample_size = 64)]
 fn check_one_phone(bencher: Bencher) {
     let f = fixture();
     let mut i = 0;
