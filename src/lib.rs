@@ -25,4 +25,5 @@ pub mod domain;
 pub mod index;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

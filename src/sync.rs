@@ -1,0 +1,624 @@
+//! The sync worker: follows İYS's changes for every brand and both sources (`IYS`, the
+//! recipients' own changes, and `HS`, the provider's), applying each through the one write
+//! path (`Consents::apply`), so a repeated or late change changes nothing. The cursor of a
+//! (brand, source) is stored only after its page is applied; the data is confirmed fresh only
+//! after a whole pass succeeded. A gap longer than İYS's 7-day window is reported, not skipped
+//! silently.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::check::Freshness;
+use crate::domain::recipient::normalise_recipient;
+use crate::domain::time::parse_iys;
+use crate::domain::{
+    Channel, Clock, ConsentEvent, ConsentKey, ConsentStatus, RecipientType, Registration, Source,
+};
+use crate::store::Consents;
+
+/// İYS's pull `source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PullSource {
+    /// Changes recipients made in İYS (İYS's default).
+    Iys,
+    /// Changes the service provider itself sent.
+    Hs,
+}
+
+impl PullSource {
+    pub const BOTH: [PullSource; 2] = [PullSource::Iys, PullSource::Hs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullSource::Iys => "IYS",
+            PullSource::Hs => "HS",
+        }
+    }
+}
+
+/// A brand to follow, with the service provider it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BrandRef {
+    pub iys_code: u32,
+    pub brand_code: u32,
+}
+
+/// One change as İYS reports it (pull page or push list), in İYS's own text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub recipient: String,
+    pub recipient_type: String,
+    pub channel: String,
+    pub status: String,
+    pub source: String,
+    /// Empty for some `IYS_AHS_HAT_KAPATMA` TACIR rows.
+    pub consent_date: Option<String>,
+    pub creation_date: String,
+    pub transaction_id: String,
+}
+
+/// One page of changes; `after` is the opaque cursor for the next page (None: keep yours).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub after: Option<String>,
+    pub changes: Vec<Change>,
+}
+
+/// Where changes come from (the İYS client in production and tests against the mock).
+pub trait ChangeSource: Send + Sync + 'static {
+    fn pull(
+        &self,
+        brand: BrandRef,
+        source: PullSource,
+        after: Option<String>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Page, PullError>> + Send;
+}
+
+/// A pull that failed after the client's own retries.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct PullError(pub String);
+
+/// A change that cannot be applied, naming the field. Never carries the recipient.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("change {transaction_id}: {field}: {reason}")]
+pub struct BadChange {
+    pub transaction_id: String,
+    pub field: &'static str,
+    pub reason: String,
+}
+
+/// Turns an İYS change into the key and event the store applies.
+pub fn to_event(brand: u32, change: &Change) -> Result<(ConsentKey, ConsentEvent), BadChange> {
+    let bad = |field: &'static str, reason: String| BadChange {
+        transaction_id: change.transaction_id.clone(),
+        field,
+        reason,
+    };
+    let channel: Channel = change
+        .channel
+        .parse()
+        .map_err(|e| bad("type", format!("{e}")))?;
+    let recipient_type = if change.recipient_type.is_empty() {
+        RecipientType::Bireysel
+    } else {
+        change
+            .recipient_type
+            .parse()
+            .map_err(|e| bad("recipientType", format!("{e}")))?
+    };
+    let status: ConsentStatus = change
+        .status
+        .parse()
+        .map_err(|e| bad("status", format!("{e}")))?;
+    let source: Source = change
+        .source
+        .parse()
+        .map_err(|e| bad("source", format!("{e}")))?;
+    let recipient = normalise_recipient(&change.recipient, channel.address_kind())
+        .map_err(|e| bad("recipient", e.to_string()))?;
+    let creation_date = parse_iys(&change.creation_date)
+        .ok_or_else(|| bad("creationDate", "not YYYY-MM-DD HH:mm:ss".into()))?;
+    // İYS leaves consentDate empty on some line-closure rows; the creationDate is then the
+    // best date the event has.
+    let consent_date = match change.consent_date.as_deref().filter(|d| !d.is_empty()) {
+        Some(d) => {
+            parse_iys(d).ok_or_else(|| bad("consentDate", "not YYYY-MM-DD HH:mm:ss".into()))?
+        }
+        None => creation_date,
+    };
+    if change.transaction_id.is_empty() {
+        return Err(bad("transactionId", "missing".into()));
+    }
+    let key = ConsentKey {
+        brand,
+        recipient,
+        recipient_type,
+        channel,
+    };
+    let event = ConsentEvent {
+        status,
+        source,
+        consent_date,
+        registration: Registration::Registered {
+            creation_date,
+            transaction_id: change.transaction_id.as_str().into(),
+        },
+        retailer_access: Vec::new(),
+    };
+    Ok((key, event))
+}
+
+/// Where cursors are kept. Memory in the embedded default; Redis or PostgreSQL for a
+/// deployment, so a new leader continues where the old one stopped.
+pub trait CursorStore: Send + Sync + 'static {
+    fn get(&self, brand: BrandRef, source: PullSource) -> Option<Cursor>;
+    fn put(&self, brand: BrandRef, source: PullSource, cursor: Cursor);
+}
+
+/// A stored position: İYS's opaque `after` and when the (brand, source) was last caught up.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cursor {
+    pub after: Option<String>,
+    pub caught_up_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryCursors(Mutex<HashMap<(BrandRef, PullSource), Cursor>>);
+
+impl CursorStore for MemoryCursors {
+    fn get(&self, brand: BrandRef, source: PullSource) -> Option<Cursor> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(brand, source))
+            .cloned()
+    }
+
+    fn put(&self, brand: BrandRef, source: PullSource, cursor: Cursor) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((brand, source), cursor);
+    }
+}
+
+/// İYS keeps changes for 7 days; a (brand, source) not caught up for longer has missed some.
+pub const PULL_WINDOW: Duration = Duration::from_hours(7 * 24);
+
+#[derive(Debug, Clone, Copy)]
+pub struct SyncConfig {
+    /// Page size asked of İYS (≤ 1000).
+    pub page_limit: u32,
+    /// Pause between passes.
+    pub interval: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            page_limit: 1000,
+            interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassStats {
+    pub pages: u64,
+    pub changes: u64,
+    pub applied: u64,
+    pub ignored: u64,
+    pub bad: u64,
+    /// (brand, source) pairs whose last catch-up is older than İYS's window: changes in
+    /// between are lost to the pull and need a full resync.
+    pub gaps: Vec<(BrandRef, PullSource)>,
+    /// (brand, source) pairs whose pull failed this pass.
+    pub failed: Vec<(BrandRef, PullSource)>,
+}
+
+pub struct SyncWorker<S> {
+    source: S,
+    consents: Arc<Consents>,
+    cursors: Arc<dyn CursorStore>,
+    brands: Vec<BrandRef>,
+    freshness: Arc<Freshness>,
+    clock: Arc<dyn Clock>,
+    config: SyncConfig,
+}
+
+impl<S: ChangeSource> SyncWorker<S> {
+    pub fn new(
+        source: S,
+        consents: Arc<Consents>,
+        cursors: Arc<dyn CursorStore>,
+        brands: Vec<BrandRef>,
+        freshness: Arc<Freshness>,
+        clock: Arc<dyn Clock>,
+        config: SyncConfig,
+    ) -> Self {
+        Self {
+            source,
+            consents,
+            cursors,
+            brands,
+            freshness,
+            clock,
+            config,
+        }
+    }
+
+    /// Pulls every brand and source until caught up. The index is confirmed fresh as of the
+    /// pass's start only when every pull succeeded.
+    pub async fn pass(&self, shutdown: &CancellationToken) -> PassStats {
+        let started = self.clock.now_utc();
+        let mut stats = PassStats::default();
+        for &brand in &self.brands {
+            for source in PullSource::BOTH {
+                if shutdown.is_cancelled() {
+                    return stats;
+                }
+                if let Err(e) = self
+                    .catch_up(brand, source, started, shutdown, &mut stats)
+                    .await
+                {
+                    tracing::warn!(brand = brand.brand_code, source = source.as_str(), error = %e, "pull failed; will retry next pass");
+                    metrics::counter!("iysgate_sync_pull_failures_total").increment(1);
+                    stats.failed.push((brand, source));
+                }
+            }
+        }
+        if stats.failed.is_empty() && !shutdown.is_cancelled() {
+            self.freshness.mark_confirmed(started);
+        }
+        stats
+    }
+
+    async fn catch_up(
+        &self,
+        brand: BrandRef,
+        source: PullSource,
+        started: DateTime<Utc>,
+        shutdown: &CancellationToken,
+        stats: &mut PassStats,
+    ) -> Result<(), PullError> {
+        let mut cursor = self.cursors.get(brand, source).unwrap_or_default();
+        if let Some(at) = cursor.caught_up_at {
+            let behind = (started - at).to_std().unwrap_or_default();
+            if behind > PULL_WINDOW {
+                tracing::error!(
+                    brand = brand.brand_code,
+                    source = source.as_str(),
+                    behind_hours = behind.as_secs() / 3600,
+                    "sync gap longer than İYS's 7-day pull window: changes were missed; a full resync is needed"
+                );
+                metrics::counter!("iysgate_sync_gaps_total").increment(1);
+                stats.gaps.push((brand, source));
+            }
+        }
+        loop {
+            let page = self
+                .source
+                .pull(brand, source, cursor.after.clone(), self.config.page_limit)
+                .await?;
+            stats.pages += 1;
+            let n = page.changes.len();
+            for change in &page.changes {
+                stats.changes += 1;
+                match to_event(brand.brand_code, change) {
+                    Ok((key, event)) => match self.consents.apply(key, event) {
+                        Ok(crate::domain::Applied::Changed) => stats.applied += 1,
+                        Ok(crate::domain::Applied::Ignored) => stats.ignored += 1,
+                        Err(e) => {
+                            stats.bad += 1;
+                            tracing::warn!(brand = brand.brand_code, error = %e, "change refused");
+                        }
+                    },
+                    Err(e) => {
+                        stats.bad += 1;
+                        tracing::warn!(brand = brand.brand_code, error = %e, "change refused");
+                    }
+                }
+            }
+            metrics::counter!("iysgate_sync_changes_total", "source" => source.as_str())
+                .increment(n as u64);
+            // The cursor moves only after the page is applied.
+            if n > 0 && page.after.is_some() {
+                cursor.after = page.after;
+                self.cursors.put(brand, source, cursor.clone());
+            }
+            if n < self.config.page_limit as usize || shutdown.is_cancelled() {
+                break;
+            }
+        }
+        if !shutdown.is_cancelled() {
+            cursor.caught_up_at = Some(started);
+            self.cursors.put(brand, source, cursor);
+        }
+        Ok(())
+    }
+
+    /// Runs passes until `shutdown`; the current page is applied before it stops.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let stats = self.pass(&shutdown).await;
+            if stats.applied > 0 || !stats.failed.is_empty() || !stats.gaps.is_empty() {
+                tracing::info!(
+                    pages = stats.pages,
+                    applied = stats.applied,
+                    ignored = stats.ignored,
+                    bad = stats.bad,
+                    failed = stats.failed.len(),
+                    gaps = stats.gaps.len(),
+                    "sync pass"
+                );
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.config.interval) => {}
+            }
+        }
+        tracing::info!("sync worker stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(tx: &str, status: &str, date: &str) -> Change {
+        Change {
+            recipient: "05321234567".into(),
+            recipient_type: "BIREYSEL".into(),
+            channel: "MESAJ".into(),
+            status: status.into(),
+            source: "IYS_WEB".into(),
+            consent_date: Some(date.into()),
+            creation_date: date.into(),
+            transaction_id: tx.into(),
+        }
+    }
+
+    #[test]
+    fn changes_become_registered_events_with_normalised_recipients() {
+        let (key, event) = to_event(600_001, &change("a1", "RET", "2026-05-01 10:00:00")).unwrap();
+        assert_eq!(key.recipient.to_string(), "+905321234567");
+        assert_eq!(
+            (key.channel, key.recipient_type),
+            (Channel::Mesaj, RecipientType::Bireysel)
+        );
+        assert_eq!(
+            (event.status, event.source),
+            (ConsentStatus::Ret, Source::IysWeb)
+        );
+        assert!(!event.is_pending());
+    }
+
+    #[test]
+    fn bad_changes_name_the_field_and_not_the_recipient() {
+        let mut c = change("a2", "RED", "2026-05-01 10:00:00");
+        let err = to_event(1, &c).unwrap_err();
+        assert_eq!(err.field, "status");
+        c.status = "ONAY".into();
+        c.channel = "EPOSTA".into();
+        let err = to_event(1, &c).unwrap_err();
+        assert_eq!(err.field, "recipient");
+        assert!(!err.to_string().contains("532"), "{err}");
+        c.channel = "MESAJ".into();
+        c.creation_date = "2026-05-01T10:00:00".into();
+        assert_eq!(to_event(1, &c).unwrap_err().field, "creationDate");
+    }
+
+    #[test]
+    fn a_missing_consent_date_falls_back_to_the_creation_date() {
+        let mut c = change("a3", "RET", "2026-05-01 10:00:00");
+        c.source = "IYS_AHS_HAT_KAPATMA".into();
+        c.recipient_type = "TACIR".into();
+        c.consent_date = Some(String::new());
+        let (_, event) = to_event(1, &c).unwrap();
+        assert_eq!(
+            event.consent_date,
+            parse_iys("2026-05-01 10:00:00").unwrap()
+        );
+        assert_eq!(event.source, Source::IysAhsHatKapatma);
+    }
+
+    /// A ChangeSource over fixed lists, with faults: `fail_next` pulls fail; `repeat` serves
+    /// the previous page again once; `stall` answers one empty page with the same cursor.
+    #[derive(Default)]
+    struct FakeSource {
+        lists: Mutex<HashMap<PullSource, Vec<Change>>>,
+        fail_next: std::sync::atomic::AtomicU32,
+        repeat: std::sync::atomic::AtomicBool,
+        stall: std::sync::atomic::AtomicBool,
+    }
+
+    impl ChangeSource for Arc<FakeSource> {
+        fn pull(
+            &self,
+            _brand: BrandRef,
+            source: PullSource,
+            after: Option<String>,
+            limit: u32,
+        ) -> impl Future<Output = Result<Page, PullError>> + Send {
+            use std::sync::atomic::Ordering::SeqCst;
+            let result = (|| {
+                if self.fail_next.load(SeqCst) > 0 {
+                    self.fail_next.fetch_sub(1, SeqCst);
+                    return Err(PullError("503 H015".into()));
+                }
+                let mut start: usize = after.as_deref().map_or(0, |a| a.parse().unwrap());
+                if self.stall.swap(false, SeqCst) {
+                    return Ok(Page {
+                        after,
+                        changes: vec![],
+                    });
+                }
+                if start >= limit as usize && self.repeat.swap(false, SeqCst) {
+                    start -= limit as usize;
+                }
+                let lists = self.lists.lock().unwrap();
+                let list = lists.get(&source).cloned().unwrap_or_default();
+                let end = (start + limit as usize).min(list.len());
+                let changes = list.get(start..end).unwrap_or_default().to_vec();
+                Ok(Page {
+                    after: (end > start).then(|| end.to_string()),
+                    changes,
+                })
+            })();
+            std::future::ready(result)
+        }
+    }
+
+    fn numbered(n: usize) -> Vec<Change> {
+        (0..n)
+            .map(|i| {
+                let mut c = change(
+                    &format!("{i:064x}"),
+                    if i % 2 == 0 { "ONAY" } else { "RET" },
+                    "2026-05-01 10:00:00",
+                );
+                c.recipient = format!("+9053200{i:05}");
+                c.creation_date = format!("2026-05-01 10:{:02}:{:02}", i / 60 % 60, i % 60);
+                c
+            })
+            .collect()
+    }
+
+    struct Rig {
+        worker: SyncWorker<Arc<FakeSource>>,
+        source: Arc<FakeSource>,
+        consents: Arc<Consents>,
+        freshness: Arc<Freshness>,
+        cursors: Arc<MemoryCursors>,
+        clock: Arc<crate::domain::ManualClock>,
+    }
+
+    fn rig(iys: Vec<Change>, hs: Vec<Change>) -> Rig {
+        let source = Arc::new(FakeSource::default());
+        source
+            .lists
+            .lock()
+            .unwrap()
+            .extend([(PullSource::Iys, iys), (PullSource::Hs, hs)]);
+        let index = Arc::new(crate::index::ConsentIndex::new());
+        let keyer = Arc::new(crate::index::EmailKeyer::new([3; 16]));
+        let consents = Arc::new(Consents::new(index, keyer));
+        let freshness = Arc::new(Freshness::new());
+        let cursors = Arc::new(MemoryCursors::default());
+        let clock = Arc::new(crate::domain::ManualClock::at_turkey(
+            parse_iys("2026-05-02 10:00:00").unwrap(),
+        ));
+        let worker = SyncWorker::new(
+            Arc::clone(&source),
+            Arc::clone(&consents),
+            cursors.clone(),
+            vec![BrandRef {
+                iys_code: 600_000,
+                brand_code: 600_001,
+            }],
+            Arc::clone(&freshness),
+            clock.clone(),
+            SyncConfig {
+                page_limit: 10,
+                interval: Duration::from_millis(1),
+            },
+        );
+        Rig {
+            worker,
+            source,
+            consents,
+            freshness,
+            cursors,
+            clock,
+        }
+    }
+
+    fn snapshot(c: &Consents) -> Vec<String> {
+        let mut out = Vec::new();
+        c.records()
+            .for_each(|k, r| out.push(format!("{k:?}{:?}", r.current)));
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_pass_follows_every_page_of_both_sources_and_confirms_freshness() {
+        let r = rig(numbered(25), numbered(3));
+        let stop = CancellationToken::new();
+        let stats = r.worker.pass(&stop).await;
+        // 25 IYS changes in pages of 10 (10, 10, 5) and 3 HS changes (the same keys again).
+        assert_eq!(
+            (stats.pages, stats.changes, stats.applied, stats.bad),
+            (4, 28, 25, 0)
+        );
+        assert_eq!(r.consents.records().len(), 25);
+        assert!(
+            r.freshness
+                .age(crate::domain::Clock::now_utc(&*r.clock))
+                .is_some()
+        );
+        let cursor = r
+            .cursors
+            .get(
+                BrandRef {
+                    iys_code: 600_000,
+                    brand_code: 600_001,
+                },
+                PullSource::Iys,
+            )
+            .unwrap();
+        assert_eq!(cursor.after.as_deref(), Some("25"));
+        // A second pass finds nothing new and changes nothing.
+        let stats = r.worker.pass(&stop).await;
+        assert_eq!((stats.applied, stats.changes), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn faults_end_in_the_same_state_as_a_clean_run() {
+        let clean = rig(numbered(35), vec![]);
+        let stop = CancellationToken::new();
+        clean.worker.pass(&stop).await;
+
+        let faulty = rig(numbered(35), vec![]);
+        faulty
+            .source
+            .fail_next
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+        let first = faulty.worker.pass(&stop).await;
+        assert_eq!(first.failed.len(), 1, "the failed pull is reported");
+        assert!(
+            faulty.freshness.age(chrono::Utc::now()).is_none(),
+            "a failed pass confirms nothing"
+        );
+        faulty
+            .source
+            .repeat
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        faulty.worker.pass(&stop).await;
+        faulty
+            .source
+            .stall
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        faulty.worker.pass(&stop).await;
+        faulty.worker.pass(&stop).await;
+        assert_eq!(snapshot(&faulty.consents), snapshot(&clean.consents));
+    }
+
+    #[tokio::test]
+    async fn a_gap_longer_than_the_window_is_reported() {
+        let r = rig(numbered(3), vec![]);
+        let stop = CancellationToken::new();
+        assert!(r.worker.pass(&stop).await.gaps.is_empty());
+        r.clock.advance(chrono::Duration::days(8));
+        let stats = r.worker.pass(&stop).await;
+        assert_eq!(stats.gaps.len(), 2, "both sources of the brand are behind");
+    }
+}
