@@ -24,6 +24,7 @@ pub mod demo;
 pub mod domain;
 pub mod index;
 pub mod server;
+pub mod shared;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -225,6 +225,9 @@ pub struct PassStats {
 }
 
 pub struct SyncWorker<S> {
+    /// When set, every applied change is published to the replicas and each complete pass
+    /// ends with a heartbeat.
+    shared: Option<crate::shared::SharedState>,
     source: S,
     consents: Arc<Consents>,
     cursors: Arc<dyn CursorStore>,
@@ -245,6 +248,7 @@ impl<S: ChangeSource> SyncWorker<S> {
         config: SyncConfig,
     ) -> Self {
         Self {
+            shared: None,
             source,
             consents,
             cursors,
@@ -253,6 +257,13 @@ impl<S: ChangeSource> SyncWorker<S> {
             clock,
             config,
         }
+    }
+
+    /// Publishes to the shared state (Redis) as well.
+    #[must_use]
+    pub fn with_shared(mut self, shared: crate::shared::SharedState) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// Pulls every brand and source until caught up. The index is confirmed fresh as of the
@@ -313,14 +324,28 @@ impl<S: ChangeSource> SyncWorker<S> {
             for change in &page.changes {
                 stats.changes += 1;
                 match to_event(brand.brand_code, change) {
-                    Ok((key, event)) => match self.consents.apply(key, event) {
-                        Ok(crate::domain::Applied::Changed) => stats.applied += 1,
-                        Ok(crate::domain::Applied::Ignored) => stats.ignored += 1,
-                        Err(e) => {
-                            stats.bad += 1;
-                            tracing::warn!(brand = brand.brand_code, error = %e, "change refused");
+                    Ok((key, event)) => {
+                        match self.consents.apply(key.clone(), event) {
+                            Ok(crate::domain::Applied::Changed) => stats.applied += 1,
+                            Ok(crate::domain::Applied::Ignored) => stats.ignored += 1,
+                            Err(e) => {
+                                stats.bad += 1;
+                                tracing::warn!(brand = brand.brand_code, error = %e, "change refused");
+                                continue;
+                            }
                         }
-                    },
+                        // Publish the key's current record whatever this change did: after a
+                        // failed publish the page is pulled again, finds the change already
+                        // applied here, and must still reach the replicas.
+                        if let (Some(shared), Some(record)) =
+                            (&self.shared, self.consents.get(&key))
+                        {
+                            shared
+                                .publish(&key, &record)
+                                .await
+                                .map_err(|e| PullError(e.to_string()))?;
+                        }
+                    }
                     Err(e) => {
                         stats.bad += 1;
                         tracing::warn!(brand = brand.brand_code, error = %e, "change refused");
@@ -332,7 +357,7 @@ impl<S: ChangeSource> SyncWorker<S> {
             // The cursor moves only after the page is applied.
             if n > 0 && page.after.is_some() {
                 cursor.after = page.after;
-                self.cursors.put(brand, source, cursor.clone());
+                self.save_cursor(brand, source, &cursor).await?;
             }
             if n < self.config.page_limit as usize || shutdown.is_cancelled() {
                 break;
@@ -340,9 +365,114 @@ impl<S: ChangeSource> SyncWorker<S> {
         }
         if !shutdown.is_cancelled() {
             cursor.caught_up_at = Some(started);
-            self.cursors.put(brand, source, cursor);
+            self.save_cursor(brand, source, &cursor).await?;
         }
         Ok(())
+    }
+
+    async fn save_cursor(
+        &self,
+        brand: BrandRef,
+        source: PullSource,
+        cursor: &Cursor,
+    ) -> Result<(), PullError> {
+        self.cursors.put(brand, source, cursor.clone());
+        if let Some(shared) = &self.shared {
+            shared
+                .store_cursor(brand, source, cursor)
+                .await
+                .map_err(|e| PullError(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Takes up the shared state as the new leader: starts an epoch if Redis has none (and
+    /// then republishes every local record, since Redis lost its data), and continues from
+    /// the cursors the previous leader stored.
+    async fn take_over(
+        &self,
+        shared: &crate::shared::SharedState,
+    ) -> Result<(), crate::shared::SharedError> {
+        let (_, new_epoch) = shared.ensure_epoch().await?;
+        if new_epoch {
+            let n = shared.republish(&self.consents).await?;
+            tracing::warn!(
+                records = n,
+                "shared state was empty: republished local records"
+            );
+        }
+        for &brand in &self.brands {
+            for source in PullSource::BOTH {
+                if let Some(c) = shared.load_cursor(brand, source).await? {
+                    let newer = self
+                        .cursors
+                        .get(brand, source)
+                        .is_none_or(|mine| mine.caught_up_at < c.caught_up_at);
+                    if newer {
+                        self.cursors.put(brand, source, c);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs as one candidate for the sync lease: passes only while holding it, with a
+    /// heartbeat to the replicas after each complete pass. Another candidate takes over
+    /// within `lease` after this one stops renewing.
+    pub async fn run_leader(self, holder: String, lease: Duration, shutdown: CancellationToken) {
+        let Some(shared) = self.shared.clone() else {
+            return self.run(shutdown).await;
+        };
+        let mut leading = false;
+        loop {
+            match shared.hold_lease(&holder, lease).await {
+                Ok(true) => {
+                    if !leading {
+                        tracing::info!(holder, "took the sync lease");
+                        if let Err(e) = self.take_over(&shared).await {
+                            tracing::warn!(error = %e, "taking over the shared state failed");
+                            tokio::time::sleep(self.config.interval).await;
+                            continue;
+                        }
+                        leading = true;
+                    }
+                    // Redis may have lost its data while we led: a new epoch, then our records.
+                    if let Ok((_, true)) = shared.ensure_epoch().await {
+                        match shared.republish(&self.consents).await {
+                            Ok(n) => tracing::warn!(
+                                records = n,
+                                "shared state was lost: republished local records"
+                            ),
+                            Err(e) => tracing::warn!(error = %e, "republishing failed"),
+                        }
+                    }
+                    let stats = self.pass(&shutdown).await;
+                    if stats.failed.is_empty()
+                        && let Err(e) = shared.heartbeat(self.clock.now_utc()).await
+                    {
+                        tracing::warn!(error = %e, "heartbeat failed");
+                    }
+                }
+                Ok(false) => {
+                    if leading {
+                        tracing::warn!(holder, "lost the sync lease");
+                    }
+                    leading = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease check failed");
+                    leading = false;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.config.interval) => {}
+            }
+        }
+        if leading {
+            let _ = shared.release_lease(&holder).await;
+        }
     }
 
     /// Runs passes until `shutdown`; the current page is applied before it stops.

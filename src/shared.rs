@@ -1,0 +1,411 @@
+//! The serving state shared by many replicas, in Redis: the current record of every key and
+//! a change stream that fans every change out. The sync leader writes both in one
+//! transaction; a replica loads the snapshot, then tails the stream from the position it noted
+//! *before* loading, so no change falls between the two (changes seen twice are applied
+//! idempotently by the latest-event rule). Redis is never on the check path: checks read the
+//! replica's own index. Redis holds nothing that cannot be rebuilt: the leader republishes its
+//! records when it finds Redis empty.
+//!
+//! Keys (under a prefix, default `iysgate`): `{p}:rec:{brand}` hash of records,
+//! `{p}:brands` set, `{p}:changes` stream (record entries and leader heartbeats),
+//! `{p}:epoch` (changes when Redis lost its data), `{p}:leader` (the sync lease),
+//! `{p}:cursor:{brand}:{source}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::check::Freshness;
+use crate::domain::recipient::normalise_recipient;
+use crate::domain::time::{format_iys, parse_iys};
+use crate::domain::{ConsentEvent, ConsentKey, ConsentRecord, Registration};
+use crate::store::Consents;
+use crate::sync::{BrandRef, Cursor, PullSource};
+
+/// Stream entries kept (approximately); a replica further behind reloads the snapshot.
+const STREAM_MAXLEN: usize = 1_000_000;
+/// Records per HSCAN step when loading the snapshot.
+const SCAN_COUNT: usize = 5_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("record in redis is not valid: {0}")]
+    Decode(String),
+}
+
+/// A record as stored in Redis and carried on the stream. Field names are short: millions of
+/// these are stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct Wire {
+    /// brandCode
+    b: u32,
+    /// recipientType
+    t: String,
+    /// type (channel)
+    c: String,
+    /// recipient, normalised
+    r: String,
+    /// status
+    s: String,
+    /// source
+    o: String,
+    /// consentDate
+    d: String,
+    /// creationDate and transactionId when registered
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tx: Option<String>,
+    /// retailer access
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ra: Vec<u32>,
+}
+
+fn field(key: &ConsentKey) -> String {
+    format!("{}|{}|{}", key.recipient_type, key.channel, key.recipient)
+}
+
+fn encode(key: &ConsentKey, event: &ConsentEvent) -> String {
+    let (cd, tx) = match &event.registration {
+        Registration::Registered {
+            creation_date,
+            transaction_id,
+        } => (
+            Some(format_iys(*creation_date)),
+            Some(transaction_id.to_string()),
+        ),
+        Registration::Pending => (None, None),
+    };
+    let wire = Wire {
+        b: key.brand,
+        t: key.recipient_type.to_string(),
+        c: key.channel.to_string(),
+        r: key.recipient.to_string(),
+        s: event.status.to_string(),
+        o: event.source.to_string(),
+        d: format_iys(event.consent_date),
+        cd,
+        tx,
+        ra: event.retailer_access.clone(),
+    };
+    serde_json::to_string(&wire).expect("a record always serialises")
+}
+
+fn decode(text: &str) -> Result<(ConsentKey, ConsentEvent), SharedError> {
+    let bad = |what: &str| SharedError::Decode(what.to_owned());
+    let w: Wire = serde_json::from_str(text).map_err(|e| SharedError::Decode(e.to_string()))?;
+    let channel: crate::domain::Channel = w.c.parse().map_err(|_| bad("c"))?;
+    let key = ConsentKey {
+        brand: w.b,
+        recipient: normalise_recipient(&w.r, channel.address_kind()).map_err(|_| bad("r"))?,
+        recipient_type: w.t.parse().map_err(|_| bad("t"))?,
+        channel,
+    };
+    let registration = match (w.cd, w.tx) {
+        (Some(cd), Some(tx)) => Registration::Registered {
+            creation_date: parse_iys(&cd).ok_or_else(|| bad("cd"))?,
+            transaction_id: tx.into(),
+        },
+        _ => Registration::Pending,
+    };
+    let event = ConsentEvent {
+        status: w.s.parse().map_err(|_| bad("s"))?,
+        source: w.o.parse().map_err(|_| bad("o"))?,
+        consent_date: parse_iys(&w.d).ok_or_else(|| bad("d"))?,
+        registration,
+        retailer_access: w.ra,
+    };
+    Ok((key, event))
+}
+
+/// A connection to the shared state.
+#[derive(Clone)]
+pub struct SharedState {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+}
+
+impl SharedState {
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, SharedError> {
+        let client = redis::Client::open(url)?;
+        let conn = client.get_connection_manager().await?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: prefix.into(),
+        })
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.prefix)
+    }
+
+    /// Writes the current record of a key and announces it on the stream, atomically.
+    pub async fn publish(
+        &self,
+        key: &ConsentKey,
+        record: &ConsentRecord,
+    ) -> Result<(), SharedError> {
+        let value = encode(key, &record.current);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(self.key(&format!("rec:{}", key.brand)), field(key), &value)
+            .ignore()
+            .sadd(self.key("brands"), key.brand)
+            .ignore()
+            .cmd("XADD")
+            .arg(self.key("changes"))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_MAXLEN)
+            .arg("*")
+            .arg("v")
+            .arg(&value)
+            .ignore();
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The leader's word that everything up to `at` has been published.
+    pub async fn heartbeat(&self, at: DateTime<Utc>) -> Result<(), SharedError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("XADD")
+            .arg(self.key("changes"))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_MAXLEN)
+            .arg("*")
+            .arg("hb")
+            .arg(at.timestamp_micros())
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The data epoch; `None` when Redis has lost (or never had) the shared state.
+    pub async fn epoch(&self) -> Result<Option<String>, SharedError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.get(self.key("epoch")).await?)
+    }
+
+    /// Starts a new epoch if there is none; returns the current one and whether it is new.
+    pub async fn ensure_epoch(&self) -> Result<(String, bool), SharedError> {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| SharedError::Decode(e.to_string()))?;
+        let fresh = crate::auth::to_hex(&bytes);
+        let mut conn = self.conn.clone();
+        let set: bool = redis::cmd("SET")
+            .arg(self.key("epoch"))
+            .arg(&fresh)
+            .arg("NX")
+            .query_async::<Option<String>>(&mut conn)
+            .await?
+            .is_some();
+        let current: Option<String> = conn.get(self.key("epoch")).await?;
+        Ok((current.unwrap_or(fresh), set))
+    }
+
+    /// Republishes every local record (after Redis lost its data).
+    pub async fn republish(&self, consents: &Consents) -> Result<usize, SharedError> {
+        let mut all = Vec::new();
+        consents
+            .records()
+            .for_each(|k, r| all.push((k.clone(), r.clone())));
+        for (k, r) in &all {
+            self.publish(k, r).await?;
+        }
+        Ok(all.len())
+    }
+
+    /// Loads every record into `consents` (records, then the index in one bulk build) and
+    /// returns the stream position noted before reading, to tail from.
+    pub async fn load_snapshot(&self, consents: &Consents) -> Result<(String, usize), SharedError> {
+        let mut conn = self.conn.clone();
+        let last: Vec<String> = redis::cmd("XREVRANGE")
+            .arg(self.key("changes"))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async::<redis::streams::StreamRangeReply>(&mut conn)
+            .await?
+            .ids
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        let from = last.first().cloned().unwrap_or_else(|| "0-0".to_owned());
+        let brands: Vec<u32> = conn.smembers(self.key("brands")).await?;
+        let mut loaded = 0;
+        for brand in brands {
+            let hash = self.key(&format!("rec:{brand}"));
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, entries): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+                    .arg(&hash)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .query_async(&mut conn)
+                    .await?;
+                for (_, value) in entries {
+                    let (key, event) = decode(&value)?;
+                    consents.records().apply(key, event);
+                    loaded += 1;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        consents.rebuild_index();
+        Ok((from, loaded))
+    }
+
+    /// A connection of its own for blocking stream reads (a blocked read would stall every
+    /// other command multiplexed on the shared connection).
+    async fn reader(&self) -> Result<MultiplexedConnection, SharedError> {
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        Ok(self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    }
+
+    /// Loads the snapshot, then applies the stream until `shutdown`. Leader heartbeats
+    /// confirm freshness; a changed or missing epoch (Redis lost its data) reloads.
+    pub async fn follow(
+        &self,
+        consents: Arc<Consents>,
+        freshness: Arc<Freshness>,
+        shutdown: CancellationToken,
+    ) -> Result<(), SharedError> {
+        let mut reader = self.reader().await?;
+        'reload: loop {
+            let epoch = self.epoch().await?;
+            let (mut from, loaded) = self.load_snapshot(&consents).await?;
+            tracing::info!(
+                records = loaded,
+                "loaded the shared snapshot; following changes"
+            );
+            metrics::counter!("iysgate_replica_snapshot_loads_total").increment(1);
+            loop {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(1000)
+                    .arg("BLOCK")
+                    .arg(250)
+                    .arg("STREAMS")
+                    .arg(self.key("changes"))
+                    .arg(&from)
+                    .query_async(&mut reader)
+                    .await?;
+                for stream in reply.map(|r| r.keys).unwrap_or_default() {
+                    for entry in stream.ids {
+                        from.clone_from(&entry.id);
+                        if let Some(value) = entry.get::<String>("v") {
+                            let (key, event) = decode(&value)?;
+                            // A kind mismatch cannot come from a decoded record.
+                            let _ = consents.apply(key, event);
+                        } else if let Some(micros) = entry.get::<i64>("hb")
+                            && let Some(at) = DateTime::from_timestamp_micros(micros)
+                        {
+                            freshness.mark_confirmed(at);
+                        }
+                    }
+                }
+                if self.epoch().await? != epoch {
+                    tracing::error!("shared state epoch changed (Redis lost its data): reloading");
+                    metrics::counter!("iysgate_replica_epoch_changes_total").increment(1);
+                    continue 'reload;
+                }
+            }
+        }
+    }
+
+    /// Tries to take or keep the sync lease for `ttl`.
+    pub async fn hold_lease(&self, holder: &str, ttl: Duration) -> Result<bool, SharedError> {
+        let script = redis::Script::new(
+            r"local cur = redis.call('GET', KEYS[1])
+              if cur == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+              if not cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+              return 0",
+        );
+        let mut conn = self.conn.clone();
+        let held: i32 = script
+            .key(self.key("leader"))
+            .arg(holder)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(held == 1)
+    }
+
+    /// Gives the lease up if `holder` has it.
+    pub async fn release_lease(&self, holder: &str) -> Result<(), SharedError> {
+        let script = redis::Script::new(
+            r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+              return 0",
+        );
+        let mut conn = self.conn.clone();
+        script
+            .key(self.key("leader"))
+            .arg(holder)
+            .invoke_async::<i32>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn load_cursor(
+        &self,
+        brand: BrandRef,
+        source: PullSource,
+    ) -> Result<Option<Cursor>, SharedError> {
+        let mut conn = self.conn.clone();
+        let text: Option<String> = conn
+            .get(self.key(&format!("cursor:{}:{}", brand.brand_code, source.as_str())))
+            .await?;
+        Ok(text.and_then(|t| {
+            let (after, at) = t.split_once('\t')?;
+            Some(Cursor {
+                after: (!after.is_empty()).then(|| after.to_owned()),
+                caught_up_at: at
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(DateTime::from_timestamp_micros),
+            })
+        }))
+    }
+
+    pub async fn store_cursor(
+        &self,
+        brand: BrandRef,
+        source: PullSource,
+        cursor: &Cursor,
+    ) -> Result<(), SharedError> {
+        let mut conn = self.conn.clone();
+        let text = format!(
+            "{}\t{}",
+            cursor.after.as_deref().unwrap_or(""),
+            cursor.caught_up_at.map_or(0, |t| t.timestamp_micros())
+        );
+        conn.set::<_, _, ()>(
+            self.key(&format!("cursor:{}:{}", brand.brand_code, source.as_str())),
+            text,
+        )
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,344 @@
+//! Replicas sharing state through real Redis (`REDIS_URL`, default redis://127.0.0.1:6379):
+//! a change the sync leader applies reaches every replica's index; a replica started
+//! mid-stream converges; Redis losing its data is detected and recovered from; the sync lease
+//! passes to another candidate when the leader dies. Each test uses its own key prefix.
+//! These tests need Redis and fail (never skip) without it.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iysgate::check::{Checker, Freshness, Query};
+use iysgate::domain::{
+    BusinessCalendar, Channel, Clock, Purpose, Reason, RecipientType, SystemClock,
+};
+use iysgate::index::{ConsentIndex, EmailKeyer};
+use iysgate::shared::SharedState;
+use iysgate::store::Consents;
+use iysgate::sync::{
+    BrandRef, Change, ChangeSource, MemoryCursors, Page, PullError, PullSource, SyncConfig,
+    SyncWorker,
+};
+use tokio_util::sync::CancellationToken;
+
+const BRAND: BrandRef = BrandRef {
+    iys_code: 600_000,
+    brand_code: 600_001,
+};
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+async fn shared(prefix: &str) -> SharedState {
+    SharedState::connect(&redis_url(), prefix)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "these tests need Redis at {} (set REDIS_URL, or start one with \
+             `redis-server --daemonize yes --port 6379 --save ''`): {e}",
+                redis_url()
+            )
+        })
+}
+
+fn prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("iysgate-test:{test}:{}:{nanos}", std::process::id())
+}
+
+async fn wipe(prefix: &str) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        redis::cmd("DEL")
+            .arg(keys)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// İYS's changes for one brand, as a growing list; cursor = position.
+#[derive(Clone, Default)]
+struct ListSource(Arc<Mutex<Vec<Change>>>);
+
+impl ListSource {
+    fn push(&self, recipient: &str, status: &str, minute: u32) {
+        let mut list = self.0.lock().unwrap();
+        let n = list.len();
+        list.push(Change {
+            recipient: recipient.into(),
+            recipient_type: "BIREYSEL".into(),
+            channel: "MESAJ".into(),
+            status: status.into(),
+            source: "IYS_WEB".into(),
+            consent_date: Some(format!("2026-05-01 10:{minute:02}:00")),
+            creation_date: format!("2026-05-01 10:{minute:02}:30"),
+            transaction_id: format!("{n:064x}"),
+        });
+    }
+}
+
+impl ChangeSource for ListSource {
+    fn pull(
+        &self,
+        _brand: BrandRef,
+        source: PullSource,
+        after: Option<String>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Page, PullError>> + Send {
+        let list = self.0.lock().unwrap().clone();
+        let start: usize = after.as_deref().map_or(0, |a| a.parse().unwrap());
+        let page = if source == PullSource::Hs {
+            Page::default()
+        } else {
+            let end = (start + limit as usize).min(list.len());
+            Page {
+                after: (end > start).then(|| end.to_string()),
+                changes: list[start..end].to_vec(),
+            }
+        };
+        std::future::ready(Ok(page))
+    }
+}
+
+struct Node {
+    consents: Arc<Consents>,
+    freshness: Arc<Freshness>,
+    checker: Checker,
+}
+
+fn node() -> Node {
+    let index = Arc::new(ConsentIndex::new());
+    let keyer = Arc::new(EmailKeyer::new([9; 16]));
+    let freshness = Arc::new(Freshness::new());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let checker = Checker::new(
+        Arc::clone(&index),
+        Arc::clone(&keyer),
+        Arc::clone(&freshness),
+        Arc::new(BusinessCalendar::embedded()),
+        clock,
+        Duration::from_secs(30),
+    );
+    Node {
+        consents: Arc::new(Consents::new(index, keyer)),
+        freshness,
+        checker,
+    }
+}
+
+impl Node {
+    fn reason(&self, phone: &str) -> Option<Reason> {
+        let q = Query {
+            brand: BRAND.brand_code,
+            recipient: phone,
+            channel: Channel::Mesaj,
+            recipient_type: RecipientType::Bireysel,
+            retailer: None,
+            purpose: Purpose::Commercial,
+        };
+        self.checker.check(&q).ok().map(|a| a.decision.reason)
+    }
+
+    fn records(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.consents
+            .records()
+            .for_each(|k, r| out.push(format!("{k:?} {:?}", r.current)));
+        out.sort();
+        out
+    }
+}
+
+/// Starts a replica following the shared state.
+async fn replica(prefix: &str, stop: &CancellationToken) -> Arc<Node> {
+    let n = Arc::new(node());
+    let s = shared(prefix).await;
+    let (c, f, stop) = (
+        Arc::clone(&n.consents),
+        Arc::clone(&n.freshness),
+        stop.clone(),
+    );
+    tokio::spawn(async move { s.follow(c, f, stop).await.unwrap() });
+    n
+}
+
+/// Starts a sync leader candidate; returns the handle so a test can kill it.
+async fn leader(
+    prefix: &str,
+    source: &ListSource,
+    holder: &str,
+    lease: Duration,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let n = node();
+    let worker = SyncWorker::new(
+        source.clone(),
+        n.consents,
+        Arc::new(MemoryCursors::default()),
+        vec![BRAND],
+        n.freshness,
+        Arc::new(SystemClock),
+        SyncConfig {
+            page_limit: 100,
+            interval: Duration::from_millis(20),
+        },
+    )
+    .with_shared(shared(prefix).await);
+    tokio::spawn(worker.run_leader(holder.to_owned(), lease, stop.clone()))
+}
+
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_citizen_ret_becomes_deny_on_every_replica() {
+    let p = prefix("ret");
+    let stop = CancellationToken::new();
+    let source = ListSource::default();
+    source.push("+905321000001", "ONAY", 1);
+    let _leader = leader(&p, &source, "a", Duration::from_secs(2), &stop).await;
+    let r1 = replica(&p, &stop).await;
+    let r2 = replica(&p, &stop).await;
+    for r in [&r1, &r2] {
+        wait_for("the ONAY on a replica", Duration::from_secs(10), || {
+            r.reason("+905321000001") == Some(Reason::ConsentRegistered)
+        })
+        .await;
+    }
+    source.push("+905321000001", "RET", 2);
+    let started = Instant::now();
+    for r in [&r1, &r2] {
+        wait_for("the RET on a replica", Duration::from_secs(5), || {
+            r.reason("+905321000001") == Some(Reason::Rejected)
+        })
+        .await;
+    }
+    println!(
+        "citizen RET enforced on both replicas {:?} after it appeared in İYS's changes",
+        started.elapsed()
+    );
+    stop.cancel();
+    wipe(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_mid_stream_converges() {
+    let p = prefix("mid");
+    let stop = CancellationToken::new();
+    let source = ListSource::default();
+    let _leader = leader(&p, &source, "a", Duration::from_secs(2), &stop).await;
+    let early = replica(&p, &stop).await;
+    for i in 0..50 {
+        source.push(
+            &format!("+9053220{i:05}"),
+            if i % 3 == 0 { "RET" } else { "ONAY" },
+            1,
+        );
+    }
+    wait_for(
+        "50 records on the early replica",
+        Duration::from_secs(10),
+        || early.consents.records().len() == 50,
+    )
+    .await;
+    let late = replica(&p, &stop).await;
+    for i in 0..50 {
+        source.push(
+            &format!("+9053220{i:05}"),
+            if i % 3 == 0 { "ONAY" } else { "RET" },
+            2,
+        );
+    }
+    wait_for(
+        "the late replica to converge",
+        Duration::from_secs(10),
+        || {
+            early.consents.records().len() == 50
+                && early.records() == late.records()
+                && late.reason("+905322000000") == Some(Reason::ConsentRegistered)
+        },
+    )
+    .await;
+    stop.cancel();
+    wipe(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_losing_its_data_is_detected_and_recovered() {
+    let p = prefix("lost");
+    let stop = CancellationToken::new();
+    let source = ListSource::default();
+    source.push("+905323000001", "ONAY", 1);
+    let _leader = leader(&p, &source, "a", Duration::from_secs(2), &stop).await;
+    let r = replica(&p, &stop).await;
+    wait_for("the first record", Duration::from_secs(10), || {
+        r.reason("+905323000001") == Some(Reason::ConsentRegistered)
+    })
+    .await;
+    wipe(&p).await; // as if Redis restarted empty
+    // The leader starts a new epoch and republishes; a fresh replica sees the record again.
+    let fresh = replica(&p, &stop).await;
+    wait_for(
+        "the republished record on a new replica",
+        Duration::from_secs(10),
+        || fresh.reason("+905323000001") == Some(Reason::ConsentRegistered),
+    )
+    .await;
+    // The old replica noticed the new epoch and keeps following.
+    source.push("+905323000001", "RET", 2);
+    wait_for(
+        "a change after the loss on the old replica",
+        Duration::from_secs(10),
+        || r.reason("+905323000001") == Some(Reason::Rejected),
+    )
+    .await;
+    stop.cancel();
+    wipe(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_lease_passes_on_when_the_leader_dies() {
+    let p = prefix("lease");
+    let stop = CancellationToken::new();
+    let source = ListSource::default();
+    let lease = Duration::from_millis(400);
+    let a = leader(&p, &source, "a", lease, &stop).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _b = leader(&p, &source, "b", lease, &stop).await;
+    let r = replica(&p, &stop).await;
+    source.push("+905324000001", "ONAY", 1);
+    wait_for("the first record", Duration::from_secs(10), || {
+        r.reason("+905324000001") == Some(Reason::ConsentRegistered)
+    })
+    .await;
+    a.abort(); // killed: it does not release the lease
+    source.push("+905324000001", "RET", 2);
+    let took = wait_for(
+        "the standby to take over and apply the RET",
+        Duration::from_secs(10),
+        || r.reason("+905324000001") == Some(Reason::Rejected),
+    )
+    .await;
+    println!(
+        "standby leader took over and the RET reached the replica in {took:?} (lease {lease:?})"
+    );
+    stop.cancel();
+    wipe(&p).await;
+}
