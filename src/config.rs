@@ -16,6 +16,8 @@ pub const ENV_CALENDAR: &str = "IYSGATE_CALENDAR";
 pub const ENV_MAX_STALENESS: &str = "IYSGATE_MAX_STALENESS";
 pub const ENV_LOG: &str = "IYSGATE_LOG";
 pub const ENV_ADDR: &str = "IYSGATE_ADDR";
+pub const ENV_REDIS_URL: &str = "REDIS_URL";
+pub const ENV_REDIS_PREFIX: &str = "IYSGATE_REDIS_PREFIX";
 pub const ENV_API_KEY: &str = "IYSGATE_API_KEY";
 
 #[derive(Debug, Parser)]
@@ -84,6 +86,13 @@ pub struct ServeArgs {
     /// How long in-flight calls may take to finish at shutdown.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub grace: Duration,
+    /// Follow the shared state in this Redis (a replica of a deployment) instead of the
+    /// embedded in-process state.
+    #[arg(long, env = ENV_REDIS_URL)]
+    pub redis_url: Option<String>,
+    /// Key prefix of this deployment's shared state in Redis.
+    #[arg(long, env = ENV_REDIS_PREFIX, default_value = "iysgate")]
+    pub redis_prefix: String,
     /// Log filter, e.g. `info` or `info,iysgate=debug`.
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log: String,

@@ -118,7 +118,26 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
             &app,
         );
     }
-    app.spawn_embedded_heartbeat(&tasks, shutdown.clone());
+    match &args.redis_url {
+        // A replica: the sync leader's heartbeats on the change stream confirm freshness.
+        Some(url) => {
+            let shared = iysgate::shared::SharedState::connect(url, &args.redis_prefix)
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+            let (consents, freshness, stop) = (
+                Arc::clone(&app.consents),
+                Arc::clone(&app.freshness),
+                shutdown.clone(),
+            );
+            tasks.spawn(async move {
+                if let Err(e) = shared.follow(consents, freshness, stop).await {
+                    // Without the stream the data goes stale: ALLOWs turn UNAVAILABLE.
+                    tracing::error!(error = %e, "following the shared state stopped");
+                }
+            });
+        }
+        None => app.spawn_embedded_heartbeat(&tasks, shutdown.clone()),
+    }
     tracing::info!(
         listen = %listener.local_addr().map_err(|e| e.to_string())?,
         records = app.consents.index().len(),
