@@ -23,6 +23,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod index;
+pub mod iys;
 pub mod server;
 pub mod shared;
 pub mod store;

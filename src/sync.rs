@@ -499,6 +499,52 @@ impl<S: ChangeSource> SyncWorker<S> {
     }
 }
 
+/// İYS itself (or the mock) as the source of changes.
+impl ChangeSource for crate::iys::client::IysClient {
+    fn pull(
+        &self,
+        brand: BrandRef,
+        source: PullSource,
+        after: Option<String>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Page, PullError>> + Send {
+        let client = self.clone();
+        async move {
+            let wire_source = match source {
+                PullSource::Iys => crate::iys::client::PullSource::Iys,
+                PullSource::Hs => crate::iys::client::PullSource::Hs,
+            };
+            let page = client
+                .pull_changes(
+                    u64::from(brand.iys_code),
+                    u64::from(brand.brand_code),
+                    wire_source,
+                    after.as_deref(),
+                    limit,
+                )
+                .await
+                .map_err(|e| PullError(e.to_string()))?;
+            Ok(Page {
+                after: page.after,
+                changes: page
+                    .list
+                    .into_iter()
+                    .map(|c| Change {
+                        recipient: c.recipient,
+                        recipient_type: c.recipient_type,
+                        channel: c.channel,
+                        status: c.status,
+                        source: c.source,
+                        consent_date: c.consent_date,
+                        creation_date: c.creation_date,
+                        transaction_id: c.transaction_id,
+                    })
+                    .collect(),
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

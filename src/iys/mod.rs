@@ -1,0 +1,4 @@
+//! Talking to İYS (İleti Yönetim Sistemi).
+
+pub mod client;
+pub mod token;
