@@ -400,6 +400,12 @@ impl<S: ChangeSource> SyncWorker<S> {
                 records = n,
                 "shared state was empty: republished local records"
             );
+        } else {
+            // Publishing writes this process's current record of a key over Redis's, so the
+            // local records must first hold everything the previous leader published: else a
+            // late, older change would replace a newer record in the shared snapshot.
+            let (_, n) = shared.load_snapshot(&self.consents).await?;
+            tracing::info!(records = n, "loaded the shared records before leading");
         }
         for &brand in &self.brands {
             for source in PullSource::BOTH {

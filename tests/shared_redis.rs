@@ -324,21 +324,35 @@ async fn the_sync_lease_passes_on_when_the_leader_dies() {
     let _b = leader(&p, &source, "b", lease, &stop).await;
     let r = replica(&p, &stop).await;
     source.push("+905324000001", "ONAY", 1);
-    wait_for("the first record", Duration::from_secs(10), || {
-        r.reason("+905324000001") == Some(Reason::ConsentRegistered)
-    })
-    .await;
-    a.abort(); // killed: it does not release the lease
     source.push("+905324000001", "RET", 2);
-    let took = wait_for(
-        "the standby to take over and apply the RET",
+    wait_for(
+        "the RET from the first leader",
         Duration::from_secs(10),
         || r.reason("+905324000001") == Some(Reason::Rejected),
     )
     .await;
+    a.abort(); // killed: it does not release the lease
+    // A late, older change for the same number, then a change that shows the takeover.
+    source.push("+905324000001", "ONAY", 0);
+    source.push("+905324000002", "ONAY", 1);
+    let took = wait_for("the standby to take over", Duration::from_secs(10), || {
+        r.reason("+905324000002") == Some(Reason::ConsentRegistered)
+    })
+    .await;
     println!(
-        "standby leader took over and the RET reached the replica in {took:?} (lease {lease:?})"
+        "standby leader took over and its first change reached the replica in {took:?} (lease {lease:?})"
     );
+    // The new leader had no local copy of the RET; it must not publish the older ONAY over it
+    // in the snapshot that new replicas load.
+    let late = replica(&p, &stop).await;
+    wait_for(
+        "a new replica to load the snapshot",
+        Duration::from_secs(10),
+        || late.reason("+905324000002") == Some(Reason::ConsentRegistered),
+    )
+    .await;
+    assert_eq!(late.reason("+905324000001"), Some(Reason::Rejected));
+    assert_eq!(r.reason("+905324000001"), Some(Reason::Rejected));
     stop.cancel();
     wipe(&p).await;
 }
