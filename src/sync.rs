@@ -81,7 +81,7 @@ pub trait ChangeSource: Send + Sync + 'static {
 }
 
 /// A pull that failed after the client's own retries.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct PullError(pub String);
 
@@ -221,7 +221,7 @@ pub struct PassStats {
     /// between are lost to the pull and need a full resync.
     pub gaps: Vec<(BrandRef, PullSource)>,
     /// (brand, source) pairs whose pull failed this pass.
-    pub failed: Vec<(BrandRef, PullSource)>,
+    pub failed: Vec<(BrandRef, PullSource, PullError)>,
 }
 
 pub struct SyncWorker<S> {
@@ -282,7 +282,7 @@ impl<S: ChangeSource> SyncWorker<S> {
                 {
                     tracing::warn!(brand = brand.brand_code, source = source.as_str(), error = %e, "pull failed; will retry next pass");
                     metrics::counter!("iysgate_sync_pull_failures_total").increment(1);
-                    stats.failed.push((brand, source));
+                    stats.failed.push((brand, source, e));
                 }
             }
         }

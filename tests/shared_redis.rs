@@ -4,68 +4,25 @@
 //! passes to another candidate when the leader dies. Each test uses its own key prefix.
 //! These tests need Redis and fail (never skip) without it.
 
+mod common;
+
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use iysgate::check::{Checker, Freshness, Query};
-use iysgate::domain::{
-    BusinessCalendar, Channel, Clock, Purpose, Reason, RecipientType, SystemClock,
-};
-use iysgate::index::{ConsentIndex, EmailKeyer};
-use iysgate::shared::SharedState;
-use iysgate::store::Consents;
+use iysgate::domain::{Reason, SystemClock};
 use iysgate::sync::{
     BrandRef, Change, ChangeSource, MemoryCursors, Page, PullError, PullSource, SyncConfig,
     SyncWorker,
 };
 use tokio_util::sync::CancellationToken;
 
+use common::{prefix, replica, shared, wait_for, wipe};
+
 const BRAND: BrandRef = BrandRef {
     iys_code: 600_000,
     brand_code: 600_001,
 };
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-async fn shared(prefix: &str) -> SharedState {
-    SharedState::connect(&redis_url(), prefix)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "these tests need Redis at {} (set REDIS_URL, or start one with \
-             `redis-server --daemonize yes --port 6379 --save ''`): {e}",
-                redis_url()
-            )
-        })
-}
-
-fn prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("iysgate-test:{test}:{}:{nanos}", std::process::id())
-}
-
-async fn wipe(prefix: &str) {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        redis::cmd("DEL")
-            .arg(keys)
-            .query_async::<()>(&mut conn)
-            .await
-            .unwrap();
-    }
-}
 
 /// İYS's changes for one brand, as a growing list; cursor = position.
 #[derive(Clone, Default)]
@@ -111,68 +68,6 @@ impl ChangeSource for ListSource {
     }
 }
 
-struct Node {
-    consents: Arc<Consents>,
-    freshness: Arc<Freshness>,
-    checker: Checker,
-}
-
-fn node() -> Node {
-    let index = Arc::new(ConsentIndex::new());
-    let keyer = Arc::new(EmailKeyer::new([9; 16]));
-    let freshness = Arc::new(Freshness::new());
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let checker = Checker::new(
-        Arc::clone(&index),
-        Arc::clone(&keyer),
-        Arc::clone(&freshness),
-        Arc::new(BusinessCalendar::embedded()),
-        clock,
-        Duration::from_secs(30),
-    );
-    Node {
-        consents: Arc::new(Consents::new(index, keyer)),
-        freshness,
-        checker,
-    }
-}
-
-impl Node {
-    fn reason(&self, phone: &str) -> Option<Reason> {
-        let q = Query {
-            brand: BRAND.brand_code,
-            recipient: phone,
-            channel: Channel::Mesaj,
-            recipient_type: RecipientType::Bireysel,
-            retailer: None,
-            purpose: Purpose::Commercial,
-        };
-        self.checker.check(&q).ok().map(|a| a.decision.reason)
-    }
-
-    fn records(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        self.consents
-            .records()
-            .for_each(|k, r| out.push(format!("{k:?} {:?}", r.current)));
-        out.sort();
-        out
-    }
-}
-
-/// Starts a replica following the shared state.
-async fn replica(prefix: &str, stop: &CancellationToken) -> Arc<Node> {
-    let n = Arc::new(node());
-    let s = shared(prefix).await;
-    let (c, f, stop) = (
-        Arc::clone(&n.consents),
-        Arc::clone(&n.freshness),
-        stop.clone(),
-    );
-    tokio::spawn(async move { s.follow(c, f, stop).await.unwrap() });
-    n
-}
-
 /// Starts a sync leader candidate; returns the handle so a test can kill it.
 async fn leader(
     prefix: &str,
@@ -181,7 +76,7 @@ async fn leader(
     lease: Duration,
     stop: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let n = node();
+    let n = common::node(BRAND.brand_code);
     let worker = SyncWorker::new(
         source.clone(),
         n.consents,
@@ -198,15 +93,6 @@ async fn leader(
     tokio::spawn(worker.run_leader(holder.to_owned(), lease, stop.clone()))
 }
 
-async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    started.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_citizen_ret_becomes_deny_on_every_replica() {
     let p = prefix("ret");
@@ -214,8 +100,8 @@ async fn a_citizen_ret_becomes_deny_on_every_replica() {
     let source = ListSource::default();
     source.push("+905321000001", "ONAY", 1);
     let _leader = leader(&p, &source, "a", Duration::from_secs(2), &stop).await;
-    let r1 = replica(&p, &stop).await;
-    let r2 = replica(&p, &stop).await;
+    let r1 = replica(BRAND.brand_code, &p, &stop).await;
+    let r2 = replica(BRAND.brand_code, &p, &stop).await;
     for r in [&r1, &r2] {
         wait_for("the ONAY on a replica", Duration::from_secs(10), || {
             r.reason("+905321000001") == Some(Reason::ConsentRegistered)
@@ -244,7 +130,7 @@ async fn a_replica_started_mid_stream_converges() {
     let stop = CancellationToken::new();
     let source = ListSource::default();
     let _leader = leader(&p, &source, "a", Duration::from_secs(2), &stop).await;
-    let early = replica(&p, &stop).await;
+    let early = replica(BRAND.brand_code, &p, &stop).await;
     for i in 0..50 {
         source.push(
             &format!("+9053220{i:05}"),
@@ -258,7 +144,7 @@ async fn a_replica_started_mid_stream_converges() {
         || early.consents.records().len() == 50,
     )
     .await;
-    let late = replica(&p, &stop).await;
+    let late = replica(BRAND.brand_code, &p, &stop).await;
     for i in 0..50 {
         source.push(
             &format!("+9053220{i:05}"),
@@ -287,14 +173,14 @@ async fn redis_losing_its_data_is_detected_and_recovered() {
     let source = ListSource::default();
     source.push("+905323000001", "ONAY", 1);
     let _leader = leader(&p, &source, "a", Duration::from_secs(2), &stop).await;
-    let r = replica(&p, &stop).await;
+    let r = replica(BRAND.brand_code, &p, &stop).await;
     wait_for("the first record", Duration::from_secs(10), || {
         r.reason("+905323000001") == Some(Reason::ConsentRegistered)
     })
     .await;
     wipe(&p).await; // as if Redis restarted empty
     // The leader starts a new epoch and republishes; a fresh replica sees the record again.
-    let fresh = replica(&p, &stop).await;
+    let fresh = replica(BRAND.brand_code, &p, &stop).await;
     wait_for(
         "the republished record on a new replica",
         Duration::from_secs(10),
@@ -322,7 +208,7 @@ async fn the_sync_lease_passes_on_when_the_leader_dies() {
     let a = leader(&p, &source, "a", lease, &stop).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _b = leader(&p, &source, "b", lease, &stop).await;
-    let r = replica(&p, &stop).await;
+    let r = replica(BRAND.brand_code, &p, &stop).await;
     source.push("+905324000001", "ONAY", 1);
     source.push("+905324000001", "RET", 2);
     wait_for(
@@ -344,7 +230,7 @@ async fn the_sync_lease_passes_on_when_the_leader_dies() {
     );
     // The new leader had no local copy of the RET; it must not publish the older ONAY over it
     // in the snapshot that new replicas load.
-    let late = replica(&p, &stop).await;
+    let late = replica(BRAND.brand_code, &p, &stop).await;
     wait_for(
         "a new replica to load the snapshot",
         Duration::from_secs(10),

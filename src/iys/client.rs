@@ -1361,7 +1361,34 @@ where
         self.token_call(Grant::Password, None).await
     }
 
+    /// One token grant, retried (at most 3 attempts, with the policy's backoff) only when
+    /// İYS answered 5xx or the exchange itself failed: a server hiccup must not cost the
+    /// whole process its token for the cooldown. 4xx and 429 are never retried here.
     async fn token_call(
+        &self,
+        grant: Grant,
+        refresh_token: Option<&str>,
+    ) -> Result<TokenSet, IysError> {
+        let attempts = self.inner.retry.max_attempts.clamp(1, 3);
+        let mut attempt = 1;
+        loop {
+            match self.token_call_once(grant, refresh_token).await {
+                Err(e)
+                    if attempt < attempts
+                        && matches!(
+                            e,
+                            IysError::Timeout(_) | IysError::Transport(_) | IysError::Decode(_)
+                        ) | matches!(e, IysError::Auth { status, .. } if status >= 500) =>
+                {
+                    tokio::time::sleep(self.inner.retry.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn token_call_once(
         &self,
         grant: Grant,
         refresh_token: Option<&str>,

@@ -11,6 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use chrono::Timelike as _;
 use chrono::{DateTime, NaiveDate, TimeDelta};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -1063,7 +1064,14 @@ async fn changes(
         }
         let hold_back = TimeDelta::from_std(mock.inner.config.hold_back).unwrap_or(TimeDelta::MAX);
         let lower = now - TimeDelta::days(PULL_WINDOW_DAYS);
-        let upper = now.checked_sub_signed(hold_back).unwrap_or(lower);
+        // Never serve the still-open second: a change created later in it could sort before
+        // the cursor (`<epoch>_<txid>` orders by second, then txid) and be skipped. İYS's
+        // 60-minute hold-back hides this; with a shorter hold-back the mock must do it itself.
+        let open_second = now.with_nanosecond(0).unwrap_or(now) - TimeDelta::nanoseconds(1);
+        let upper = now
+            .checked_sub_signed(hold_back)
+            .unwrap_or(lower)
+            .min(open_second);
         let events = brand_state.changes(side, cursor, lower, upper, limit);
         let Some(last) = events.last() else {
             return Ok(StatusCode::NO_CONTENT.into_response());

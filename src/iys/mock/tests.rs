@@ -994,6 +994,8 @@ async fn changes_order_cursor_204_sources_window_and_limits() {
             },
         )
         .unwrap();
+    // The still-open second is never served: let it close.
+    h.advance(1);
     let uri = format!("{}/consents/changes", base());
 
     // HS pages of 2, oldest first, following `after`.

@@ -1,0 +1,129 @@
+//! Pieces shared by the tests that need Redis: connection (failing loudly without Redis),
+//! per-test key prefixes, replica nodes with their own index and checker, and polling.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iysgate::check::{Checker, Freshness, Query};
+use iysgate::domain::{
+    BusinessCalendar, Channel, Clock, Purpose, Reason, RecipientType, SystemClock,
+};
+use iysgate::index::{ConsentIndex, EmailKeyer};
+use iysgate::shared::SharedState;
+use iysgate::store::Consents;
+use tokio_util::sync::CancellationToken;
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub async fn shared(prefix: &str) -> SharedState {
+    SharedState::connect(&redis_url(), prefix)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "these tests need Redis at {} (set REDIS_URL, or start one with \
+             `redis-server --daemonize yes --port 6379 --save ''`): {e}",
+                redis_url()
+            )
+        })
+}
+
+pub fn prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("iysgate-test:{test}:{}:{nanos}", std::process::id())
+}
+
+pub async fn wipe(prefix: &str) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        redis::cmd("DEL")
+            .arg(keys)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+pub struct Node {
+    pub brand: u32,
+    pub consents: Arc<Consents>,
+    pub freshness: Arc<Freshness>,
+    pub checker: Checker,
+}
+
+pub fn node(brand: u32) -> Node {
+    let index = Arc::new(ConsentIndex::new());
+    let keyer = Arc::new(EmailKeyer::new([9; 16]));
+    let freshness = Arc::new(Freshness::new());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let checker = Checker::new(
+        Arc::clone(&index),
+        Arc::clone(&keyer),
+        Arc::clone(&freshness),
+        Arc::new(BusinessCalendar::embedded()),
+        clock,
+        Duration::from_secs(30),
+    );
+    Node {
+        brand,
+        consents: Arc::new(Consents::new(index, keyer)),
+        freshness,
+        checker,
+    }
+}
+
+impl Node {
+    pub fn reason(&self, phone: &str) -> Option<Reason> {
+        let q = Query {
+            brand: self.brand,
+            recipient: phone,
+            channel: Channel::Mesaj,
+            recipient_type: RecipientType::Bireysel,
+            retailer: None,
+            purpose: Purpose::Commercial,
+        };
+        self.checker.check(&q).ok().map(|a| a.decision.reason)
+    }
+
+    pub fn records(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.consents
+            .records()
+            .for_each(|k, r| out.push(format!("{k:?} {:?}", r.current)));
+        out.sort();
+        out
+    }
+}
+
+/// Starts a replica following the shared state.
+pub async fn replica(brand: u32, prefix: &str, stop: &CancellationToken) -> Arc<Node> {
+    let n = Arc::new(node(brand));
+    let s = shared(prefix).await;
+    let (c, f, stop) = (
+        Arc::clone(&n.consents),
+        Arc::clone(&n.freshness),
+        stop.clone(),
+    );
+    tokio::spawn(async move { s.follow(c, f, stop).await.unwrap() });
+    n
+}
+
+pub async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    started.elapsed()
+}

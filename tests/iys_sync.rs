@@ -1,0 +1,287 @@
+//! Syncing from the mock İYS over real HTTP, through the İYS client, into replicas that
+//! follow Redis (`REDIS_URL`, default redis://127.0.0.1:6379; these tests fail without it).
+//! A citizen's RET made in the mock becomes DENY on two replicas, timed; every injected
+//! fault ends in the same state as a clean run with no change lost or applied twice; token
+//! calls stay within the limit.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Duration as ChronoDuration;
+use iysgate::domain::{Clock, Reason, SystemClock};
+use iysgate::iys::client::{Credentials, IysClient, RetryPolicy};
+use iysgate::iys::mock::{CitizenSource, Faults, MockConfig, MockIys, SeedRecord, TruncateMode};
+use iysgate::iys::token::MemoryTokenStore;
+use iysgate::iys::wire::{ConsentStatus, ConsentType, RecipientType};
+use iysgate::sync::{BrandRef, MemoryCursors, SyncConfig, SyncWorker};
+use tokio_util::sync::CancellationToken;
+
+use common::{node, prefix, replica, shared, wait_for, wipe};
+
+const BRAND: BrandRef = BrandRef {
+    iys_code: 700_000,
+    brand_code: 700_001,
+};
+
+fn phone(i: usize) -> String {
+    format!("+90532{i:07}")
+}
+
+async fn start_mock() -> (MockIys, String) {
+    let mock = MockIys::new(MockConfig::for_tests(Arc::new(SystemClock)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(mock.serve(listener));
+    (mock, url)
+}
+
+/// `n` ONAYs the brand collected an hour ago, already in İYS (visible to `source=HS`).
+fn seed(mock: &MockIys, n: usize) {
+    let an_hour_ago = SystemClock.now_turkey() - ChronoDuration::hours(1);
+    let records = (0..n).map(|i| SeedRecord {
+        recipient: phone(i),
+        recipient_type: RecipientType::Bireysel,
+        consent_type: ConsentType::Mesaj,
+        status: ConsentStatus::Onay,
+        source: "HS_WEB".into(),
+        consent_date: Some(an_hour_ago),
+        creation_date: Some(an_hour_ago + ChronoDuration::seconds(i as i64 % 600)),
+    });
+    mock.seed(u64::from(BRAND.brand_code), records).unwrap();
+}
+
+fn client(url: &str, retry: RetryPolicy) -> IysClient {
+    let credentials = Credentials {
+        username: "mock".into(),
+        password: "mock".into(),
+    };
+    IysClient::new(url, credentials, Arc::new(MemoryTokenStore::new()), retry).unwrap()
+}
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 5,
+        base: Duration::from_millis(5),
+        cap: Duration::from_millis(50),
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+fn citizen_ret(mock: &MockIys, i: usize) {
+    mock.citizen_change(
+        u64::from(BRAND.brand_code),
+        &phone(i),
+        RecipientType::Bireysel,
+        ConsentType::Mesaj,
+        ConsentStatus::Ret,
+        CitizenSource::Web,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_citizen_ret_in_the_mock_becomes_deny_on_two_replicas() {
+    let (mock, url) = start_mock().await;
+    seed(&mock, 2_000);
+    let p = prefix("iys");
+    let stop = CancellationToken::new();
+    let leader = node(BRAND.brand_code);
+    let worker = SyncWorker::new(
+        client(&url, fast_retries()),
+        leader.consents,
+        Arc::new(MemoryCursors::default()),
+        vec![BRAND],
+        leader.freshness,
+        Arc::new(SystemClock),
+        SyncConfig {
+            page_limit: 1000,
+            interval: Duration::from_millis(50),
+        },
+    )
+    .with_shared(shared(&p).await);
+    tokio::spawn(worker.run_leader("leader".into(), Duration::from_secs(2), stop.clone()));
+    let replicas = [
+        replica(BRAND.brand_code, &p, &stop).await,
+        replica(BRAND.brand_code, &p, &stop).await,
+    ];
+    for r in &replicas {
+        wait_for(
+            "the seeded ONAYs on a replica",
+            Duration::from_secs(20),
+            || {
+                r.consents.records().len() == 2_000
+                    && r.reason(&phone(1_999)) == Some(Reason::ConsentRegistered)
+            },
+        )
+        .await;
+    }
+    // Citizens say RET one after another; each is timed until both replicas deny.
+    let mut took = Vec::new();
+    for i in 0..12 {
+        let started = Instant::now();
+        citizen_ret(&mock, i);
+        for r in &replicas {
+            wait_for(
+                "a citizen RET on a replica",
+                Duration::from_secs(10),
+                || r.reason(&phone(i)) == Some(Reason::Rejected),
+            )
+            .await;
+        }
+        took.push(started.elapsed());
+    }
+    took.sort();
+    println!(
+        "citizen RET in the mock → DENY on both replicas (12 RETs, sync interval 50 ms, the mock holds back the open second): p50 {:?}, max {:?}",
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+    assert_eq!(
+        replicas[0].reason(&phone(12)),
+        Some(Reason::ConsentRegistered)
+    );
+    stop.cancel();
+    wipe(&p).await;
+}
+
+fn snapshot(n: &common::Node) -> Vec<String> {
+    n.records()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_injected_fault_ends_like_a_clean_run() {
+    let (mock, url) = start_mock().await;
+    seed(&mock, 2_500);
+    for i in 0..30 {
+        citizen_ret(&mock, i * 7);
+    }
+    let stop = CancellationToken::new();
+    let config = SyncConfig {
+        page_limit: 1000,
+        interval: Duration::from_millis(1),
+    };
+    let worker = |n: &common::Node, c: IysClient| {
+        SyncWorker::new(
+            c,
+            Arc::clone(&n.consents),
+            Arc::new(MemoryCursors::default()),
+            vec![BRAND],
+            Arc::clone(&n.freshness),
+            Arc::new(SystemClock),
+            config,
+        )
+    };
+    let clean = node(BRAND.brand_code);
+    let stats = worker(&clean, client(&url, fast_retries()))
+        .pass(&stop)
+        .await;
+    assert!(stats.failed.is_empty(), "{stats:?}");
+    assert_eq!(clean.consents.records().len(), 2_500);
+
+    let faulty = node(BRAND.brand_code);
+    let faulty_client = client(&url, fast_retries());
+    let w = worker(&faulty, faulty_client.clone());
+    // The faults hit a process that already holds its token, as in steady operation.
+    faulty_client
+        .pull_changes(
+            700_000,
+            700_001,
+            iysgate::iys::client::PullSource::Iys,
+            None,
+            1,
+        )
+        .await
+        .unwrap();
+    let faults = [
+        Faults {
+            error_burst: 3,
+            error_status: 500,
+            ..Faults::default()
+        },
+        Faults {
+            error_burst: 2,
+            error_status: 503,
+            ..Faults::default()
+        },
+        Faults {
+            throttle: 2,
+            ..Faults::default()
+        },
+        Faults {
+            throttle: 1,
+            retry_after_secs: Some(1),
+            ..Faults::default()
+        },
+        Faults {
+            unauthorized: 1,
+            ..Faults::default()
+        },
+        Faults {
+            latency_ms: 30,
+            ..Faults::default()
+        },
+        Faults {
+            truncate: 1,
+            truncate_mode: TruncateMode::CutJson,
+            ..Faults::default()
+        },
+        Faults {
+            truncate: 1,
+            truncate_mode: TruncateMode::ShortBody,
+            ..Faults::default()
+        },
+        Faults {
+            repeat_page: true,
+            ..Faults::default()
+        },
+        Faults {
+            empty_page: true,
+            ..Faults::default()
+        },
+    ];
+    for (added, fault) in (30..).zip(faults) {
+        mock.set_faults(fault.clone());
+        // New citizen changes arrive while the fault is active.
+        citizen_ret(&mock, 2_000 + added);
+        let mut passes = 0;
+        loop {
+            passes += 1;
+            let stats = w.pass(&stop).await;
+            if stats.failed.is_empty() {
+                break;
+            }
+            assert!(
+                passes < 10,
+                "fault {fault:?} never cleared: {:?}",
+                stats.failed
+            );
+        }
+        mock.set_faults(Faults {
+            latency_ms: 0,
+            ..Faults::default()
+        });
+    }
+    // The mock never serves the still-open second: let the last changes' second close.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let stats = worker(&clean, client(&url, fast_retries()))
+        .pass(&stop)
+        .await;
+    assert!(stats.failed.is_empty());
+    w.pass(&stop).await;
+    let (a, b) = (snapshot(&faulty), snapshot(&clean));
+    let only_faulty: Vec<_> = a.iter().filter(|x| !b.contains(x)).take(3).collect();
+    let only_clean: Vec<_> = b.iter().filter(|x| !a.contains(x)).take(3).collect();
+    assert!(
+        only_faulty.is_empty() && only_clean.is_empty() && a.len() == b.len(),
+        "same final state as the clean run: {} vs {} records; only after faults: {only_faulty:?}; only clean: {only_clean:?}",
+        a.len(),
+        b.len()
+    );
+    assert!(
+        faulty_client.token_calls() <= 3,
+        "token calls within the limit: {}",
+        faulty_client.token_calls()
+    );
+}
