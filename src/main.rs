@@ -34,6 +34,8 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Keygen(args) => keygen(&args),
+            Command::Sync(args) => run_sync(args).await,
+            Command::MockIys(args) => run_mock_iys(args).await,
         }
     });
     match result {
@@ -221,4 +223,115 @@ fn print_tour(
         demo::BRANDS[0].code
     );
     println!();
+}
+
+async fn run_sync(args: iysgate::config::SyncArgs) -> Result<(), String> {
+    use iysgate::iys::client::{Credentials, IysClient, RetryPolicy};
+    use iysgate::iys::token::MemoryTokenStore;
+    use iysgate::sync::{MemoryCursors, SyncConfig, SyncWorker};
+    telemetry::init_logging(&args.log)?;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    if let Some(addr) = args.metrics_listen.0 {
+        server::serve_metrics(addr, shutdown.clone(), &tasks)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let credentials = Credentials {
+        username: args.iys_username.clone(),
+        password: args.iys_password.clone(),
+    };
+    let client = IysClient::new(
+        &args.iys_url,
+        credentials,
+        Arc::new(MemoryTokenStore::new()),
+        RetryPolicy::default(),
+    )
+    .map_err(|e| format!("İYS client: {e}"))?;
+    let shared = iysgate::shared::SharedState::connect(&args.redis_url, &args.redis_prefix)
+        .await
+        .map_err(|e| format!("redis: {e}"))?;
+    let mut key = [0u8; 16];
+    getrandom::fill(&mut key).map_err(|e| e.to_string())?;
+    let index = Arc::new(iysgate::index::ConsentIndex::new());
+    let consents = Arc::new(iysgate::store::Consents::new(
+        index,
+        Arc::new(iysgate::index::EmailKeyer::new(key)),
+    ));
+    let worker = SyncWorker::new(
+        client,
+        consents,
+        Arc::new(MemoryCursors::default()),
+        args.brands.clone(),
+        Arc::new(iysgate::check::Freshness::new()),
+        server::system_clock(),
+        SyncConfig {
+            page_limit: 1000,
+            interval: args.interval,
+        },
+    )
+    .with_shared(shared);
+    let holder = format!(
+        "{}-{}",
+        std::process::id(),
+        iysgate::auth::to_hex(&key[..4])
+    );
+    tracing::info!(brands = args.brands.len(), holder, "sync worker starting");
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        stop.cancel();
+    });
+    worker
+        .run_leader(holder, args.lease, shutdown.clone())
+        .await;
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}
+
+async fn run_mock_iys(args: iysgate::config::MockIysArgs) -> Result<(), String> {
+    use iysgate::iys::mock::{MockConfig, MockIys, RateLimits, SeedRecord};
+    use iysgate::iys::wire::{ConsentStatus, ConsentType, RecipientType};
+    telemetry::init_logging(&args.log)?;
+    let mut config = MockConfig {
+        hold_back: args.hold_back,
+        batch_delay: args.batch_delay,
+        ..MockConfig::default()
+    };
+    if args.no_rate_limits {
+        config.rate_limits = RateLimits::disabled();
+    }
+    let mock = MockIys::new(config);
+    if args.seed > 0 {
+        let at = server::system_clock().now_turkey() - chrono::Duration::days(1);
+        let records = (0..args.seed).map(|i| SeedRecord {
+            recipient: format!("+90532{i:07}"),
+            recipient_type: RecipientType::Bireysel,
+            consent_type: ConsentType::Mesaj,
+            status: ConsentStatus::Onay,
+            source: "HS_WEB".into(),
+            consent_date: Some(at),
+            creation_date: Some(at),
+        });
+        let n = mock.seed(700_001, records).map_err(|e| e.to_string())?;
+        tracing::info!(records = n, "seeded brand 700001");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if args.citizen_rate > 0.0 {
+        mock.spawn_citizen(args.citizen_rate, 2026, stop_rx);
+    }
+    let listener = server::bind(args.listen).await.map_err(|e| e.to_string())?;
+    println!(
+        "mock İYS on http://{}: user mock / password mock, iysCode 700000, brands 700000 and 700001",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let served = mock
+        .serve_with_shutdown(listener, async {
+            server::shutdown_signal().await;
+        })
+        .await;
+    let _ = stop_tx.send(true);
+    served.map_err(|e| e.to_string())
 }

@@ -314,6 +314,7 @@ impl<S: ChangeSource> SyncWorker<S> {
                 stats.gaps.push((brand, source));
             }
         }
+        let mut seen: std::collections::HashSet<String> = cursor.after.iter().cloned().collect();
         loop {
             let page = self
                 .source
@@ -321,6 +322,17 @@ impl<S: ChangeSource> SyncWorker<S> {
                 .await?;
             stats.pages += 1;
             let n = page.changes.len();
+            // A cursor İYS already gave in this catch-up means it is serving pages again: stop
+            // here (this pass counts as failed, so nothing is confirmed fresh) rather than loop.
+            if n > 0
+                && let Some(after) = &page.after
+                && !seen.insert(after.clone())
+            {
+                metrics::counter!("iysgate_sync_cursor_repeats_total").increment(1);
+                return Err(PullError(
+                    "İYS returned a cursor it had already given".into(),
+                ));
+            }
             for change in &page.changes {
                 stats.changes += 1;
                 match to_event(brand.brand_code, change) {
@@ -620,6 +632,8 @@ mod tests {
         fail_next: std::sync::atomic::AtomicU32,
         repeat: std::sync::atomic::AtomicBool,
         stall: std::sync::atomic::AtomicBool,
+        /// Ignore `after`: serve the first pages again and again.
+        ignore_cursor: std::sync::atomic::AtomicBool,
     }
 
     impl ChangeSource for Arc<FakeSource> {
@@ -636,7 +650,11 @@ mod tests {
                     self.fail_next.fetch_sub(1, SeqCst);
                     return Err(PullError("503 H015".into()));
                 }
-                let mut start: usize = after.as_deref().map_or(0, |a| a.parse().unwrap());
+                let mut start: usize = if self.ignore_cursor.load(SeqCst) {
+                    0
+                } else {
+                    after.as_deref().map_or(0, |a| a.parse().unwrap())
+                };
                 if self.stall.swap(false, SeqCst) {
                     return Ok(Page {
                         after,
@@ -802,5 +820,19 @@ mod tests {
         r.clock.advance(chrono::Duration::days(8));
         let stats = r.worker.pass(&stop).await;
         assert_eq!(stats.gaps.len(), 2, "both sources of the brand are behind");
+    }
+
+    #[tokio::test]
+    async fn a_source_that_repeats_its_cursor_fails_the_pass_instead_of_looping() {
+        let r = rig(numbered(25), vec![]);
+        r.source
+            .ignore_cursor
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let stats = r.worker.pass(&CancellationToken::new()).await;
+        assert_eq!(stats.failed.len(), 1, "{stats:?}");
+        assert!(
+            r.freshness.age(chrono::Utc::now()).is_none(),
+            "nothing confirmed fresh"
+        );
     }
 }

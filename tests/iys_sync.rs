@@ -285,3 +285,45 @@ async fn every_injected_fault_ends_like_a_clean_run() {
         faulty_client.token_calls()
     );
 }
+
+#[tokio::test]
+async fn paging_through_many_changes_of_one_second_sees_each_once() {
+    let (mock, url) = start_mock().await;
+    let at = SystemClock.now_turkey() - ChronoDuration::days(1);
+    let records = (0..5_000).map(|i| SeedRecord {
+        recipient: phone(i),
+        recipient_type: RecipientType::Bireysel,
+        consent_type: ConsentType::Mesaj,
+        status: ConsentStatus::Onay,
+        source: "HS_WEB".into(),
+        consent_date: Some(at),
+        creation_date: Some(at),
+    });
+    mock.seed(u64::from(BRAND.brand_code), records).unwrap();
+    let c = client(&url, fast_retries());
+    let mut after: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let page = c
+            .pull_changes(
+                700_000,
+                700_001,
+                iysgate::iys::client::PullSource::Hs,
+                after.as_deref(),
+                1000,
+            )
+            .await
+            .unwrap();
+        if page.list.is_empty() {
+            break;
+        }
+        for ch in &page.list {
+            assert!(
+                seen.insert(ch.transaction_id.clone()),
+                "a change served twice"
+            );
+        }
+        after = page.after;
+    }
+    assert_eq!(seen.len(), 5_000);
+}

@@ -629,7 +629,10 @@ impl MockIys {
         for record in records {
             let source = store::source_index(&record.source)
                 .ok_or_else(|| MockError::UnknownSource(record.source.clone()))?;
-            let creation = record.creation_date.unwrap_or(now);
+            // İYS dates have whole seconds; a fraction would also break the `<epoch>_<txid>`
+            // cursor, which cannot point inside a second.
+            let whole = |t: NaiveDateTime| t.with_nanosecond(0).unwrap_or(t);
+            let creation = record.creation_date.map_or(now, whole);
             let recipient = validate::normalize(&record.recipient);
             let txid = store::transaction_id(
                 brand,
@@ -649,7 +652,7 @@ impl MockIys {
                 consent_type: record.consent_type,
                 status: record.status,
                 source: Some(source),
-                consent_date: record.consent_date,
+                consent_date: record.consent_date.map(whole),
                 creation,
                 txid,
                 citizen_name: None,
