@@ -154,25 +154,55 @@ impl SharedState {
         key: &ConsentKey,
         record: &ConsentRecord,
     ) -> Result<(), SharedError> {
-        let value = encode(key, &record.current);
+        self.publish_many(std::iter::once((key, record))).await
+    }
+
+    /// Writes many records and their stream entries in one transaction (one round trip).
+    pub async fn publish_many<'a>(
+        &self,
+        records: impl IntoIterator<Item = (&'a ConsentKey, &'a ConsentRecord)>,
+    ) -> Result<(), SharedError> {
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset(self.key(&format!("rec:{}", key.brand)), field(key), &value)
-            .ignore()
-            .sadd(self.key("brands"), key.brand)
-            .ignore()
-            .cmd("XADD")
-            .arg(self.key("changes"))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(STREAM_MAXLEN)
-            .arg("*")
-            .arg("v")
-            .arg(&value)
-            .ignore();
+        pipe.atomic();
+        let mut brands = std::collections::BTreeSet::new();
+        let mut any = false;
+        for (key, record) in records {
+            any = true;
+            let value = encode(key, &record.current);
+            brands.insert(key.brand);
+            pipe.hset(self.key(&format!("rec:{}", key.brand)), field(key), &value)
+                .ignore()
+                .cmd("XADD")
+                .arg(self.key("changes"))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(STREAM_MAXLEN)
+                .arg("*")
+                .arg("v")
+                .arg(&value)
+                .ignore();
+        }
+        if !any {
+            return Ok(());
+        }
+        for brand in brands {
+            pipe.sadd(self.key("brands"), brand).ignore();
+        }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
+    }
+
+    /// Republishes every local record (after Redis lost its data), a few thousand at a time.
+    pub async fn republish(&self, consents: &Consents) -> Result<usize, SharedError> {
+        let mut all = Vec::new();
+        consents
+            .records()
+            .for_each(|k, r| all.push((k.clone(), r.clone())));
+        for chunk in all.chunks(2_000) {
+            self.publish_many(chunk.iter().map(|(k, r)| (k, r))).await?;
+        }
+        Ok(all.len())
     }
 
     /// The leader's word that everything up to `at` has been published.
@@ -212,18 +242,6 @@ impl SharedState {
             .is_some();
         let current: Option<String> = conn.get(self.key("epoch")).await?;
         Ok((current.unwrap_or(fresh), set))
-    }
-
-    /// Republishes every local record (after Redis lost its data).
-    pub async fn republish(&self, consents: &Consents) -> Result<usize, SharedError> {
-        let mut all = Vec::new();
-        consents
-            .records()
-            .for_each(|k, r| all.push((k.clone(), r.clone())));
-        for (k, r) in &all {
-            self.publish(k, r).await?;
-        }
-        Ok(all.len())
     }
 
     /// Loads every record into `consents` (records, then the index in one bulk build) and

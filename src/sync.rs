@@ -333,6 +333,7 @@ impl<S: ChangeSource> SyncWorker<S> {
                     "İYS returned a cursor it had already given".into(),
                 ));
             }
+            let mut touched = Vec::with_capacity(n);
             for change in &page.changes {
                 stats.changes += 1;
                 match to_event(brand.brand_code, change) {
@@ -346,17 +347,7 @@ impl<S: ChangeSource> SyncWorker<S> {
                                 continue;
                             }
                         }
-                        // Publish the key's current record whatever this change did: after a
-                        // failed publish the page is pulled again, finds the change already
-                        // applied here, and must still reach the replicas.
-                        if let (Some(shared), Some(record)) =
-                            (&self.shared, self.consents.get(&key))
-                        {
-                            shared
-                                .publish(&key, &record)
-                                .await
-                                .map_err(|e| PullError(e.to_string()))?;
-                        }
+                        touched.push(key);
                     }
                     Err(e) => {
                         stats.bad += 1;
@@ -364,9 +355,22 @@ impl<S: ChangeSource> SyncWorker<S> {
                     }
                 }
             }
+            // Publish the current record of every key the page touched, whatever each change
+            // did: after a failed publish the page is pulled again, finds its changes already
+            // applied here, and they must still reach the replicas.
+            if let Some(shared) = &self.shared {
+                let current: Vec<_> = touched
+                    .into_iter()
+                    .filter_map(|key| self.consents.get(&key).map(|record| (key, record)))
+                    .collect();
+                shared
+                    .publish_many(current.iter().map(|(k, r)| (k, r)))
+                    .await
+                    .map_err(|e| PullError(e.to_string()))?;
+            }
             metrics::counter!("iysgate_sync_changes_total", "source" => source.as_str())
                 .increment(n as u64);
-            // The cursor moves only after the page is applied.
+            // The cursor moves only after the page is applied and published.
             if n > 0 && page.after.is_some() {
                 cursor.after = page.after;
                 self.save_cursor(brand, source, &cursor).await?;
