@@ -268,6 +268,7 @@ async fn run_sync(args: iysgate::config::SyncArgs) -> Result<(), String> {
         SyncConfig {
             page_limit: 1000,
             interval: args.interval,
+            ..SyncConfig::default()
         },
     )
     .with_shared(shared);

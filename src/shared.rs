@@ -29,6 +29,8 @@ use crate::sync::{BrandRef, Cursor, PullSource};
 
 /// Stream entries kept (approximately); a replica further behind reloads the snapshot.
 const STREAM_MAXLEN: usize = 1_000_000;
+/// Records per value of a checkpoint.
+const CHECKPOINT_CHUNK: usize = 20_000;
 /// Records per HSCAN step when loading the snapshot.
 const SCAN_COUNT: usize = 5_000;
 
@@ -98,20 +100,54 @@ fn encode(key: &ConsentKey, event: &ConsentEvent) -> String {
     serde_json::to_string(&wire).expect("a record always serialises")
 }
 
+/// The same fields as [`Wire`], borrowed from the text where it has no escapes (always, for
+/// what `encode` writes), so decoding a snapshot allocates only what the record keeps.
+#[derive(Deserialize)]
+struct WireIn<'a> {
+    b: u32,
+    #[serde(borrow)]
+    t: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    c: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    r: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    s: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    o: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    d: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    cd: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tx: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    ra: Vec<u32>,
+}
+
 fn decode(text: &str) -> Result<(ConsentKey, ConsentEvent), SharedError> {
     let bad = |what: &str| SharedError::Decode(what.to_owned());
-    let w: Wire = serde_json::from_str(text).map_err(|e| SharedError::Decode(e.to_string()))?;
+    let w: WireIn<'_> =
+        serde_json::from_str(text).map_err(|e| SharedError::Decode(e.to_string()))?;
     let channel: crate::domain::Channel = w.c.parse().map_err(|_| bad("c"))?;
     let key = ConsentKey {
         brand: w.b,
-        recipient: normalise_recipient(&w.r, channel.address_kind()).map_err(|_| bad("r"))?,
+        // Stored addresses are normalised already; the common phone form skips the parser.
+        recipient: match w.r.strip_prefix('+').and_then(|d| d.parse::<u64>().ok()) {
+            Some(digits) if channel.address_kind() == crate::domain::AddressKind::Phone => {
+                crate::domain::Recipient::Phone(
+                    crate::domain::PhoneNumber::from_e164_digits(digits).map_err(|_| bad("r"))?,
+                )
+            }
+            _ => normalise_recipient(&w.r, channel.address_kind()).map_err(|_| bad("r"))?,
+        },
         recipient_type: w.t.parse().map_err(|_| bad("t"))?,
         channel,
     };
     let registration = match (w.cd, w.tx) {
         (Some(cd), Some(tx)) => Registration::Registered {
             creation_date: parse_iys(&cd).ok_or_else(|| bad("cd"))?,
-            transaction_id: tx.into(),
+            transaction_id: tx.as_ref().into(),
         },
         _ => Registration::Pending,
     };
@@ -123,6 +159,15 @@ fn decode(text: &str) -> Result<(ConsentKey, ConsentEvent), SharedError> {
         retailer_access: w.ra,
     };
     Ok((key, event))
+}
+
+/// Whether stream id `a` is after `b` (ids are `<ms>-<seq>`).
+fn stream_id_after(a: &str, b: &str) -> bool {
+    let parse = |id: &str| -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+    };
+    parse(a) > parse(b)
 }
 
 /// A connection to the shared state.
@@ -244,9 +289,201 @@ impl SharedState {
         Ok((current.unwrap_or(fresh), set))
     }
 
+    /// The id of the newest stream entry ("0-0" when the stream is empty or missing).
+    async fn last_stream_id(&self) -> Result<String, SharedError> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.key("changes"))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .next()
+            .map_or_else(|| "0-0".to_owned(), |e| e.id))
+    }
+
+    /// Writes a checkpoint of `consents` (the leader's records): the records as a few large
+    /// values plus the stream id they include everything up to. A replica starting later
+    /// loads the checkpoint (large GETs, decoded in parallel) and replays the stream from
+    /// there, instead of scanning the per-key hashes record by record.
+    pub async fn write_checkpoint(&self, consents: &Consents) -> Result<usize, SharedError> {
+        // Noted before reading the records: everything published up to here is in them, and
+        // what comes after is replayed (idempotently) from the stream.
+        let stream_id = self.last_stream_id().await?;
+        let mut lines = Vec::new();
+        consents
+            .records()
+            .for_each(|k, r| lines.push(encode(k, &r.current)));
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| SharedError::Decode(e.to_string()))?;
+        let generation = crate::auth::to_hex(&bytes);
+        let mut conn = self.reader().await?;
+        let chunks = lines.chunks(CHECKPOINT_CHUNK);
+        let count = chunks.len();
+        for (i, chunk) in chunks.enumerate() {
+            conn.set::<_, _, ()>(
+                self.key(&format!("ckpt:{generation}:{i}")),
+                chunk.join("\n"),
+            )
+            .await?;
+        }
+        let epoch = self.epoch().await?.unwrap_or_default();
+        let old: Option<(String, usize)> = {
+            let meta: std::collections::HashMap<String, String> =
+                conn.hgetall(self.key("ckpt")).await?;
+            meta.get("generation")
+                .zip(meta.get("chunks").and_then(|c| c.parse().ok()))
+                .map(|(g, c)| (g.clone(), c))
+        };
+        conn.hset_multiple::<_, _, _, ()>(
+            self.key("ckpt"),
+            &[
+                ("generation", generation.clone()),
+                ("chunks", count.to_string()),
+                ("stream_id", stream_id),
+                ("records", lines.len().to_string()),
+                ("epoch", epoch),
+            ],
+        )
+        .await?;
+        if let Some((old, chunks)) = old.filter(|(g, _)| *g != generation) {
+            let keys: Vec<String> = (0..chunks)
+                .map(|i| self.key(&format!("ckpt:{old}:{i}")))
+                .collect();
+            if !keys.is_empty() {
+                redis::cmd("UNLINK")
+                    .arg(keys)
+                    .query_async::<()>(&mut conn)
+                    .await?;
+            }
+        }
+        Ok(lines.len())
+    }
+
+    /// Loads the checkpoint if there is a usable one: of the current epoch, and with the
+    /// stream still holding every entry after it. Returns the stream id to tail from.
+    async fn load_checkpoint(
+        &self,
+        consents: &Arc<Consents>,
+    ) -> Result<Option<(String, usize)>, SharedError> {
+        let mut conn = self.reader().await?;
+        let meta: std::collections::HashMap<String, String> =
+            conn.hgetall(self.key("ckpt")).await?;
+        let (Some(generation), Some(chunks), Some(stream_id)) = (
+            meta.get("generation"),
+            meta.get("chunks").and_then(|c| c.parse::<usize>().ok()),
+            meta.get("stream_id"),
+        ) else {
+            return Ok(None);
+        };
+        if meta.get("epoch").filter(|e| !e.is_empty()).cloned() != self.epoch().await? {
+            return Ok(None);
+        }
+        // The oldest entry still in the stream must not be newer than the checkpoint, or
+        // changes between the two were trimmed away.
+        let first: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.key("changes"))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        if let Some(oldest) = first.ids.first()
+            && stream_id_after(&oldest.id, stream_id)
+        {
+            return Ok(None);
+        }
+        if let Some(records) = meta.get("records").and_then(|r| r.parse().ok()) {
+            consents.records().reserve(records);
+        }
+        let mut pending = std::collections::VecDeque::new();
+        let mut loaded = 0;
+        for i in 0..chunks {
+            let text: Option<String> = conn
+                .get(self.key(&format!("ckpt:{generation}:{i}")))
+                .await?;
+            let Some(text) = text else {
+                return Ok(None);
+            };
+            let target = Arc::clone(consents);
+            pending.push_back(tokio::task::spawn_blocking(move || {
+                let mut n = 0;
+                for line in text.split('\n').filter(|l| !l.is_empty()) {
+                    let (key, event) = decode(line)?;
+                    target.records().apply(key, event);
+                    n += 1;
+                }
+                Ok::<usize, SharedError>(n)
+            }));
+            while pending.len() > 2 {
+                if let Some(done) = pending.pop_front() {
+                    loaded += done
+                        .await
+                        .map_err(|e| SharedError::Decode(e.to_string()))??;
+                }
+            }
+        }
+        for done in pending {
+            loaded += done
+                .await
+                .map_err(|e| SharedError::Decode(e.to_string()))??;
+        }
+        Ok(Some((stream_id.clone(), loaded)))
+    }
+
     /// Loads every record into `consents` (records, then the index in one bulk build) and
-    /// returns the stream position noted before reading, to tail from.
-    pub async fn load_snapshot(&self, consents: &Consents) -> Result<(String, usize), SharedError> {
+    /// returns the stream position to tail from: the checkpoint's when there is a usable
+    /// one, else the position noted before scanning every record.
+    pub async fn load_snapshot(
+        &self,
+        consents: &Arc<Consents>,
+    ) -> Result<(String, usize), SharedError> {
+        if let Some((from, loaded)) = self.load_checkpoint(consents).await? {
+            consents.rebuild_index();
+            return Ok((from, loaded));
+        }
+        self.scan_records(consents).await
+    }
+
+    /// Applies every stream entry after `from` that is there now (a leader taking over must
+    /// hold everything published before it publishes or checkpoints). Returns the last id.
+    pub async fn replay(&self, consents: &Consents, from: &str) -> Result<String, SharedError> {
+        let mut conn = self.reader().await?;
+        let mut from = from.to_owned();
+        loop {
+            let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(self.key("changes"))
+                .arg(format!("({from}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await?;
+            if reply.ids.is_empty() {
+                return Ok(from);
+            }
+            for entry in reply.ids {
+                if let Some(value) = entry.get::<String>("v") {
+                    let (key, event) = decode(&value)?;
+                    // A decoded record always matches its address kind.
+                    let _ = consents.apply(key, event);
+                }
+                from = entry.id;
+            }
+        }
+    }
+
+    /// The slow path of [`Self::load_snapshot`]: every record from the per-brand hashes.
+    pub async fn scan_records(
+        &self,
+        consents: &Arc<Consents>,
+    ) -> Result<(String, usize), SharedError> {
         let mut conn = self.conn.clone();
         let last: Vec<String> = redis::cmd("XREVRANGE")
             .arg(self.key("changes"))
@@ -263,6 +500,7 @@ impl SharedState {
         let from = last.first().cloned().unwrap_or_else(|| "0-0".to_owned());
         let brands: Vec<u32> = conn.smembers(self.key("brands")).await?;
         let mut loaded = 0;
+        let mut pending = std::collections::VecDeque::new();
         for brand in brands {
             let hash = self.key(&format!("rec:{brand}"));
             let mut cursor: u64 = 0;
@@ -274,16 +512,32 @@ impl SharedState {
                     .arg(SCAN_COUNT)
                     .query_async(&mut conn)
                     .await?;
-                for (_, value) in entries {
-                    let (key, event) = decode(&value)?;
-                    consents.records().apply(key, event);
-                    loaded += 1;
+                // Decode and insert on the blocking pool while the next batch is fetched;
+                // the record store is sharded, so batches insert in parallel.
+                loaded += entries.len();
+                let target = Arc::clone(consents);
+                pending.push_back(tokio::task::spawn_blocking(move || {
+                    for (_, value) in entries {
+                        let (key, event) = decode(&value)?;
+                        target.records().apply(key, event);
+                    }
+                    Ok::<(), SharedError>(())
+                }));
+                while pending.len() > 4 {
+                    if let Some(done) = pending.pop_front() {
+                        done.await
+                            .map_err(|e| SharedError::Decode(e.to_string()))??;
+                    }
                 }
                 if next == 0 {
                     break;
                 }
                 cursor = next;
             }
+        }
+        for done in pending {
+            done.await
+                .map_err(|e| SharedError::Decode(e.to_string()))??;
         }
         consents.rebuild_index();
         Ok((from, loaded))

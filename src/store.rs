@@ -60,16 +60,36 @@ impl MemoryStore {
         event: ConsentEvent,
         on_change: impl FnOnce(&ConsentEvent),
     ) -> Applied {
+        use std::collections::hash_map::Entry;
         let mut shard = self.shard(&key);
-        let mut slot = shard.remove(&key);
-        let applied = ConsentRecord::apply(&mut slot, event);
-        if let Some(record) = slot {
-            if applied == Applied::Changed {
-                on_change(&record.current);
+        // One hash lookup: the entry is decided in place.
+        match shard.entry(key) {
+            // The latest-event rule of `ConsentRecord::apply`, in place.
+            Entry::Occupied(mut slot) => {
+                if !event.supersedes(&slot.get().current) {
+                    return Applied::Ignored;
+                }
+                on_change(&event);
+                slot.get_mut().current = event;
+                Applied::Changed
             }
-            shard.insert(key, record);
+            Entry::Vacant(slot) => {
+                let record = slot.insert(ConsentRecord { current: event });
+                on_change(&record.current);
+                Applied::Changed
+            }
         }
-        applied
+    }
+
+    /// Makes room for `additional` more records (a bulk load knows its size: growing the
+    /// maps step by step would rehash them again and again).
+    pub fn reserve(&self, additional: usize) {
+        for shard in &*self.shards {
+            shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .reserve(additional / SHARDS + 1);
+        }
     }
 
     pub fn get(&self, key: &ConsentKey) -> Option<ConsentRecord> {

@@ -198,6 +198,9 @@ pub struct SyncConfig {
     pub page_limit: u32,
     /// Pause between passes.
     pub interval: Duration,
+    /// How often the leader writes a checkpoint of its records to Redis for fast replica
+    /// starts.
+    pub checkpoint_every: Duration,
 }
 
 impl Default for SyncConfig {
@@ -205,6 +208,7 @@ impl Default for SyncConfig {
         Self {
             page_limit: 1000,
             interval: Duration::from_secs(5),
+            checkpoint_every: Duration::from_mins(5),
         }
     }
 }
@@ -420,7 +424,8 @@ impl<S: ChangeSource> SyncWorker<S> {
             // Publishing writes this process's current record of a key over Redis's, so the
             // local records must first hold everything the previous leader published: else a
             // late, older change would replace a newer record in the shared snapshot.
-            let (_, n) = shared.load_snapshot(&self.consents).await?;
+            let (from, n) = shared.load_snapshot(&self.consents).await?;
+            shared.replay(&self.consents, &from).await?;
             tracing::info!(records = n, "loaded the shared records before leading");
         }
         for &brand in &self.brands {
@@ -447,6 +452,7 @@ impl<S: ChangeSource> SyncWorker<S> {
             return self.run(shutdown).await;
         };
         let mut leading = false;
+        let mut last_checkpoint: Option<tokio::time::Instant> = None;
         loop {
             match shared.hold_lease(&holder, lease).await {
                 Ok(true) => {
@@ -474,6 +480,21 @@ impl<S: ChangeSource> SyncWorker<S> {
                         && let Err(e) = shared.heartbeat(self.clock.now_utc()).await
                     {
                         tracing::warn!(error = %e, "heartbeat failed");
+                    }
+                    if stats.failed.is_empty()
+                        && last_checkpoint
+                            .is_none_or(|at| at.elapsed() >= self.config.checkpoint_every)
+                    {
+                        match shared.write_checkpoint(&self.consents).await {
+                            Ok(n) => {
+                                tracing::info!(
+                                    records = n,
+                                    "wrote a checkpoint for replica starts"
+                                );
+                            }
+                            Err(e) => tracing::warn!(error = %e, "writing a checkpoint failed"),
+                        }
+                        last_checkpoint = Some(tokio::time::Instant::now());
                     }
                 }
                 Ok(false) => {
@@ -733,6 +754,7 @@ mod tests {
             SyncConfig {
                 page_limit: 10,
                 interval: Duration::from_millis(1),
+                ..SyncConfig::default()
             },
         );
         Rig {

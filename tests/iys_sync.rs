@@ -98,6 +98,7 @@ async fn a_citizen_ret_in_the_mock_becomes_deny_on_two_replicas() {
         SyncConfig {
             page_limit: 1000,
             interval: Duration::from_millis(50),
+            ..SyncConfig::default()
         },
     )
     .with_shared(shared(&p).await);
@@ -161,6 +162,7 @@ async fn every_injected_fault_ends_like_a_clean_run() {
     let config = SyncConfig {
         page_limit: 1000,
         interval: Duration::from_millis(1),
+        ..SyncConfig::default()
     };
     let worker = |n: &common::Node, c: IysClient| {
         SyncWorker::new(

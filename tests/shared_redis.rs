@@ -87,6 +87,7 @@ async fn leader(
         SyncConfig {
             page_limit: 100,
             interval: Duration::from_millis(20),
+            ..SyncConfig::default()
         },
     )
     .with_shared(shared(prefix).await);
