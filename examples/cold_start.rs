@@ -7,7 +7,9 @@
 //! checkpoint. Then it loads them as a replica does (from the checkpoint), and for comparison
 //! by scanning the per-key hashes, and as the floor the bare HSCAN fetch. Then it deletes them.
 //!
-//! Run: `cargo run --release --example cold_start -- 10000000` (Redis at `REDIS_URL`, default
+//! Run: `cargo run --release --example cold_start -- 10000000`. Writing 10 M records takes a
+//! few minutes: `IYSGATE_COLDSTART_KEEP=1` leaves them in Redis afterwards and
+//! `IYSGATE_COLDSTART_REUSE=1` measures the loads again without writing. (Redis at `REDIS_URL`, default
 //! redis://127.0.0.1:6379; 10 M records need about 3 GB of Redis memory).
 
 use std::sync::Arc;
@@ -44,61 +46,63 @@ async fn main() {
     let shared = SharedState::connect(&url, PREFIX)
         .await
         .expect("Redis at REDIS_URL");
-    wipe(&url).await;
+    let reuse = std::env::var_os("IYSGATE_COLDSTART_REUSE").is_some();
+    if !reuse {
+        wipe(&url).await;
 
-    let started = Instant::now();
-    let date = parse_iys("2026-01-05 10:00:00").expect("valid date");
-    let leader = Consents::new(
-        Arc::new(ConsentIndex::new()),
-        Arc::new(EmailKeyer::new([4; 16])),
-    );
-    let mut batch = Vec::with_capacity(5_000);
-    for i in 0..n {
-        let digits = 905_300_000_000 + (i as u64 * 7_919) % 99_999_999;
-        let key = ConsentKey {
-            brand: 600_001,
-            recipient: Recipient::Phone(PhoneNumber::from_e164_digits(digits).expect("valid")),
-            recipient_type: RecipientType::Bireysel,
-            channel: Channel::Mesaj,
-        };
-        let record = ConsentRecord {
-            current: ConsentEvent {
-                status: if i % 5 == 0 {
-                    ConsentStatus::Ret
-                } else {
-                    ConsentStatus::Onay
+        let started = Instant::now();
+        let date = parse_iys("2026-01-05 10:00:00").expect("valid date");
+        let leader = Consents::new(
+            Arc::new(ConsentIndex::new()),
+            Arc::new(EmailKeyer::new([4; 16])),
+        );
+        let mut batch = Vec::with_capacity(5_000);
+        for i in 0..n {
+            let digits = 905_300_000_000 + (i as u64 * 7_919) % 99_999_999;
+            let key = ConsentKey {
+                brand: 600_001,
+                recipient: Recipient::Phone(PhoneNumber::from_e164_digits(digits).expect("valid")),
+                recipient_type: RecipientType::Bireysel,
+                channel: Channel::Mesaj,
+            };
+            let record = ConsentRecord {
+                current: ConsentEvent {
+                    status: if i % 5 == 0 {
+                        ConsentStatus::Ret
+                    } else {
+                        ConsentStatus::Onay
+                    },
+                    source: Source::HsWeb,
+                    consent_date: date,
+                    registration: Registration::Registered {
+                        creation_date: date,
+                        transaction_id: format!("{i:064x}").into(),
+                    },
+                    retailer_access: Vec::new(),
                 },
-                source: Source::HsWeb,
-                consent_date: date,
-                registration: Registration::Registered {
-                    creation_date: date,
-                    transaction_id: format!("{i:064x}").into(),
-                },
-                retailer_access: Vec::new(),
-            },
-        };
-        leader.records().apply(key.clone(), record.current.clone());
-        batch.push((key, record));
-        if batch.len() == 5_000 || i + 1 == n {
-            shared
-                .publish_many(batch.iter().map(|(k, r)| (k, r)))
-                .await
-                .expect("publish");
-            batch.clear();
+            };
+            leader.records().apply(key.clone(), record.current.clone());
+            batch.push((key, record));
+            if batch.len() == 5_000 || i + 1 == n {
+                shared
+                    .publish_many(batch.iter().map(|(k, r)| (k, r)))
+                    .await
+                    .expect("publish");
+                batch.clear();
+            }
         }
+        println!(
+            "wrote {n} records to Redis in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let started = Instant::now();
+        let written = shared.write_checkpoint(&leader).await.expect("checkpoint");
+        println!(
+            "wrote a checkpoint of {written} records in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        drop(leader);
     }
-    println!(
-        "wrote {n} records to Redis in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let started = Instant::now();
-    let written = shared.write_checkpoint(&leader).await.expect("checkpoint");
-    println!(
-        "wrote a checkpoint of {written} records in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    drop(leader);
-
     // The floor: fetching the same records with HSCAN and doing nothing with them.
     let started = Instant::now();
     let fetched = raw_scan(&url).await;
@@ -140,7 +144,9 @@ async fn main() {
         "cold start scanning the per-key hashes: {loaded} records in {took:.2} s = {:.0} records/s",
         loaded as f64 / took
     );
-    wipe(&url).await;
+    if std::env::var_os("IYSGATE_COLDSTART_KEEP").is_none() {
+        wipe(&url).await;
+    }
 }
 
 async fn wipe(url: &str) {

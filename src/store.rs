@@ -211,8 +211,10 @@ impl Consents {
     /// loader use this: much faster than one write at a time). Run it while nothing else
     /// writes: a write that lands during the rebuild may be replaced by the bulk load.
     pub fn rebuild_index(&self) {
-        type PhoneRows = HashMap<(RecipientType, u64), [ChannelState; 2]>;
-        let mut phones: HashMap<u32, PhoneRows> = HashMap::new();
+        const TACIR: u64 = 1 << 63;
+        // (digits with the TACIR bit, channel slot, state): sorted, then merged per key. A
+        // flat vector and one sort cost far less than a map of millions of entries.
+        let mut phones: HashMap<u32, Vec<(u64, u8, ChannelState)>> = HashMap::new();
         let mut emails: HashMap<u32, Vec<(crate::index::EmailKey, ChannelState)>> = HashMap::new();
         let mut retailers = Vec::new();
         self.records.for_each(|key, record| {
@@ -220,12 +222,16 @@ impl Consents {
             let address = self.address(&key.recipient, key.recipient_type);
             match address {
                 IndexAddress::Phone(digits) => {
-                    let slot = phones
+                    let tacir = if key.recipient_type == RecipientType::Tacir {
+                        TACIR
+                    } else {
+                        0
+                    };
+                    let slot = u8::from(key.channel == Channel::Mesaj);
+                    phones
                         .entry(key.brand)
                         .or_default()
-                        .entry((key.recipient_type, digits))
-                        .or_default();
-                    slot[usize::from(key.channel == Channel::Mesaj)] = state;
+                        .push((digits | tacir, slot, state));
                 }
                 IndexAddress::Email(ekey) => {
                     emails.entry(key.brand).or_default().push((ekey, state));
@@ -235,9 +241,22 @@ impl Consents {
                 retailers.push((key.clone(), address, record.current.retailer_access.clone()));
             }
         });
-        for (brand, rows) in phones {
-            self.index
-                .bulk_load_phones(brand, rows.into_iter().map(|((t, d), s)| (t, d, s)));
+        for (brand, mut rows) in phones {
+            rows.sort_unstable_by_key(|&(key, slot, _)| (key, slot));
+            let merged = rows.chunk_by(|a, b| a.0 == b.0).map(|run| {
+                let mut states = [ChannelState::EMPTY; 2];
+                for &(_, slot, state) in run {
+                    states[usize::from(slot)] = state;
+                }
+                let key = run[0].0;
+                let rtype = if key & TACIR == 0 {
+                    RecipientType::Bireysel
+                } else {
+                    RecipientType::Tacir
+                };
+                (rtype, key & !TACIR, states)
+            });
+            self.index.bulk_load_phones(brand, merged);
         }
         for (brand, rows) in emails {
             self.index.bulk_load_emails(brand, rows);
