@@ -18,6 +18,9 @@ pub const ENV_LOG: &str = "IYSGATE_LOG";
 pub const ENV_ADDR: &str = "IYSGATE_ADDR";
 pub const ENV_REDIS_URL: &str = "REDIS_URL";
 pub const ENV_IYS_URL: &str = "IYSGATE_IYS_URL";
+pub const ENV_PUSH_LISTEN: &str = "IYSGATE_PUSH_LISTEN";
+pub const ENV_PUSH_USERNAME: &str = "IYSGATE_PUSH_USERNAME";
+pub const ENV_PUSH_PASSWORD: &str = "IYSGATE_PUSH_PASSWORD";
 pub const ENV_IYS_USERNAME: &str = "IYSGATE_IYS_USERNAME";
 pub const ENV_IYS_PASSWORD: &str = "IYSGATE_IYS_PASSWORD";
 pub const ENV_REDIS_PREFIX: &str = "IYSGATE_REDIS_PREFIX";
@@ -202,6 +205,16 @@ pub struct SyncArgs {
     /// Sync lease: a standby takes over this long after the leader stops renewing.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease: Duration,
+    /// Where to receive İYS's push webhook (`POST /iys/push`, behind the HTTPS terminator
+    /// registered with İYS); none by default (pull only).
+    #[arg(long, env = ENV_PUSH_LISTEN)]
+    pub push_listen: Option<SocketAddr>,
+    /// Basic-auth user İYS is given for the webhook.
+    #[arg(long, env = ENV_PUSH_USERNAME, default_value = "iys")]
+    pub push_username: String,
+    /// Basic-auth password İYS is given for the webhook (environment only).
+    #[arg(long, env = ENV_PUSH_PASSWORD, hide_env_values = true)]
+    pub push_password: Option<String>,
     /// Prometheus metrics listen address (`/metrics`); "off" disables it.
     #[arg(long, env = ENV_METRICS_LISTEN, default_value = "127.0.0.1:9465")]
     pub metrics_listen: OptionalAddr,

@@ -272,6 +272,27 @@ async fn run_sync(args: iysgate::config::SyncArgs) -> Result<(), String> {
         },
     )
     .with_shared(shared);
+    if let Some(addr) = args.push_listen {
+        let password = args
+            .push_password
+            .clone()
+            .ok_or("--push-listen needs IYSGATE_PUSH_PASSWORD")?;
+        let shared = iysgate::shared::SharedState::connect(&args.redis_url, &args.redis_prefix)
+            .await
+            .map_err(|e| format!("redis: {e}"))?;
+        let router = iysgate::push::router(shared, &args.push_username, &password);
+        let listener = server::bind(addr).await.map_err(|e| e.to_string())?;
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "push receiver failed");
+            }
+        });
+        tracing::info!(%addr, "receiving İYS push at /iys/push");
+    }
     let holder = format!(
         "{}-{}",
         std::process::id(),

@@ -250,6 +250,76 @@ impl SharedState {
         Ok(all.len())
     }
 
+    /// Stores changes İYS pushed, for the leader to apply (durable before acknowledged).
+    pub async fn push_inbox(
+        &self,
+        changes: &[(u32, crate::sync::Change)],
+    ) -> Result<(), SharedError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = changes
+            .iter()
+            .map(|(brand, c)| {
+                serde_json::json!({
+                    "b": brand, "r": c.recipient, "t": c.recipient_type, "c": c.channel,
+                    "s": c.status, "o": c.source, "d": c.consent_date, "cd": c.creation_date,
+                    "tx": c.transaction_id,
+                })
+                .to_string()
+            })
+            .collect();
+        let mut conn = self.conn.clone();
+        conn.rpush::<_, _, ()>(self.key("push"), lines).await?;
+        Ok(())
+    }
+
+    /// Takes up to `max` pushed changes out of the inbox.
+    pub async fn take_pushed(
+        &self,
+        max: usize,
+    ) -> Result<Vec<(u32, crate::sync::Change)>, SharedError> {
+        #[derive(Deserialize)]
+        struct Pushed {
+            b: u32,
+            r: String,
+            t: String,
+            c: String,
+            s: String,
+            o: String,
+            d: Option<String>,
+            cd: String,
+            tx: String,
+        }
+        let mut conn = self.conn.clone();
+        let lines: Option<Vec<String>> = redis::cmd("LPOP")
+            .arg(self.key("push"))
+            .arg(max)
+            .query_async(&mut conn)
+            .await?;
+        lines
+            .unwrap_or_default()
+            .iter()
+            .map(|line| {
+                let p: Pushed =
+                    serde_json::from_str(line).map_err(|e| SharedError::Decode(e.to_string()))?;
+                Ok((
+                    p.b,
+                    crate::sync::Change {
+                        recipient: p.r,
+                        recipient_type: p.t,
+                        channel: p.c,
+                        status: p.s,
+                        source: p.o,
+                        consent_date: p.d,
+                        creation_date: p.cd,
+                        transaction_id: p.tx,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// The leader's word that everything up to `at` has been published.
     pub async fn heartbeat(&self, at: DateTime<Utc>) -> Result<(), SharedError> {
         let mut conn = self.conn.clone();

@@ -224,6 +224,8 @@ pub struct PassStats {
     /// (brand, source) pairs whose last catch-up is older than İYS's window: changes in
     /// between are lost to the pull and need a full resync.
     pub gaps: Vec<(BrandRef, PullSource)>,
+    /// Changes taken from the push inbox.
+    pub pushed: u64,
     /// (brand, source) pairs whose pull failed this pass.
     pub failed: Vec<(BrandRef, PullSource, PullError)>,
 }
@@ -275,6 +277,9 @@ impl<S: ChangeSource> SyncWorker<S> {
     pub async fn pass(&self, shutdown: &CancellationToken) -> PassStats {
         let started = self.clock.now_utc();
         let mut stats = PassStats::default();
+        if let Err(e) = self.drain_pushed(&mut stats).await {
+            tracing::warn!(error = %e, "applying pushed changes failed; the pull brings them too");
+        }
         for &brand in &self.brands {
             for source in PullSource::BOTH {
                 if shutdown.is_cancelled() {
@@ -337,41 +342,8 @@ impl<S: ChangeSource> SyncWorker<S> {
                     "İYS returned a cursor it had already given".into(),
                 ));
             }
-            let mut touched = Vec::with_capacity(n);
-            for change in &page.changes {
-                stats.changes += 1;
-                match to_event(brand.brand_code, change) {
-                    Ok((key, event)) => {
-                        match self.consents.apply(key.clone(), event) {
-                            Ok(crate::domain::Applied::Changed) => stats.applied += 1,
-                            Ok(crate::domain::Applied::Ignored) => stats.ignored += 1,
-                            Err(e) => {
-                                stats.bad += 1;
-                                tracing::warn!(brand = brand.brand_code, error = %e, "change refused");
-                                continue;
-                            }
-                        }
-                        touched.push(key);
-                    }
-                    Err(e) => {
-                        stats.bad += 1;
-                        tracing::warn!(brand = brand.brand_code, error = %e, "change refused");
-                    }
-                }
-            }
-            // Publish the current record of every key the page touched, whatever each change
-            // did: after a failed publish the page is pulled again, finds its changes already
-            // applied here, and they must still reach the replicas.
-            if let Some(shared) = &self.shared {
-                let current: Vec<_> = touched
-                    .into_iter()
-                    .filter_map(|key| self.consents.get(&key).map(|record| (key, record)))
-                    .collect();
-                shared
-                    .publish_many(current.iter().map(|(k, r)| (k, r)))
-                    .await
-                    .map_err(|e| PullError(e.to_string()))?;
-            }
+            self.apply_changes(brand.brand_code, &page.changes, stats)
+                .await?;
             metrics::counter!("iysgate_sync_changes_total", "source" => source.as_str())
                 .increment(n as u64);
             // The cursor moves only after the page is applied and published.
@@ -388,6 +360,80 @@ impl<S: ChangeSource> SyncWorker<S> {
             self.save_cursor(brand, source, &cursor).await?;
         }
         Ok(())
+    }
+
+    /// Applies changes of one brand by the latest-event rule, then publishes the current
+    /// record of every key they touched, whatever each change did: after a failed publish the
+    /// same changes come again, find themselves applied here, and must still reach the
+    /// replicas.
+    async fn apply_changes(
+        &self,
+        brand: u32,
+        changes: &[Change],
+        stats: &mut PassStats,
+    ) -> Result<(), PullError> {
+        let mut touched = Vec::with_capacity(changes.len());
+        for change in changes {
+            stats.changes += 1;
+            let applied =
+                to_event(brand, change)
+                    .map_err(|e| e.to_string())
+                    .and_then(|(key, event)| {
+                        let applied = self
+                            .consents
+                            .apply(key.clone(), event)
+                            .map_err(|e| e.to_string())?;
+                        touched.push(key);
+                        Ok(applied)
+                    });
+            match applied {
+                Ok(crate::domain::Applied::Changed) => stats.applied += 1,
+                Ok(crate::domain::Applied::Ignored) => stats.ignored += 1,
+                Err(e) => {
+                    stats.bad += 1;
+                    tracing::warn!(brand, error = %e, "change refused");
+                }
+            }
+        }
+        if let Some(shared) = &self.shared {
+            let current: Vec<_> = touched
+                .into_iter()
+                .filter_map(|key| self.consents.get(&key).map(|record| (key, record)))
+                .collect();
+            shared
+                .publish_many(current.iter().map(|(k, r)| (k, r)))
+                .await
+                .map_err(|e| PullError(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Applies what İYS pushed since the last pass (any instance may have received it).
+    async fn drain_pushed(&self, stats: &mut PassStats) -> Result<(), PullError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        loop {
+            let pushed = shared
+                .take_pushed(1000)
+                .await
+                .map_err(|e| PullError(e.to_string()))?;
+            if pushed.is_empty() {
+                return Ok(());
+            }
+            stats.pushed += pushed.len() as u64;
+            for (brand, change) in pushed {
+                if self.brands.iter().any(|b| b.brand_code == brand) {
+                    self.apply_changes(brand, std::slice::from_ref(&change), stats)
+                        .await?;
+                } else {
+                    tracing::warn!(
+                        brand,
+                        "push for a brand this worker does not follow; ignored"
+                    );
+                }
+            }
+        }
     }
 
     async fn save_cursor(

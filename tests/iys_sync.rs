@@ -329,3 +329,138 @@ async fn paging_through_many_changes_of_one_second_sees_each_once() {
     }
     assert_eq!(seen.len(), 5_000);
 }
+
+/// One HTTP/1.1 exchange on a fresh connection; returns (status, body).
+async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    let status = reply.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_ret_reaches_the_replicas_before_the_pull_could() {
+    // İYS's real hold-back: the pull alone would not show the RET for an hour.
+    let mut config = MockConfig::for_tests(Arc::new(SystemClock));
+    config.hold_back = Duration::from_hours(1);
+    let mock = MockIys::new(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock_addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(mock.serve(listener));
+    seed(&mock, 10);
+
+    let p = prefix("push");
+    let stop = CancellationToken::new();
+    // The push receiver, as `iysgate sync --push-listen` runs it.
+    let receiver = iysgate::push::router(shared(&p).await, "iys", "s3cret");
+    let push_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let push_addr = push_listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(push_listener, receiver).await });
+
+    // Wrong credentials are refused.
+    let (status, _) = http(
+        &push_addr,
+        "POST",
+        "/iys/push",
+        Some("Basic aXlzOndyb25n"),
+        "{\"list\":[]}",
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // Register the webhook with İYS (the mock sends its test payload, which is ignored).
+    let (status, token) = http(
+        &mock_addr,
+        "POST",
+        "/oauth2/token",
+        None,
+        r#"{"grant_type":"password","username":"mock","password":"mock"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+    let token: serde_json::Value = serde_json::from_str(&token).unwrap();
+    let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    let registration = format!(
+        r#"{{"connection":[{{"url":"http://{push_addr}/iys/push","type":"MESAJ","username":"iys","password":"s3cret"}}]}}"#
+    );
+    let (status, body) = http(
+        &mock_addr,
+        "POST",
+        "/sps/700000/brands/700001/push/registration",
+        Some(&bearer),
+        &registration,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let leader = node(BRAND.brand_code);
+    let worker = SyncWorker::new(
+        client(&format!("http://{mock_addr}"), fast_retries()),
+        leader.consents,
+        Arc::new(MemoryCursors::default()),
+        vec![BRAND],
+        leader.freshness,
+        Arc::new(SystemClock),
+        SyncConfig {
+            page_limit: 1000,
+            interval: Duration::from_millis(50),
+            ..SyncConfig::default()
+        },
+    )
+    .with_shared(shared(&p).await);
+    tokio::spawn(worker.run_leader("leader".into(), Duration::from_secs(2), stop.clone()));
+    let r = replica(BRAND.brand_code, &p, &stop).await;
+    wait_for("the replica to be fresh", Duration::from_secs(10), || {
+        r.reason(&phone(100)) == Some(Reason::NoConsent)
+    })
+    .await;
+    assert_eq!(
+        r.reason(&phone(3)),
+        Some(Reason::NoConsent),
+        "the seeded ONAYs are held back from the pull"
+    );
+
+    // A citizen's change: only push can bring it now.
+    mock.citizen_change(
+        u64::from(BRAND.brand_code),
+        &phone(500),
+        RecipientType::Bireysel,
+        ConsentType::Mesaj,
+        ConsentStatus::Onay,
+        CitizenSource::Mobil,
+    )
+    .unwrap();
+    let took = wait_for(
+        "the pushed ONAY on the replica",
+        Duration::from_secs(10),
+        || r.reason(&phone(500)) == Some(Reason::ConsentRegistered),
+    )
+    .await;
+    println!("a citizen change pushed by the mock İYS reached the replica in {took:?}");
+    assert!(
+        mock.push_stats().delivered >= 2,
+        "the test payload and the change were delivered"
+    );
+    stop.cancel();
+    wipe(&p).await;
+}
