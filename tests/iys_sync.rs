@@ -457,10 +457,8 @@ async fn a_pushed_ret_reaches_the_replicas_before_the_pull_could() {
     )
     .await;
     println!("a citizen change pushed by the mock İYS reached the replica in {took:?}");
-    assert!(
-        mock.push_stats().delivered >= 2,
-        "the test payload and the change were delivered"
-    );
+    let stats = mock.push_stats();
+    assert!(stats.delivered >= 1 && stats.failed == 0, "{stats:?}");
     stop.cancel();
     wipe(&p).await;
 }
