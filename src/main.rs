@@ -227,7 +227,6 @@ fn print_tour(
 
 async fn run_sync(args: iysgate::config::SyncArgs) -> Result<(), String> {
     use iysgate::iys::client::{Credentials, IysClient, RetryPolicy};
-    use iysgate::iys::token::MemoryTokenStore;
     use iysgate::sync::{MemoryCursors, SyncConfig, SyncWorker};
     telemetry::init_logging(&args.log)?;
     let shutdown = CancellationToken::new();
@@ -241,10 +240,18 @@ async fn run_sync(args: iysgate::config::SyncArgs) -> Result<(), String> {
         username: args.iys_username.clone(),
         password: args.iys_password.clone(),
     };
+    // One token for every worker of the deployment, kept in Redis (İYS limits token calls).
+    let tokens = iysgate::iys::token::RedisTokenStore::connect(
+        &args.redis_url,
+        &args.redis_prefix,
+        &args.iys_username,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let client = IysClient::new(
         &args.iys_url,
         credentials,
-        Arc::new(MemoryTokenStore::new()),
+        Arc::new(tokens),
         RetryPolicy::default(),
     )
     .map_err(|e| format!("İYS client: {e}"))?;

@@ -462,3 +462,80 @@ async fn a_pushed_ret_reaches_the_replicas_before_the_pull_could() {
     stop.cancel();
     wipe(&p).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_one_token_through_redis() {
+    use iysgate::iys::token::{RedisTokenStore, TokenStore};
+    let (_mock, url) = start_mock().await;
+    let p = prefix("token");
+    let credentials = || Credentials {
+        username: "mock".into(),
+        password: "mock".into(),
+    };
+    let store = || async {
+        Arc::new(
+            RedisTokenStore::connect(&common::redis_url(), &p, "mock")
+                .await
+                .unwrap(),
+        )
+    };
+    let a = IysClient::new(&url, credentials(), store().await, fast_retries()).unwrap();
+    let b = IysClient::new(&url, credentials(), store().await, fast_retries()).unwrap();
+    let pull = |c: IysClient| async move {
+        c.pull_changes(
+            700_000,
+            700_001,
+            iysgate::iys::client::PullSource::Iys,
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    };
+    pull(a.clone()).await;
+    pull(b.clone()).await;
+    pull(b.clone()).await;
+    assert_eq!(
+        (a.token_calls(), b.token_calls()),
+        (1, 0),
+        "the second worker used the stored token"
+    );
+
+    // A halt one worker records (after İYS's 429 H084) stops token calls everywhere: with
+    // the stored token gone, a third worker must not call the token endpoint.
+    let shared_store = store().await;
+    shared_store
+        .halt_until(chrono::Utc::now() + ChronoDuration::hours(1))
+        .await
+        .unwrap();
+    let client_redis = redis::Client::open(common::redis_url()).unwrap();
+    let mut conn = client_redis
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{p}:iys-token:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let tokens: Vec<&String> = keys.iter().filter(|k| !k.ends_with(":halt")).collect();
+    assert_eq!(tokens.len(), 1);
+    redis::cmd("DEL")
+        .arg(tokens[0])
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let c = IysClient::new(&url, credentials(), store().await, fast_retries()).unwrap();
+    let refused = c
+        .pull_changes(
+            700_000,
+            700_001,
+            iysgate::iys::client::PullSource::Iys,
+            None,
+            10,
+        )
+        .await;
+    assert!(refused.is_err(), "halted");
+    assert_eq!(c.token_calls(), 0, "no token call while halted");
+    wipe(&p).await;
+}

@@ -179,6 +179,144 @@ impl TokenStore for MemoryTokenStore {
     }
 }
 
+/// [`TokenStore`] in Redis: one token and one halt marker for every worker and replica of a
+/// deployment (per İYS user). The tokens are secrets: the Redis must be reachable only by
+/// iysgate, as for the consent data it holds.
+pub struct RedisTokenStore {
+    conn: redis::aio::ConnectionManager,
+    /// `{prefix}:iys-token:{user digest}`; `…:halt` and `…:lease` beside it.
+    key: String,
+}
+
+impl RedisTokenStore {
+    pub async fn connect(url: &str, prefix: &str, username: &str) -> Result<Self, TokenStoreError> {
+        use sha2::Digest;
+        let client = redis::Client::open(url).map_err(|e| TokenStoreError(e.to_string()))?;
+        let conn = client
+            .get_connection_manager()
+            .await
+            .map_err(|e| TokenStoreError(e.to_string()))?;
+        // The user name is not a secret, but keys are listed by operators: a digest is enough.
+        let digest = sha2::Sha256::digest(username.as_bytes());
+        let user = crate::auth::to_hex(&digest[..8]);
+        Ok(Self {
+            conn,
+            key: format!("{prefix}:iys-token:{user}"),
+        })
+    }
+}
+
+fn store_err(e: &redis::RedisError) -> TokenStoreError {
+    TokenStoreError(e.to_string())
+}
+
+impl TokenStore for RedisTokenStore {
+    fn load(&self) -> BoxFuture<'_, Result<TokenState, TokenStoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let (tokens, halt): (Option<String>, Option<i64>) = redis::pipe()
+                .get(&self.key)
+                .get(format!("{}:halt", self.key))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| store_err(&e))?;
+            let parse = |text: &str| -> Option<TokenSet> {
+                let v: serde_json::Value = serde_json::from_str(text).ok()?;
+                let at = |k: &str| v[k].as_i64().and_then(DateTime::from_timestamp_micros);
+                Some(TokenSet {
+                    access_token: v["a"].as_str()?.to_owned(),
+                    refresh_token: v["r"].as_str()?.to_owned(),
+                    obtained_at: at("o")?,
+                    access_expires_at: at("ae")?,
+                    refresh_expires_at: at("re")?,
+                })
+            };
+            Ok(TokenState {
+                tokens: tokens.as_deref().and_then(parse),
+                halted_until: halt.and_then(DateTime::from_timestamp_micros),
+            })
+        })
+    }
+
+    fn save_tokens(&self, tokens: TokenSet) -> BoxFuture<'_, Result<(), TokenStoreError>> {
+        Box::pin(async move {
+            let text = serde_json::json!({
+                "a": tokens.access_token,
+                "r": tokens.refresh_token,
+                "o": tokens.obtained_at.timestamp_micros(),
+                "ae": tokens.access_expires_at.timestamp_micros(),
+                "re": tokens.refresh_expires_at.timestamp_micros(),
+            })
+            .to_string();
+            // Kept until the refresh token dies, then gone by itself.
+            let ttl = (tokens.refresh_expires_at - Utc::now())
+                .num_milliseconds()
+                .max(1000);
+            let mut conn = self.conn.clone();
+            redis::cmd("SET")
+                .arg(&self.key)
+                .arg(text)
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| store_err(&e))
+        })
+    }
+
+    fn halt_until(&self, until: DateTime<Utc>) -> BoxFuture<'_, Result<(), TokenStoreError>> {
+        Box::pin(async move {
+            let ttl = (until - Utc::now()).num_milliseconds().max(1000);
+            let mut conn = self.conn.clone();
+            redis::cmd("SET")
+                .arg(format!("{}:halt", self.key))
+                .arg(until.timestamp_micros())
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| store_err(&e))
+        })
+    }
+
+    fn try_lock_refresh(
+        &self,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<Option<RefreshLease>, TokenStoreError>> {
+        Box::pin(async move {
+            let id = getrandom::u64().map_err(|e| TokenStoreError(e.to_string()))?;
+            let mut conn = self.conn.clone();
+            let got: Option<String> = redis::cmd("SET")
+                .arg(format!("{}:lease", self.key))
+                .arg(id)
+                .arg("NX")
+                .arg("PX")
+                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| store_err(&e))?;
+            Ok(got.map(|_| RefreshLease { id }))
+        })
+    }
+
+    fn unlock_refresh(&self, lease: RefreshLease) -> BoxFuture<'_, Result<(), TokenStoreError>> {
+        Box::pin(async move {
+            let script = redis::Script::new(
+                r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+                  return 0",
+            );
+            let mut conn = self.conn.clone();
+            script
+                .key(format!("{}:lease", self.key))
+                .arg(lease.id)
+                .invoke_async::<i32>(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| store_err(&e))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
