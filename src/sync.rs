@@ -78,7 +78,71 @@ pub trait ChangeSource: Send + Sync + 'static {
         after: Option<String>,
         limit: u32,
     ) -> impl Future<Output = Result<Page, PullError>> + Send;
+
+    /// The brand's changes of one (past) day, from İYS's daily change file; used to repair a
+    /// gap in the pull. Sources without daily files say so.
+    fn daily_changes(
+        &self,
+        brand: BrandRef,
+        date: chrono::NaiveDate,
+    ) -> impl Future<Output = Result<Vec<Change>, PullError>> + Send {
+        let _ = (brand, date);
+        std::future::ready(Err(PullError(
+            "this source has no daily change files".into(),
+        )))
+    }
 }
+
+/// Parses İYS's daily change file (`…/changes/{date}/file`): a header row naming the columns
+/// (creationDate, transactionId, recipient, recipientType, type, status, consentDate, source),
+/// then one change per line.
+pub fn parse_daily_file(text: &str) -> Result<Vec<Change>, PullError> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines
+        .next()
+        .map(|h| h.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| PullError(format!("daily file has no {name} column")))
+    };
+    let (cd, tx, r, rt, ty, st, d, src) = (
+        column("creationDate")?,
+        column("transactionId")?,
+        column("recipient")?,
+        column("recipientType")?,
+        column("type")?,
+        column("status")?,
+        column("consentDate")?,
+        column("source")?,
+    );
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let f: Vec<&str> = line.split(',').map(str::trim).collect();
+            let get = |k: usize| {
+                f.get(k)
+                    .map(|v| (*v).to_owned())
+                    .ok_or_else(|| PullError(format!("daily file line {}: too few columns", i + 2)))
+            };
+            Ok(Change {
+                creation_date: get(cd)?,
+                transaction_id: get(tx)?,
+                recipient: get(r)?,
+                recipient_type: get(rt)?,
+                channel: get(ty)?,
+                status: get(st)?,
+                consent_date: Some(get(d)?).filter(|v| !v.is_empty()),
+                source: get(src)?,
+            })
+        })
+        .collect()
+}
+
+/// How many days back İYS keeps daily change files (and pulls).
+const FILE_DAYS: i64 = 7;
 
 /// A pull that failed after the client's own retries.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -226,6 +290,8 @@ pub struct PassStats {
     pub gaps: Vec<(BrandRef, PullSource)>,
     /// Changes taken from the push inbox.
     pub pushed: u64,
+    /// Changes re-applied from İYS's daily files to repair a gap.
+    pub resynced: u64,
     /// (brand, source) pairs whose pull failed this pass.
     pub failed: Vec<(BrandRef, PullSource, PullError)>,
 }
@@ -321,6 +387,23 @@ impl<S: ChangeSource> SyncWorker<S> {
                 );
                 metrics::counter!("iysgate_sync_gaps_total").increment(1);
                 stats.gaps.push((brand, source));
+                // Repair what İYS still has: its daily files of the last 7 days. Changes older
+                // than that are beyond any İYS API but the status queries.
+                if source == PullSource::Iys {
+                    let today = crate::domain::time::to_turkey(started).date();
+                    for back in (1..=FILE_DAYS).rev() {
+                        let day = today - chrono::Duration::days(back);
+                        let changes = self.source.daily_changes(brand, day).await?;
+                        stats.resynced += changes.len() as u64;
+                        self.apply_changes(brand.brand_code, &changes, stats)
+                            .await?;
+                    }
+                    tracing::warn!(
+                        brand = brand.brand_code,
+                        changes = stats.resynced,
+                        "resynced the last 7 days from İYS's daily change files"
+                    );
+                }
             }
         }
         let mut seen: std::collections::HashSet<String> = cursor.after.iter().cloned().collect();
@@ -590,6 +673,22 @@ impl<S: ChangeSource> SyncWorker<S> {
 
 /// İYS itself (or the mock) as the source of changes.
 impl ChangeSource for crate::iys::client::IysClient {
+    fn daily_changes(
+        &self,
+        brand: BrandRef,
+        date: chrono::NaiveDate,
+    ) -> impl Future<Output = Result<Vec<Change>, PullError>> + Send {
+        let client = self.clone();
+        async move {
+            let file = client
+                .daily_changes_file(u64::from(brand.iys_code), u64::from(brand.brand_code), date)
+                .await
+                .map_err(|e| PullError(e.to_string()))?;
+            // No file: no movement that day (or not produced yet).
+            file.map_or_else(|| Ok(Vec::new()), |text| parse_daily_file(&text))
+        }
+    }
+
     fn pull(
         &self,
         brand: BrandRef,
@@ -905,6 +1004,94 @@ mod tests {
         assert!(
             r.freshness.age(chrono::Utc::now()).is_none(),
             "nothing confirmed fresh"
+        );
+    }
+
+    #[test]
+    fn daily_files_parse_by_column_name() {
+        let text = "creationDate,transactionId,recipient,recipientType,type,status,consentDate,source\n\
+                    2026-05-01 10:00:05,ab12,+905321234567,BIREYSEL,MESAJ,RET,2026-05-01 10:00:00,IYS_WEB\n\
+                    2026-05-01 11:00:05,cd34,+905321234568,TACIR,ARAMA,RET,,IYS_AHS_HAT_KAPATMA\n";
+        let changes = parse_daily_file(text).unwrap();
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].transaction_id, "ab12");
+        assert_eq!(changes[1].consent_date, None);
+        let (key, event) = to_event(1, &changes[0]).unwrap();
+        assert_eq!(
+            (key.channel, event.status),
+            (Channel::Mesaj, ConsentStatus::Ret)
+        );
+        assert!(
+            parse_daily_file("a,b\n1,2\n")
+                .unwrap_err()
+                .0
+                .contains("creationDate")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gap_is_repaired_from_the_daily_files() {
+        struct Files(Arc<FakeSource>, Vec<Change>);
+        impl ChangeSource for Files {
+            fn pull(
+                &self,
+                brand: BrandRef,
+                source: PullSource,
+                after: Option<String>,
+                limit: u32,
+            ) -> impl Future<Output = Result<Page, PullError>> + Send {
+                self.0.pull(brand, source, after, limit)
+            }
+            fn daily_changes(
+                &self,
+                _brand: BrandRef,
+                date: chrono::NaiveDate,
+            ) -> impl Future<Output = Result<Vec<Change>, PullError>> + Send {
+                // The missed RET sits in the file of 2026-05-08.
+                let day = chrono::NaiveDate::from_ymd_opt(2026, 5, 8).unwrap();
+                std::future::ready(Ok(if date == day {
+                    self.1.clone()
+                } else {
+                    Vec::new()
+                }))
+            }
+        }
+        let r = rig(numbered(2), vec![]);
+        let stop = CancellationToken::new();
+        r.worker.pass(&stop).await;
+        let mut missed = change(&format!("{:064x}", 0), "RET", "2026-05-08 09:00:00");
+        missed.recipient = "+905320000000".into();
+        missed.transaction_id = "f".repeat(64);
+        let worker = SyncWorker::new(
+            Files(Arc::clone(&r.source), vec![missed]),
+            Arc::clone(&r.consents),
+            r.cursors.clone(),
+            vec![BrandRef {
+                iys_code: 600_000,
+                brand_code: 600_001,
+            }],
+            Arc::clone(&r.freshness),
+            r.clock.clone(),
+            SyncConfig {
+                page_limit: 10,
+                interval: Duration::from_millis(1),
+                ..SyncConfig::default()
+            },
+        );
+        r.clock.advance(chrono::Duration::days(8));
+        let stats = worker.pass(&stop).await;
+        assert_eq!(stats.gaps.len(), 2);
+        assert_eq!(stats.resynced, 1);
+        let mut found = None;
+        r.consents.records().for_each(|k, rec| {
+            if k.recipient.to_string() == "+905320000000" {
+                found = Some(rec.current.status);
+            }
+        });
+        assert_eq!(
+            found,
+            Some(ConsentStatus::Ret),
+            "the missed RET was applied"
         );
     }
 }
