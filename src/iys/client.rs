@@ -18,10 +18,9 @@
 //! - **Privacy**: recipient values, the password and tokens are never logged and never put in
 //!   an error's `Display`; the `Debug` of every type that holds them redacts them.
 //!
-//! Transport: plain HTTP/1.1 through hyper-util's pooled client. **Production İYS is HTTPS
-//! only and needs a TLS connector**, e.g. `hyper_rustls::HttpsConnector<HttpConnector>`,
-//! passed to [`IysClient::with_connector`]. No TLS crate is a dependency yet; `IysClient::new`
-//! uses the plain [`HttpConnector`] (tests, or a TLS-terminating egress proxy).
+//! Transport: HTTP/1.1 through hyper-util's pooled client; `IysClient::new` speaks HTTPS
+//! (rustls, the system's root certificates) for the real İYS and plain HTTP for the mock.
+//! [`IysClient::with_connector`] takes any other hyper connector.
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -781,9 +780,9 @@ struct Inner<C> {
 /// The İYS REST client. Cheap to clone; clones share the connection pool, the token
 /// single-flight and the counters.
 ///
-/// `C` is the hyper connector: [`HttpConnector`] by default (plain HTTP), a TLS connector
-/// (hyper-rustls) for the real İYS.
-pub struct IysClient<C = HttpConnector> {
+/// `C` is the hyper connector: [`DefaultConnector`] (HTTPS with rustls, or plain HTTP for
+/// the mock) unless a test brings its own.
+pub struct IysClient<C = DefaultConnector> {
     inner: Arc<Inner<C>>,
 }
 
@@ -809,23 +808,29 @@ impl<C> fmt::Debug for IysClient<C> {
     }
 }
 
-impl IysClient<HttpConnector> {
-    /// A client over plain HTTP with the system clock. For the real (HTTPS) İYS use
-    /// [`IysClient::with_connector`] with a TLS connector.
+/// The default connector: HTTPS (rustls, the system's root certificates) for the real İYS,
+/// and plain HTTP for the mock and tests.
+pub type DefaultConnector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+impl IysClient<DefaultConnector> {
+    /// A client over HTTPS or plain HTTP (by the URL's scheme) with the system clock.
     pub fn new(
         base_url: &str,
         credentials: Credentials,
         tokens: Arc<dyn TokenStore>,
         retry: RetryPolicy,
     ) -> Result<Self, IysError> {
-        if base_url.trim_start().starts_with("https:") {
-            return Err(IysError::Config(
-                "an https base URL needs a TLS connector: use IysClient::with_connector".into(),
-            ));
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(retry.request_timeout));
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(retry.request_timeout));
+        // The TLS layer needs a plain connector that does not insist on http:// itself.
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| IysError::Config(format!("no root certificates for TLS: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         Self::with_connector(
             base_url,
             credentials,
