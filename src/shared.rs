@@ -624,17 +624,40 @@ impl SharedState {
     }
 
     /// Loads the snapshot, then applies the stream until `shutdown`. Leader heartbeats
-    /// confirm freshness; a changed or missing epoch (Redis lost its data) reloads.
+    /// confirm freshness; a changed or missing epoch (Redis lost its data) reloads. A lost
+    /// connection (Redis restarted, a network fault) is retried every second for as long as it
+    /// takes; meanwhile the data ages and ALLOWs turn UNAVAILABLE on their own.
     pub async fn follow(
         &self,
         consents: Arc<Consents>,
         freshness: Arc<Freshness>,
         shutdown: CancellationToken,
     ) -> Result<(), SharedError> {
+        loop {
+            match self.follow_once(&consents, &freshness, &shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::error!(error = %e, "following the shared state failed; retrying in 1 s");
+                    metrics::counter!("iysgate_replica_follow_errors_total").increment(1);
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn follow_once(
+        &self,
+        consents: &Arc<Consents>,
+        freshness: &Freshness,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SharedError> {
         let mut reader = self.reader().await?;
         'reload: loop {
             let epoch = self.epoch().await?;
-            let (mut from, loaded) = self.load_snapshot(&consents).await?;
+            let (mut from, loaded) = self.load_snapshot(consents).await?;
             tracing::info!(
                 records = loaded,
                 "loaded the shared snapshot; following changes"

@@ -6,67 +6,19 @@
 
 mod common;
 
-use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iysgate::domain::{Reason, SystemClock};
-use iysgate::sync::{
-    BrandRef, Change, ChangeSource, MemoryCursors, Page, PullError, PullSource, SyncConfig,
-    SyncWorker,
-};
+use iysgate::sync::{BrandRef, MemoryCursors, SyncConfig, SyncWorker};
 use tokio_util::sync::CancellationToken;
 
-use common::{prefix, replica, shared, wait_for, wipe};
+use common::{ListSource, prefix, replica, shared, wait_for, wipe};
 
 const BRAND: BrandRef = BrandRef {
     iys_code: 600_000,
     brand_code: 600_001,
 };
-
-/// İYS's changes for one brand, as a growing list; cursor = position.
-#[derive(Clone, Default)]
-struct ListSource(Arc<Mutex<Vec<Change>>>);
-
-impl ListSource {
-    fn push(&self, recipient: &str, status: &str, minute: u32) {
-        let mut list = self.0.lock().unwrap();
-        let n = list.len();
-        list.push(Change {
-            recipient: recipient.into(),
-            recipient_type: "BIREYSEL".into(),
-            channel: "MESAJ".into(),
-            status: status.into(),
-            source: "IYS_WEB".into(),
-            consent_date: Some(format!("2026-05-01 10:{minute:02}:00")),
-            creation_date: format!("2026-05-01 10:{minute:02}:30"),
-            transaction_id: format!("{n:064x}"),
-        });
-    }
-}
-
-impl ChangeSource for ListSource {
-    fn pull(
-        &self,
-        _brand: BrandRef,
-        source: PullSource,
-        after: Option<String>,
-        limit: u32,
-    ) -> impl Future<Output = Result<Page, PullError>> + Send {
-        let list = self.0.lock().unwrap().clone();
-        let start: usize = after.as_deref().map_or(0, |a| a.parse().unwrap());
-        let page = if source == PullSource::Hs {
-            Page::default()
-        } else {
-            let end = (start + limit as usize).min(list.len());
-            Page {
-                after: (end > start).then(|| end.to_string()),
-                changes: list[start..end].to_vec(),
-            }
-        };
-        std::future::ready(Ok(page))
-    }
-}
 
 /// Starts a sync leader candidate; returns the handle so a test can kill it.
 async fn leader(

@@ -2,7 +2,8 @@
 //! per-test key prefixes, replica nodes with their own index and checker, and polling.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iysgate::check::{Checker, Freshness, Query};
@@ -12,6 +13,7 @@ use iysgate::domain::{
 use iysgate::index::{ConsentIndex, EmailKeyer};
 use iysgate::shared::SharedState;
 use iysgate::store::Consents;
+use iysgate::sync::{BrandRef, Change, ChangeSource, Page, PullError, PullSource};
 use tokio_util::sync::CancellationToken;
 
 pub fn redis_url() -> String {
@@ -126,4 +128,48 @@ pub async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> boo
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     started.elapsed()
+}
+
+/// İYS's changes for one brand as a growing list (source IYS; HS empty); cursor = position.
+#[derive(Clone, Default)]
+pub struct ListSource(pub Arc<Mutex<Vec<Change>>>);
+
+impl ListSource {
+    pub fn push(&self, recipient: &str, status: &str, minute: u32) {
+        let mut list = self.0.lock().unwrap();
+        let n = list.len();
+        list.push(Change {
+            recipient: recipient.into(),
+            recipient_type: "BIREYSEL".into(),
+            channel: "MESAJ".into(),
+            status: status.into(),
+            source: "IYS_WEB".into(),
+            consent_date: Some(format!("2026-05-01 10:{minute:02}:00")),
+            creation_date: format!("2026-05-01 10:{minute:02}:30"),
+            transaction_id: format!("{n:064x}"),
+        });
+    }
+}
+
+impl ChangeSource for ListSource {
+    fn pull(
+        &self,
+        _brand: BrandRef,
+        source: PullSource,
+        after: Option<String>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Page, PullError>> + Send {
+        let list = self.0.lock().unwrap().clone();
+        let start: usize = after.as_deref().map_or(0, |a| a.parse().unwrap());
+        let page = if source == PullSource::Hs {
+            Page::default()
+        } else {
+            let end = (start + limit as usize).min(list.len());
+            Page {
+                after: (end > start).then(|| end.to_string()),
+                changes: list[start..end].to_vec(),
+            }
+        };
+        std::future::ready(Ok(page))
+    }
 }
