@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/iysgate/v1/consent.proto"];
+    let protos = [
+        "proto/iysgate/v1/consent.proto",
+        "proto/iysgate/loadtest/v1/echo.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -56,6 +56,10 @@ pub enum Command {
     /// Run the mock İYS (same paths, fields, codes and limits as the real API) for
     /// integration and load tests.
     MockIys(MockIysArgs),
+    /// Load-test a server with unary Checks (closed loop), against iysgate or the echo baseline.
+    Load(LoadArgs),
+    /// Serve the load-test baseline: a bare gRPC echo of `Check`'s messages.
+    EchoServer(EchoServerArgs),
 }
 
 /// Settings of a serving process.
@@ -243,6 +247,41 @@ pub struct MockIysArgs {
     pub citizen_rate: f64,
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LoadArgs {
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// `iysgate` or `echo`.
+    #[arg(long, default_value = "iysgate")]
+    pub target: String,
+    #[arg(long, env = ENV_API_KEY, hide_env_values = true, default_value = "")]
+    pub api_key: String,
+    #[arg(long, default_value_t = 600_001)]
+    pub brand: u32,
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// Calls in flight per connection.
+    #[arg(long, default_value_t = 32)]
+    pub in_flight: usize,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// The demo's record count and seed, to ask about recipients the server has (half the
+    /// calls) besides ones it has not.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: usize,
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// Print the report as JSON instead of the summary line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct EchoServerArgs {
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    pub listen: SocketAddr,
 }
 
 fn parse_brand_ref(text: &str) -> Result<crate::sync::BrandRef, String> {

@@ -24,6 +24,7 @@ pub mod demo;
 pub mod domain;
 pub mod index;
 pub mod iys;
+pub mod load;
 pub mod push;
 pub mod server;
 pub mod shared;

@@ -36,6 +36,14 @@ fn main() -> ExitCode {
             Command::Keygen(args) => keygen(&args),
             Command::Sync(args) => run_sync(args).await,
             Command::MockIys(args) => run_mock_iys(args).await,
+            Command::Load(args) => run_load(args).await,
+            Command::EchoServer(args) => {
+                let listener = server::bind(args.listen).await.map_err(|e| e.to_string())?;
+                println!("echo baseline on {}", args.listen);
+                iysgate::load::serve_echo(listener, server::shutdown_signal())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
         }
     });
     match result {
@@ -363,4 +371,35 @@ async fn run_mock_iys(args: iysgate::config::MockIysArgs) -> Result<(), String> 
         .await;
     let _ = stop_tx.send(true);
     served.map_err(|e| e.to_string())
+}
+
+async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
+    use iysgate::load::{ClosedLoop, Target, demo_recipients, run_closed_loop};
+    let target = match args.target.as_str() {
+        "iysgate" => Target::Iysgate,
+        "echo" => Target::Echo,
+        other => return Err(format!("--target {other:?}: expected iysgate or echo")),
+    };
+    let recipients = demo_recipients(args.records, args.seed, 50_000);
+    let report = run_closed_loop(ClosedLoop {
+        addr: args.addr,
+        target,
+        api_key: args.api_key,
+        brand: args.brand,
+        connections: args.connections,
+        in_flight: args.in_flight,
+        duration: args.duration,
+        recipients: Arc::new(recipients),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!("{}", report.summary());
+    }
+    Ok(())
 }

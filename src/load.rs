@@ -1,0 +1,255 @@
+//! The load-test kit's core: a bare gRPC echo server of the same messages as `Check` (the
+//! floor iysgate cannot beat), and a closed-loop load generator for unary `Check` (the `sms`
+//! scenario) with HDR histograms, throughput and errors by status code. The side-by-side run
+//! is `load-tests/compare.sh`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use crate::api::pb;
+
+/// The echo service's generated code, placed so its references to `iysgate.v1` resolve.
+#[allow(clippy::pedantic, missing_docs)]
+pub mod proto {
+    pub mod v1 {
+        pub use crate::api::pb::*;
+    }
+    pub mod loadtest {
+        pub mod v1 {
+            tonic::include_proto!("iysgate.loadtest.v1");
+        }
+    }
+}
+
+use proto::loadtest::v1::echo_client::EchoClient;
+use proto::loadtest::v1::echo_server::{Echo, EchoServer};
+
+/// Answers every Check with the same, typical-size reply and does nothing else.
+#[derive(Debug, Clone)]
+pub struct EchoService {
+    reply: pb::CheckResponse,
+}
+
+impl Default for EchoService {
+    fn default() -> Self {
+        // As large as a real ALLOW answer.
+        let reply = pb::CheckResponse {
+            decision: Some(pb::Decision {
+                verdict: pb::Verdict::Allow.into(),
+                reason: pb::Reason::ConsentRegistered.into(),
+                status: pb::ConsentStatus::Onay.into(),
+                source: pb::Source::HsWeb.into(),
+                consent_date: "2025-06-02 11:09".into(),
+                data_age_ms: 412,
+                ..pb::Decision::default()
+            }),
+            recipient: "+905321234567".into(),
+        };
+        Self { reply }
+    }
+}
+
+#[tonic::async_trait]
+impl Echo for EchoService {
+    async fn check(
+        &self,
+        _request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        Ok(Response::new(self.reply.clone()))
+    }
+}
+
+/// Serves the echo baseline on `listener` until `shutdown` resolves.
+pub async fn serve_echo(
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(EchoServer::new(EchoService::default()))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// Which server the generator calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Target {
+    Iysgate,
+    Echo,
+}
+
+/// A closed-loop run: `connections` × `in_flight` callers, each sending its next call when
+/// the previous one answered, for `duration`.
+#[derive(Debug, Clone)]
+pub struct ClosedLoop {
+    pub addr: String,
+    pub target: Target,
+    pub api_key: String,
+    pub brand: u32,
+    pub connections: usize,
+    pub in_flight: usize,
+    pub duration: Duration,
+    /// Recipients to ask about, used round robin (a mix of hits and misses).
+    pub recipients: Arc<Vec<String>>,
+}
+
+/// The outcome of a run, as JSON and as a one-screen summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub target: Target,
+    pub connections: usize,
+    pub in_flight: usize,
+    pub seconds: f64,
+    pub requests: u64,
+    pub per_second: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// Calls that failed, by gRPC status code name.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Report {
+    pub fn summary(&self) -> String {
+        let errors: u64 = self.errors.values().sum();
+        format!(
+            "{:?}: {} requests in {:.1} s = {:.0}/s ({} conns × {} in flight); latency µs p50 {} p90 {} p99 {} p99.9 {} max {}; errors {errors} {:?}",
+            self.target,
+            self.requests,
+            self.seconds,
+            self.per_second,
+            self.connections,
+            self.in_flight,
+            self.p50_us,
+            self.p90_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us,
+            self.errors
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("connecting to {0}: {1}")]
+    Connect(String, tonic::transport::Error),
+    #[error("histogram: {0}")]
+    Histogram(String),
+}
+
+fn request(run: &ClosedLoop, i: usize) -> Request<pb::CheckRequest> {
+    let mut request = Request::new(pb::CheckRequest {
+        brand_code: run.brand,
+        recipient: run.recipients[i % run.recipients.len()].clone(),
+        channel: pb::Channel::Mesaj.into(),
+        ..pb::CheckRequest::default()
+    });
+    if let Ok(key) = run.api_key.parse() {
+        request
+            .metadata_mut()
+            .insert(crate::api::API_KEY_HEADER, key);
+    }
+    request
+}
+
+/// Runs a closed-loop load and reports what it measured.
+pub async fn run_closed_loop(run: ClosedLoop) -> Result<Report, LoadError> {
+    let new_histogram = || {
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+            .map_err(|e| LoadError::Histogram(e.to_string()))
+    };
+    let run = Arc::new(run);
+    let started = Instant::now();
+    let deadline = started + run.duration;
+    let mut tasks = Vec::new();
+    for c in 0..run.connections.max(1) {
+        let channel = tonic::transport::Endpoint::from_shared(run.addr.clone())
+            .map_err(|e| LoadError::Connect(run.addr.clone(), e))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| LoadError::Connect(run.addr.clone(), e))?;
+        for m in 0..run.in_flight.max(1) {
+            let (run, channel) = (Arc::clone(&run), channel.clone());
+            let mut histogram = new_histogram()?;
+            tasks.push(tokio::spawn(async move {
+                let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+                let mut iysgate =
+                    pb::consent_check_client::ConsentCheckClient::new(channel.clone());
+                let mut echo = EchoClient::new(channel);
+                let mut i = (c * 7919 + m * 104_729) % run.recipients.len().max(1);
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    let outcome = match run.target {
+                        Target::Iysgate => iysgate.check(request(&run, i)).await.map(|_| ()),
+                        Target::Echo => echo.check(request(&run, i)).await.map(|_| ()),
+                    };
+                    let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    histogram.saturating_record(micros.max(1));
+                    if let Err(status) = outcome {
+                        *errors.entry(format!("{:?}", status.code())).or_default() += 1;
+                    }
+                    i += 1;
+                }
+                (histogram, errors)
+            }));
+        }
+    }
+    let mut all = new_histogram()?;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for task in tasks {
+        let Ok((h, e)) = task.await else { continue };
+        all.add(&h)
+            .map_err(|e| LoadError::Histogram(e.to_string()))?;
+        for (code, n) in e {
+            *errors.entry(code).or_default() += n;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Report {
+        target: run.target,
+        connections: run.connections,
+        in_flight: run.in_flight,
+        seconds,
+        requests: all.len(),
+        per_second: all.len() as f64 / seconds,
+        p50_us: all.value_at_quantile(0.50),
+        p90_us: all.value_at_quantile(0.90),
+        p99_us: all.value_at_quantile(0.99),
+        p999_us: all.value_at_quantile(0.999),
+        max_us: all.max(),
+        errors,
+    })
+}
+
+/// Recipients for a run against the demo: `hits` of the demo data set (regenerated from the
+/// same seed, so they exist on the server) and as many random numbers that do not.
+pub fn demo_recipients(records: usize, seed: u64, hits: usize) -> Vec<String> {
+    let index = Arc::new(crate::index::ConsentIndex::new());
+    let keyer = Arc::new(crate::index::EmailKeyer::new([0; 16]));
+    let consents = crate::store::Consents::new(index, keyer);
+    let now = crate::domain::Clock::now_turkey(&crate::domain::SystemClock);
+    crate::demo::generate(&consents, records, seed, now);
+    let mut out = Vec::with_capacity(hits * 2);
+    consents.records().for_each(|key, _| {
+        if out.len() < hits
+            && key.brand == crate::demo::BRANDS[0].code
+            && key.channel == crate::domain::Channel::Mesaj
+        {
+            out.push(key.recipient.to_string());
+        }
+    });
+    let found = out.len();
+    for i in 0..found.max(1) {
+        out.push(format!("+9055{:08}", (i as u64 * 7_919) % 100_000_000));
+    }
+    out
+}

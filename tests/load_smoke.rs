@@ -1,0 +1,94 @@
+//! A short run of the load generator against the echo baseline and against iysgate serving
+//! the demo data, so the kit cannot rot. It checks that calls were made and answered without
+//! errors, not how fast: speed is measured by `load-tests/compare.sh`, never by a test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use iysgate::auth::{hash_key, to_hex};
+use iysgate::config::{Cli, Command};
+use iysgate::domain::SystemClock;
+use iysgate::load::{ClosedLoop, Target, demo_recipients, run_closed_loop, serve_echo};
+use iysgate::server::{self, App};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const KEY: &str = "iysk_load_smoke";
+
+fn run(addr: String, target: Target, recipients: Arc<Vec<String>>) -> ClosedLoop {
+    ClosedLoop {
+        addr,
+        target,
+        api_key: KEY.into(),
+        brand: 600_001,
+        connections: 2,
+        in_flight: 4,
+        duration: Duration::from_millis(300),
+        recipients,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generator_loads_the_echo_baseline_and_iysgate() {
+    let recipients = Arc::new(demo_recipients(5_000, 7, 200));
+    assert!(recipients.len() >= 200, "hits and misses");
+
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = format!("http://{}", echo.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move { serve_echo(echo, async move { s.cancelled().await }).await });
+    let report = run_closed_loop(run(echo_addr, Target::Echo, Arc::clone(&recipients)))
+        .await
+        .unwrap();
+    assert!(
+        report.requests > 0 && report.errors.is_empty(),
+        "{}",
+        report.summary()
+    );
+    assert!(report.p50_us > 0 && report.p50_us <= report.p99_us);
+
+    // iysgate with the same demo data (same record count and seed) and a key for it.
+    let argv = [
+        "iysgate".to_owned(),
+        "serve".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--metrics-listen".into(),
+        "off".into(),
+        "--client".into(),
+        format!("name=load;sha256={};brands=600001", to_hex(&hash_key(KEY))),
+    ];
+    let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+        unreachable!()
+    };
+    let app = Arc::new(App::embedded(&args, Arc::new(SystemClock)).unwrap());
+    iysgate::demo::generate(
+        &app.consents,
+        5_000,
+        7,
+        iysgate::domain::Clock::now_turkey(&SystemClock),
+    );
+    let listener = server::bind(args.listen).await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    {
+        let (app, stop) = (Arc::clone(&app), stop.clone());
+        tokio::spawn(async move {
+            let tasks = TaskTracker::new();
+            app.spawn_embedded_heartbeat(&tasks, stop.clone());
+            server::serve_grpc(&app, &args, listener, stop, &tasks).await
+        });
+    }
+    let report = run_closed_loop(run(addr, Target::Iysgate, recipients))
+        .await
+        .unwrap();
+    assert!(
+        report.requests > 0 && report.errors.is_empty(),
+        "{}",
+        report.summary()
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["target"], "Iysgate");
+    stop.cancel();
+}
