@@ -543,6 +543,17 @@ async fn keys_and_grants_are_enforced_before_any_lookup() {
         Code::PermissionDenied
     );
 
+    // Verified keys are remembered; an unknown one is still refused afterwards.
+    let err = s
+        .client
+        .check(keyed(
+            check_req(ONAY_PHONE, pb::Channel::Mesaj),
+            "iysk_nope",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
     // Every RPC authenticates.
     let gc = pb::GetConsentRequest {
         brand_code: FOREIGN_BRAND,
