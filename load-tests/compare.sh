@@ -15,23 +15,25 @@ cargo build --release --quiet
 BIN=target/release/iysgate
 SERVER_CPU=0
 LOAD_CPU=1
-pin() { if command -v taskset >/dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
+# taskset execs the command, so $! below is the server itself and `kill` reaches it.
+if command -v taskset >/dev/null; then SERVER_PIN="taskset -c $SERVER_CPU"; LOAD_PIN="taskset -c $LOAD_CPU"; else SERVER_PIN=""; LOAD_PIN=""; fi
 out=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
-pin $SERVER_CPU $BIN echo-server --listen 127.0.0.1:50052 > "$out/echo.log" 2>&1 &
+$SERVER_PIN $BIN echo-server --listen 127.0.0.1:50052 > "$out/echo.log" 2>&1 &
 echo_pid=$!
 sleep 1
-pin $LOAD_CPU $BIN load --target echo --addr http://127.0.0.1:50052 --duration "$DURATION" \
+$LOAD_PIN $BIN load --target echo --addr http://127.0.0.1:50052 --duration "$DURATION" \
   --connections "$CONNS" --in-flight "$INFLIGHT" --records "$RECORDS" --seed $SEED --json > "$out/echo.json"
 kill $echo_pid; wait $echo_pid 2>/dev/null || true
 
-pin $SERVER_CPU $BIN demo --records "$RECORDS" --seed $SEED --listen 127.0.0.1:50053 \
+$SERVER_PIN $BIN demo --records "$RECORDS" --seed $SEED --listen 127.0.0.1:50053 \
   --metrics-listen off --log warn > "$out/demo.log" 2>&1 &
 demo_pid=$!
 for _ in $(seq 600); do grep -q 'IYSGATE_API_KEY=' "$out/demo.log" 2>/dev/null && break; sleep 0.1; done
 key=$(grep -o 'iysk_[0-9a-f]*' "$out/demo.log" | head -1)
 sleep 1
-IYSGATE_API_KEY=$key pin $LOAD_CPU $BIN load --target iysgate --addr http://127.0.0.1:50053 \
+IYSGATE_API_KEY=$key $LOAD_PIN $BIN load --target iysgate --addr http://127.0.0.1:50053 \
   --duration "$DURATION" --connections "$CONNS" --in-flight "$INFLIGHT" --records "$RECORDS" \
   --seed $SEED --json > "$out/iysgate.json"
 kill $demo_pid; wait $demo_pid 2>/dev/null || true
