@@ -9,6 +9,11 @@ use tokio_util::task::TaskTracker;
 
 use iysgate::config::{Cli, Command, DemoArgs, ServeArgs};
 use iysgate::server::{self, App};
+
+/// mimalloc instead of glibc malloc: the gRPC stack allocates per call (h2 frames, headers);
+/// measured with `load-tests/compare.sh` (README "Performance").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use iysgate::{auth, client, demo, telemetry};
 
 fn main() -> ExitCode {
