@@ -273,6 +273,10 @@ pub struct LoadArgs {
     pub records: usize,
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
+    /// Open loop: this many calls per second in total, latency from the intended send time
+    /// (0 = closed loop).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Print the report as JSON instead of the summary line.
     #[arg(long)]
     pub json: bool,

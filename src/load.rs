@@ -230,6 +230,88 @@ pub async fn run_closed_loop(run: ClosedLoop) -> Result<Report, LoadError> {
     })
 }
 
+/// An open-loop run: calls sent at a fixed total `rate` per second whatever the answers do,
+/// latency measured from each call's *intended* send time, so queueing in the server (or the
+/// generator) is not hidden the way a closed loop hides it.
+pub async fn run_open_loop(run: ClosedLoop, rate: u64) -> Result<Report, LoadError> {
+    let new_histogram = || {
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+            .map_err(|e| LoadError::Histogram(e.to_string()))
+    };
+    let run = Arc::new(run);
+    let connections = run.connections.max(1);
+    // Each connection sends every `connections / rate` seconds.
+    let interval = Duration::from_secs_f64(connections as f64 / rate.max(1) as f64);
+    let started = tokio::time::Instant::now();
+    let end = started + run.duration;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Option<tonic::Code>)>();
+    let mut senders = Vec::new();
+    for c in 0..connections {
+        let channel = tonic::transport::Endpoint::from_shared(run.addr.clone())
+            .map_err(|e| LoadError::Connect(run.addr.clone(), e))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| LoadError::Connect(run.addr.clone(), e))?;
+        let (run, tx) = (Arc::clone(&run), tx.clone());
+        senders.push(tokio::spawn(async move {
+            // Connections start staggered so the total rate is even.
+            let mut intended = started + interval.mul_f64(c as f64 / connections as f64);
+            let mut i = c * 7919;
+            while intended < end {
+                tokio::time::sleep_until(intended).await;
+                let (run, tx, channel) = (Arc::clone(&run), tx.clone(), channel.clone());
+                let sent_for = intended;
+                tokio::spawn(async move {
+                    let outcome = match run.target {
+                        Target::Iysgate => {
+                            pb::consent_check_client::ConsentCheckClient::new(channel)
+                                .check(request(&run, i))
+                                .await
+                                .map(|_| ())
+                        }
+                        Target::Echo => EchoClient::new(channel)
+                            .check(request(&run, i))
+                            .await
+                            .map(|_| ()),
+                    };
+                    let micros = u64::try_from(sent_for.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let _ = tx.send((micros.max(1), outcome.err().map(|s| s.code())));
+                });
+                intended += interval;
+                i += 1;
+            }
+        }));
+    }
+    drop(tx);
+    for sender in senders {
+        let _ = sender.await;
+    }
+    let mut all = new_histogram()?;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    while let Some((micros, error)) = rx.recv().await {
+        all.saturating_record(micros);
+        if let Some(code) = error {
+            *errors.entry(format!("{code:?}")).or_default() += 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Report {
+        target: run.target,
+        connections,
+        in_flight: 0,
+        seconds,
+        requests: all.len(),
+        per_second: all.len() as f64 / seconds,
+        p50_us: all.value_at_quantile(0.50),
+        p90_us: all.value_at_quantile(0.90),
+        p99_us: all.value_at_quantile(0.99),
+        p999_us: all.value_at_quantile(0.999),
+        max_us: all.max(),
+        errors,
+    })
+}
+
 /// Recipients for a run against the demo: `hits` of the demo data set (regenerated from the
 /// same seed, so they exist on the server) and as many random numbers that do not.
 pub fn demo_recipients(records: usize, seed: u64, hits: usize) -> Vec<String> {

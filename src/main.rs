@@ -379,14 +379,15 @@ async fn run_mock_iys(args: iysgate::config::MockIysArgs) -> Result<(), String> 
 }
 
 async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
-    use iysgate::load::{ClosedLoop, Target, demo_recipients, run_closed_loop};
+    use iysgate::load::{ClosedLoop, Target, demo_recipients, run_closed_loop, run_open_loop};
     let target = match args.target.as_str() {
         "iysgate" => Target::Iysgate,
         "echo" => Target::Echo,
         other => return Err(format!("--target {other:?}: expected iysgate or echo")),
     };
     let recipients = demo_recipients(args.records, args.seed, 50_000);
-    let report = run_closed_loop(ClosedLoop {
+    let rate = args.rate;
+    let run = ClosedLoop {
         addr: args.addr,
         target,
         api_key: args.api_key,
@@ -395,8 +396,12 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
         in_flight: args.in_flight,
         duration: args.duration,
         recipients: Arc::new(recipients),
-    })
-    .await
+    };
+    let report = if rate > 0 {
+        run_open_loop(run, rate).await
+    } else {
+        run_closed_loop(run).await
+    }
     .map_err(|e| e.to_string())?;
     if args.json {
         println!(

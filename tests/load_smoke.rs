@@ -9,7 +9,9 @@ use clap::Parser;
 use iysgate::auth::{hash_key, to_hex};
 use iysgate::config::{Cli, Command};
 use iysgate::domain::SystemClock;
-use iysgate::load::{ClosedLoop, Target, demo_recipients, run_closed_loop, serve_echo};
+use iysgate::load::{
+    ClosedLoop, Target, demo_recipients, run_closed_loop, run_open_loop, serve_echo,
+};
 use iysgate::server::{self, App};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,15 +41,32 @@ async fn the_generator_loads_the_echo_baseline_and_iysgate() {
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move { serve_echo(echo, async move { s.cancelled().await }).await });
-    let report = run_closed_loop(run(echo_addr, Target::Echo, Arc::clone(&recipients)))
-        .await
-        .unwrap();
+    let report = run_closed_loop(run(
+        echo_addr.clone(),
+        Target::Echo,
+        Arc::clone(&recipients),
+    ))
+    .await
+    .unwrap();
     assert!(
         report.requests > 0 && report.errors.is_empty(),
         "{}",
         report.summary()
     );
     assert!(report.p50_us > 0 && report.p50_us <= report.p99_us);
+    // Open loop at 2 000 calls/s for 0.3 s: about 600 calls, all answered.
+    let report = run_open_loop(
+        run(echo_addr.clone(), Target::Echo, Arc::clone(&recipients)),
+        2_000,
+    )
+    .await
+    .unwrap();
+    assert!(
+        (400..=700).contains(&report.requests),
+        "{}",
+        report.summary()
+    );
+    assert!(report.errors.is_empty(), "{}", report.summary());
 
     // iysgate with the same demo data (same record count and seed) and a key for it.
     let argv = [
