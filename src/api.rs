@@ -262,6 +262,24 @@ fn purpose(value: i32) -> Result<DPurpose, InvalidField> {
     })
 }
 
+/// A check from the wire fields (channel, recipient_type, retailer_code, purpose) shared by
+/// `CheckRequest` and `CheckBatchItem`, naming the first bad field.
+fn query(
+    brand: u32,
+    recipient: &str,
+    fields: (i32, i32, u32, i32),
+) -> Result<Query<'_>, InvalidField> {
+    let (channel_value, rtype, retailer_code, purpose_value) = fields;
+    Ok(Query {
+        brand,
+        recipient,
+        channel: channel(channel_value)?,
+        recipient_type: recipient_type(rtype)?,
+        retailer: retailer(retailer_code),
+        purpose: purpose(purpose_value)?,
+    })
+}
+
 fn retailer(code: u32) -> Option<u32> {
     (code != 0).then_some(code)
 }
@@ -349,24 +367,15 @@ impl ConsentService {
     }
 
     fn check_one(&self, client: &Client, brand: u32, item: &pb::CheckBatchItem) -> pb::Decision {
-        let parsed = channel(item.channel).and_then(|c| {
-            Ok((
-                c,
-                recipient_type(item.recipient_type)?,
-                purpose(item.purpose)?,
-            ))
-        });
-        let (channel, rtype, purpose) = match parsed {
-            Ok(p) => p,
+        let fields = (
+            item.channel,
+            item.recipient_type,
+            item.retailer_code,
+            item.purpose,
+        );
+        let q = match query(brand, &item.recipient, fields) {
+            Ok(q) => q,
             Err(e) => return invalid_decision(&e),
-        };
-        let q = Query {
-            brand,
-            recipient: &item.recipient,
-            channel,
-            recipient_type: rtype,
-            retailer: retailer(item.retailer_code),
-            purpose,
         };
         match self.checker.check(&q) {
             Ok(answer) => {
@@ -398,14 +407,13 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         let req = request.get_ref();
         let brand = brand(req.brand_code).map_err(|e| invalid_status(&e))?;
         permission(&client, brand, retailer(req.retailer_code))?;
-        let q = Query {
-            brand,
-            recipient: &req.recipient,
-            channel: channel(req.channel).map_err(|e| invalid_status(&e))?,
-            recipient_type: recipient_type(req.recipient_type).map_err(|e| invalid_status(&e))?,
-            retailer: retailer(req.retailer_code),
-            purpose: purpose(req.purpose).map_err(|e| invalid_status(&e))?,
-        };
+        let fields = (
+            req.channel,
+            req.recipient_type,
+            req.retailer_code,
+            req.purpose,
+        );
+        let q = query(brand, &req.recipient, fields).map_err(|e| invalid_status(&e))?;
         let answer = self.checker.check(&q).inspect_err(|e| match e {
             CheckError::Invalid(_) => self.metrics.invalid(1),
             CheckError::Unavailable { .. } => self.metrics.unavailable(),

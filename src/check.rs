@@ -198,16 +198,27 @@ impl Checker {
 
     /// Age of the index data now, and whether it may still ALLOW.
     pub fn data_age(&self) -> (Option<Duration>, bool) {
-        let age = self.freshness.age(self.clock.now_utc());
+        self.data_age_at(self.clock.now_utc())
+    }
+
+    fn data_age_at(&self, now: DateTime<Utc>) -> (Option<Duration>, bool) {
+        let age = self.freshness.age(now);
         let fresh = age.is_some_and(|a| a <= self.max_staleness);
         (age, fresh)
+    }
+
+    /// One clock read per check (or chunk): its data age and its Turkey-time "now".
+    fn now(&self) -> (Option<Duration>, bool, crate::domain::TurkeyTime) {
+        let now = self.clock.now_utc();
+        let (age, fresh) = self.data_age_at(now);
+        (age, fresh, crate::domain::time::to_turkey(now))
     }
 
     /// Checks one recipient.
     pub fn check(&self, q: &Query<'_>) -> Result<Answer, CheckError> {
         let recipient = parse_recipient(q.recipient, q.channel)?;
         let address = self.address(&recipient, q.recipient_type);
-        let (age, fresh) = self.data_age();
+        let (age, fresh, now) = self.now();
         let state = self
             .index
             .state(q.brand, q.recipient_type, address, q.channel);
@@ -217,7 +228,7 @@ impl Checker {
             retailer: q.retailer,
             record: record_view(state),
             policy: self.policy(q.brand),
-            now: self.clock.now_turkey(),
+            now,
             fresh,
         };
         let decision = decide(&input, &self.calendar, |retailer| {
@@ -296,11 +307,11 @@ impl Checker {
         len: usize,
     ) -> ChunkContext {
         out.reset(len);
-        let (age, fresh) = self.data_age();
+        let (age, fresh, now) = self.now();
         out.data_age = age.unwrap_or_default();
         ChunkContext {
             policy: self.policy(spec.brand),
-            now: self.clock.now_turkey(),
+            now,
             fresh,
             age,
         }

@@ -160,38 +160,84 @@ fn request(run: &ClosedLoop, i: usize) -> Request<pb::CheckRequest> {
     request
 }
 
+fn new_histogram() -> Result<Histogram<u64>, LoadError> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .map_err(|e| LoadError::Histogram(e.to_string()))
+}
+
+async fn connect(addr: &str) -> Result<tonic::transport::Channel, LoadError> {
+    tonic::transport::Endpoint::from_shared(addr.to_owned())
+        .map_err(|e| LoadError::Connect(addr.to_owned(), e))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| LoadError::Connect(addr.to_owned(), e))
+}
+
+/// Clients of both targets over one connection; a caller keeps its pair for the whole run.
+struct Clients {
+    iysgate: pb::consent_check_client::ConsentCheckClient<tonic::transport::Channel>,
+    echo: EchoClient<tonic::transport::Channel>,
+}
+
+impl Clients {
+    fn new(channel: tonic::transport::Channel) -> Self {
+        Self {
+            iysgate: pb::consent_check_client::ConsentCheckClient::new(channel.clone()),
+            echo: EchoClient::new(channel),
+        }
+    }
+
+    /// One Check against the run's target.
+    async fn call(&mut self, run: &ClosedLoop, i: usize) -> Result<(), Status> {
+        match run.target {
+            Target::Iysgate => self.iysgate.check(request(run, i)).await.map(|_| ()),
+            Target::Echo => self.echo.check(request(run, i)).await.map(|_| ()),
+        }
+    }
+}
+
+fn report(
+    run: &ClosedLoop,
+    in_flight: usize,
+    seconds: f64,
+    all: &Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+) -> Report {
+    Report {
+        target: run.target,
+        connections: run.connections.max(1),
+        in_flight,
+        seconds,
+        requests: all.len(),
+        per_second: all.len() as f64 / seconds,
+        p50_us: all.value_at_quantile(0.50),
+        p90_us: all.value_at_quantile(0.90),
+        p99_us: all.value_at_quantile(0.99),
+        p999_us: all.value_at_quantile(0.999),
+        max_us: all.max(),
+        errors,
+    }
+}
+
 /// Runs a closed-loop load and reports what it measured.
 pub async fn run_closed_loop(run: ClosedLoop) -> Result<Report, LoadError> {
-    let new_histogram = || {
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-            .map_err(|e| LoadError::Histogram(e.to_string()))
-    };
     let run = Arc::new(run);
     let started = Instant::now();
     let deadline = started + run.duration;
     let mut tasks = Vec::new();
     for c in 0..run.connections.max(1) {
-        let channel = tonic::transport::Endpoint::from_shared(run.addr.clone())
-            .map_err(|e| LoadError::Connect(run.addr.clone(), e))?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| LoadError::Connect(run.addr.clone(), e))?;
+        let channel = connect(&run.addr).await?;
         for m in 0..run.in_flight.max(1) {
             let (run, channel) = (Arc::clone(&run), channel.clone());
             let mut histogram = new_histogram()?;
             tasks.push(tokio::spawn(async move {
                 let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-                let mut iysgate =
-                    pb::consent_check_client::ConsentCheckClient::new(channel.clone());
-                let mut echo = EchoClient::new(channel);
+                let mut clients = Clients::new(channel);
                 let mut i = (c * 7919 + m * 104_729) % run.recipients.len().max(1);
                 while Instant::now() < deadline {
                     let sent = Instant::now();
-                    let outcome = match run.target {
-                        Target::Iysgate => iysgate.check(request(&run, i)).await.map(|_| ()),
-                        Target::Echo => echo.check(request(&run, i)).await.map(|_| ()),
-                    };
+                    let outcome = clients.call(&run, i).await;
                     let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                     histogram.saturating_record(micros.max(1));
                     if let Err(status) = outcome {
@@ -214,30 +260,13 @@ pub async fn run_closed_loop(run: ClosedLoop) -> Result<Report, LoadError> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(Report {
-        target: run.target,
-        connections: run.connections,
-        in_flight: run.in_flight,
-        seconds,
-        requests: all.len(),
-        per_second: all.len() as f64 / seconds,
-        p50_us: all.value_at_quantile(0.50),
-        p90_us: all.value_at_quantile(0.90),
-        p99_us: all.value_at_quantile(0.99),
-        p999_us: all.value_at_quantile(0.999),
-        max_us: all.max(),
-        errors,
-    })
+    Ok(report(&run, run.in_flight, seconds, &all, errors))
 }
 
 /// An open-loop run: calls sent at a fixed total `rate` per second whatever the answers do,
 /// latency measured from each call's *intended* send time, so queueing in the server (or the
 /// generator) is not hidden the way a closed loop hides it.
 pub async fn run_open_loop(run: ClosedLoop, rate: u64) -> Result<Report, LoadError> {
-    let new_histogram = || {
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-            .map_err(|e| LoadError::Histogram(e.to_string()))
-    };
     let run = Arc::new(run);
     let connections = run.connections.max(1);
     // Each connection sends every `connections / rate` seconds.
@@ -247,12 +276,7 @@ pub async fn run_open_loop(run: ClosedLoop, rate: u64) -> Result<Report, LoadErr
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Option<tonic::Code>)>();
     let mut senders = Vec::new();
     for c in 0..connections {
-        let channel = tonic::transport::Endpoint::from_shared(run.addr.clone())
-            .map_err(|e| LoadError::Connect(run.addr.clone(), e))?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| LoadError::Connect(run.addr.clone(), e))?;
+        let channel = connect(&run.addr).await?;
         let (run, tx) = (Arc::clone(&run), tx.clone());
         senders.push(tokio::spawn(async move {
             // Connections start staggered so the total rate is even.
@@ -263,18 +287,7 @@ pub async fn run_open_loop(run: ClosedLoop, rate: u64) -> Result<Report, LoadErr
                 let (run, tx, channel) = (Arc::clone(&run), tx.clone(), channel.clone());
                 let sent_for = intended;
                 tokio::spawn(async move {
-                    let outcome = match run.target {
-                        Target::Iysgate => {
-                            pb::consent_check_client::ConsentCheckClient::new(channel)
-                                .check(request(&run, i))
-                                .await
-                                .map(|_| ())
-                        }
-                        Target::Echo => EchoClient::new(channel)
-                            .check(request(&run, i))
-                            .await
-                            .map(|_| ()),
-                    };
+                    let outcome = Clients::new(channel).call(&run, i).await;
                     let micros = u64::try_from(sent_for.elapsed().as_micros()).unwrap_or(u64::MAX);
                     let _ = tx.send((micros.max(1), outcome.err().map(|s| s.code())));
                 });
@@ -296,20 +309,7 @@ pub async fn run_open_loop(run: ClosedLoop, rate: u64) -> Result<Report, LoadErr
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(Report {
-        target: run.target,
-        connections,
-        in_flight: 0,
-        seconds,
-        requests: all.len(),
-        per_second: all.len() as f64 / seconds,
-        p50_us: all.value_at_quantile(0.50),
-        p90_us: all.value_at_quantile(0.90),
-        p99_us: all.value_at_quantile(0.99),
-        p999_us: all.value_at_quantile(0.999),
-        max_us: all.max(),
-        errors,
-    })
+    Ok(report(&run, 0, seconds, &all, errors))
 }
 
 /// Recipients for a run against the demo: `hits` of the demo data set (regenerated from the
