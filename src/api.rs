@@ -152,6 +152,40 @@ impl ConsentService {
         Ok(guard)
     }
 
+    /// Takes `n` decisions from the client's quota, or refuses the call with
+    /// RESOURCE_EXHAUSTED and a RetryInfo saying when it would fit.
+    fn charge(&self, client: &Client, n: usize) -> Result<(), Status> {
+        let Some(quota) = &client.quota else {
+            return Ok(());
+        };
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        match quota.try_take(n, Instant::now()) {
+            Ok(()) => Ok(()),
+            Err(wait) => {
+                self.metrics.quota_exceeded(&client.name);
+                let message = match wait {
+                    Some(_) => format!(
+                        "quota of {} decisions/s for this API key exceeded; retry later",
+                        quota.per_second()
+                    ),
+                    None => format!(
+                        "{n} decisions in one call exceed this API key's burst of {}; send smaller batches",
+                        quota.burst()
+                    ),
+                };
+                let mut details = ErrorDetails::new();
+                if let Some(wait) = wait {
+                    details.set_retry_info(Some(wait));
+                }
+                Err(Status::with_error_details(
+                    tonic::Code::ResourceExhausted,
+                    message,
+                    details,
+                ))
+            }
+        }
+    }
+
     fn client<T>(&self, request: &Request<T>) -> Result<Arc<Client>, Status> {
         let md = request.metadata();
         let secret = md
@@ -404,6 +438,7 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         let started = Instant::now();
         let _slot = self.admit()?;
         let client = self.client(&request)?;
+        self.charge(&client, 1)?;
         let req = request.get_ref();
         let brand = brand(req.brand_code).map_err(|e| invalid_status(&e))?;
         permission(&client, brand, retailer(req.retailer_code))?;
@@ -454,6 +489,7 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         for item in &req.items {
             permission(&client, brand, retailer(item.retailer_code))?;
         }
+        self.charge(&client, req.items.len())?;
         let decisions: Vec<pb::Decision> = req
             .items
             .iter()
@@ -492,7 +528,25 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
             chunk: 0,
             out: FilterOutcome::default(),
         };
-        let stream = request.into_inner().map(move |chunk| {
+        // A client's quota paces its Filter stream rather than failing it: each chunk waits
+        // for its decisions, and HTTP/2 flow control slows the sender.
+        let quota = client.quota.clone();
+        let paced = request.into_inner().then(move |chunk| {
+            let wait = match (&quota, &chunk) {
+                (Some(quota), Ok(c)) => {
+                    let n = c.recipients.len() + c.phones.len();
+                    quota.reserve(u32::try_from(n).unwrap_or(u32::MAX), Instant::now())
+                }
+                _ => Duration::ZERO,
+            };
+            async move {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                chunk
+            }
+        });
+        let stream = paced.map(move |chunk| {
             let _held = &slot; // the call counts as in flight until the stream ends
             let started = Instant::now();
             let reply = state.answer(&checker, &metrics, &client, &chunk?);

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::quota::RateLimiter;
+
 /// Which retailers (bayi) a client may name for a brand.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum RetailerGrant {
@@ -28,6 +30,8 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 pub struct Client {
     pub name: String,
     grants: FastMap<u32, RetailerGrant>,
+    /// Decisions per second this client may ask for, shared by all its connections.
+    pub quota: Option<Arc<RateLimiter>>,
 }
 
 impl Client {
@@ -35,7 +39,14 @@ impl Client {
         Self {
             name: name.into(),
             grants: FastMap::default(),
+            quota: None,
         }
+    }
+
+    #[must_use]
+    pub fn with_quota(mut self, per_second: u32, burst: u32) -> Self {
+        self.quota = Some(Arc::new(RateLimiter::new(per_second, burst)));
+        self
     }
 
     #[must_use]
@@ -104,7 +115,7 @@ pub enum KeysError {
     #[error("API key of client {client:?} is listed twice")]
     Duplicate { client: String },
     #[error(
-        "--client {0:?}: expected name=NAME;sha256=HEX;brands=CODE,CODE[;retailers=*|CODE,CODE]"
+        "--client {0:?}: expected name=NAME;sha256=HEX;brands=CODE,CODE[;retailers=*|CODE,CODE][;quota=PER_SECOND[/BURST]]"
     )]
     BadFlag(String),
 }
@@ -127,6 +138,17 @@ struct ClientEntry {
     name: String,
     key_sha256: String,
     grants: Vec<GrantEntry>,
+    #[serde(default)]
+    quota: Option<QuotaEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaEntry {
+    per_second: u32,
+    /// Defaults to one second's worth.
+    #[serde(default)]
+    burst: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +200,15 @@ impl ApiKeys {
                 };
                 client = client.grant(g.brand_code, retailers);
             }
+            if let Some(q) = entry.quota {
+                if q.per_second == 0 {
+                    return Err(KeysError::Parse(format!(
+                        "client {:?}: quota.per_second must be at least 1",
+                        client.name
+                    )));
+                }
+                client = client.with_quota(q.per_second, q.burst.unwrap_or(q.per_second));
+            }
             keys.insert(digest, client)?;
         }
         Ok(keys)
@@ -191,7 +222,8 @@ impl ApiKeys {
         Self::from_json(&text)
     }
 
-    /// Parses a `--client` flag: `name=NAME;sha256=HEX;brands=CODE,CODE[;retailers=*|CODE,..]`.
+    /// Parses a `--client` flag:
+    /// `name=NAME;sha256=HEX;brands=CODE,CODE[;retailers=*|CODE,..][;quota=PER_SECOND[/BURST]]`.
     pub fn add_flag(&mut self, flag: &str) -> Result<(), KeysError> {
         let bad = || KeysError::BadFlag(flag.to_owned());
         let mut fields: HashMap<&str, &str> = HashMap::new();
@@ -212,6 +244,18 @@ impl ApiKeys {
         let mut client = Client::new(*name);
         for brand in parse_codes(fields.get("brands").ok_or_else(bad)?).ok_or_else(bad)? {
             client = client.grant(brand, retailers.clone());
+        }
+        if let Some(quota) = fields.get("quota") {
+            let (rate, burst) = match quota.split_once('/') {
+                Some((rate, burst)) => (rate, Some(burst)),
+                None => (*quota, None),
+            };
+            let rate: u32 = rate.parse().ok().filter(|r| *r > 0).ok_or_else(bad)?;
+            let burst: u32 = match burst {
+                Some(b) => b.parse().ok().filter(|b| *b > 0).ok_or_else(bad)?,
+                None => rate,
+            };
+            client = client.with_quota(rate, burst);
         }
         self.insert(digest, client)
     }
@@ -293,5 +337,34 @@ mod tests {
             keys.add_flag(&format!("name=dup;sha256={digest};brands=1"))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn quotas_parse_from_flag_and_file() {
+        let digest = to_hex(&hash_key("a"));
+        let mut keys = ApiKeys::default();
+        keys.add_flag(&format!("name=a;sha256={digest};brands=1;quota=500/50"))
+            .unwrap();
+        let q = keys.authenticate("a").unwrap().quota.clone().unwrap();
+        assert_eq!((q.per_second(), q.burst()), (500, 50));
+        let other = to_hex(&hash_key("b"));
+        for bad in ["quota=0", "quota=x", "quota=10/0"] {
+            let err = keys
+                .add_flag(&format!("name=b;sha256={other};brands=1;{bad}"))
+                .unwrap_err();
+            assert!(err.to_string().contains("quota=PER_SECOND"), "{err}");
+        }
+        let text = format!(
+            r#"{{"clients":[{{"name":"c","key_sha256":"{other}","grants":[],"quota":{{"per_second":20}}}}]}}"#
+        );
+        let keys = ApiKeys::from_json(&text).unwrap();
+        let q = keys.authenticate("b").unwrap().quota.clone().unwrap();
+        assert_eq!(
+            (q.per_second(), q.burst()),
+            (20, 20),
+            "burst defaults to a second's worth"
+        );
+        let err = ApiKeys::from_json(&text.replace("20", "0")).unwrap_err();
+        assert!(err.to_string().contains("quota.per_second"), "{err}");
     }
 }

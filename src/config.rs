@@ -182,6 +182,13 @@ pub struct KeygenArgs {
     /// Brand codes to grant, comma separated.
     #[arg(long, value_delimiter = ',', required = true)]
     pub brands: Vec<u32>,
+    /// Decisions per second this client may ask for (a Check is 1, a batch its items, a
+    /// Filter its recipients); past it calls get RESOURCE_EXHAUSTED and Filter streams slow.
+    #[arg(long)]
+    pub quota: Option<u32>,
+    /// Decisions the client may ask for at once (default: one second's worth).
+    #[arg(long, requires = "quota")]
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Args, Clone)]

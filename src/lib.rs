@@ -8,6 +8,7 @@
 //! - [`store`]: current records and the one write path that keeps the index in step.
 //! - [`check`]: a check from input to decision, reading only memory.
 //! - [`auth`]: API keys (stored hashed) and their brand grants.
+//! - [`quota`]: per-client rate limits, so one tenant cannot take another's capacity.
 //! - [`api`]: the tonic gRPC services and the mapping to status codes.
 //! - [`server`]: assembling and running a process; shutdown in order.
 //! - [`demo`]: the generated data set of the embedded default.
@@ -26,6 +27,7 @@ pub mod index;
 pub mod iys;
 pub mod load;
 pub mod push;
+pub mod quota;
 pub mod server;
 pub mod shared;
 pub mod store;

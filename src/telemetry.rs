@@ -126,6 +126,11 @@ impl Metrics {
         self.unavailable.increment(1);
     }
 
+    /// A call refused by its client's quota; by client name (a handful per deployment).
+    pub fn quota_exceeded(&self, client: &str) {
+        counter!("iysgate_quota_exceeded_total", "client" => client.to_owned()).increment(1);
+    }
+
     pub fn shed(&self) {
         self.shed.increment(1);
     }

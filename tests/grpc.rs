@@ -894,6 +894,93 @@ async fn over_capacity_calls_are_shed_at_once() {
 }
 
 #[tokio::test]
+async fn a_client_over_its_quota_is_refused_and_others_are_not() {
+    const QUOTA_KEY: &str = "iysk_test_key_with_quota";
+    let flag = format!(
+        "name=limited;sha256={};brands={BRAND};quota=2/5",
+        to_hex(&hash_key(QUOTA_KEY))
+    );
+    let mut s = start(&["--client", &flag]).await;
+    let req = || check_req(ONAY_PHONE, pb::Channel::Mesaj);
+    // The burst of 5 passes, the next is refused with a RetryInfo of about half a second.
+    for _ in 0..5 {
+        s.client.check(keyed(req(), QUOTA_KEY)).await.unwrap();
+    }
+    let err = s.client.check(keyed(req(), QUOTA_KEY)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(
+        err.message().contains("quota of 2 decisions/s"),
+        "{}",
+        err.message()
+    );
+    let retry = err.get_details_retry_info().expect("RetryInfo").retry_delay;
+    let retry = retry.expect("a delay");
+    assert!(
+        retry > Duration::from_millis(100) && retry <= Duration::from_millis(500),
+        "{retry:?}"
+    );
+    // Another client, without a quota, is untouched.
+    for _ in 0..20 {
+        s.client.check(keyed(req(), KEY)).await.unwrap();
+    }
+    // A batch larger than the burst can never fit and says so.
+    let batch = pb::CheckBatchRequest {
+        brand_code: BRAND,
+        items: (0..6)
+            .map(|_| pb::CheckBatchItem {
+                recipient: ONAY_PHONE.into(),
+                channel: pb::Channel::Mesaj.into(),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let err = s
+        .client
+        .check_batch(keyed(batch, QUOTA_KEY))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("burst of 5"), "{}", err.message());
+    // After the refill the client is served again.
+    tokio::time::sleep(retry).await;
+    s.client.check(keyed(req(), QUOTA_KEY)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_quota_paces_a_filter_stream_instead_of_failing_it() {
+    const QUOTA_KEY: &str = "iysk_test_key_with_filter_quota";
+    let flag = format!(
+        "name=lists;sha256={};brands={BRAND};quota=200/100",
+        to_hex(&hash_key(QUOTA_KEY))
+    );
+    let mut s = start(&["--client", &flag]).await;
+    let chunk = |first: bool| pb::FilterRequest {
+        brand_code: if first { BRAND } else { 0 },
+        channel: if first { pb::Channel::Mesaj.into() } else { 0 },
+        phones: vec![905_321_111_111; 100],
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let mut replies = s
+        .client
+        .filter(keyed(
+            tokio_stream::iter(vec![chunk(true), chunk(false), chunk(false)]),
+            QUOTA_KEY,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut allowed = 0;
+    while let Some(reply) = replies.message().await.unwrap() {
+        allowed += reply.allowed_count;
+    }
+    // 300 decisions at 200/s with a burst of 100: the last chunk waits about a second.
+    assert_eq!(allowed, 300);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+}
+
+#[tokio::test]
 async fn deadlines_are_honoured() {
     let mut s = start(&[]).await;
     let (_tx, rx) = tokio::sync::mpsc::channel::<pb::FilterRequest>(1);
