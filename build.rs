@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .bytes(".iysgate.v1.FilterResponse.allowed")
+        .bytes(".iysgate.v1.FilterRequest.recipient_lines")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -534,7 +534,7 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         let paced = request.into_inner().then(move |chunk| {
             let wait = match (&quota, &chunk) {
                 (Some(quota), Ok(c)) => {
-                    let n = c.recipients.len() + c.phones.len();
+                    let n = chunk_len(c);
                     quota.reserve(u32::try_from(n).unwrap_or(u32::MAX), Instant::now())
                 }
                 _ => Duration::ZERO,
@@ -717,6 +717,38 @@ struct FilterState {
     out: FilterOutcome,
 }
 
+/// The lines of a `recipient_lines` field, borrowed from the message (one allocation per
+/// chunk, none per recipient).
+fn recipient_lines(text: &[u8]) -> Result<Vec<&str>, Status> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text = std::str::from_utf8(text).map_err(|e| {
+        invalid_status(&invalid(
+            "recipient_lines",
+            format!("not UTF-8 at byte {}", e.valid_up_to()),
+        ))
+    })?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    Ok(text
+        .split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .collect())
+}
+
+/// Items in a Filter chunk, whatever its form, without parsing it. (The compiler vectorises
+/// the byte count; a crate for it is not worth a dependency.)
+#[allow(clippy::naive_bytecount)]
+fn chunk_len(req: &pb::FilterRequest) -> usize {
+    let lines = &req.recipient_lines;
+    let line_count = if lines.is_empty() {
+        0
+    } else {
+        lines.iter().filter(|&&b| b == b'\n').count() + usize::from(!lines.ends_with(b"\n"))
+    };
+    req.recipients.len() + req.phones.len() + line_count
+}
+
 impl FilterState {
     fn spec_for(&mut self, client: &Client, req: &pb::FilterRequest) -> Result<FilterSpec, Status> {
         let spec = if let (Some(spec), 0) = (self.spec, req.brand_code) {
@@ -747,23 +779,36 @@ impl FilterState {
         req: &pb::FilterRequest,
     ) -> Result<pb::FilterResponse, Status> {
         let spec = self.spec_for(client, req)?;
-        let count = req.recipients.len() + req.phones.len();
+        let lines = recipient_lines(&req.recipient_lines)?;
+        let count = req.recipients.len() + req.phones.len() + lines.len();
         if count > MAX_CHUNK {
             return Err(invalid_status(&invalid(
                 "recipients",
                 format!("{count} items in one chunk; at most {MAX_CHUNK}"),
             )));
         }
-        if !req.recipients.is_empty() && !req.phones.is_empty() {
+        let forms = [
+            !req.recipients.is_empty(),
+            !req.phones.is_empty(),
+            !lines.is_empty(),
+        ];
+        if forms.iter().filter(|&&used| used).count() > 1 {
+            let field = if forms[2] {
+                "recipient_lines"
+            } else {
+                "phones"
+            };
             return Err(invalid_status(&invalid(
-                "phones",
-                "a chunk carries either recipients or phones, not both",
+                field,
+                "a chunk carries one of recipients, phones or recipient_lines",
             )));
         }
-        let result = if req.phones.is_empty() {
-            checker.filter_recipients(&spec, &req.recipients, &mut self.out)
-        } else {
+        let result = if !req.phones.is_empty() {
             checker.filter_phones(&spec, &req.phones, &mut self.out)
+        } else if !lines.is_empty() {
+            checker.filter_recipients(&spec, &lines, &mut self.out)
+        } else {
+            checker.filter_recipients(&spec, &req.recipients, &mut self.out)
         };
         if let Err(e) = result {
             if matches!(e, CheckError::Unavailable { .. }) {

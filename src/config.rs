@@ -258,15 +258,20 @@ pub struct MockIysArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct LoadArgs {
+    /// `sms` (unary Check), `email` (lists through Filter) or `mixed-tenants` (a steady tenant
+    /// beside a flooding one).
+    #[arg(long, default_value = "sms")]
+    pub scenario: String,
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub addr: String,
-    /// `iysgate` or `echo`.
+    /// `iysgate` or `echo` (sms only).
     #[arg(long, default_value = "iysgate")]
     pub target: String,
     #[arg(long, env = ENV_API_KEY, hide_env_values = true, default_value = "")]
     pub api_key: String,
     #[arg(long, default_value_t = 600_001)]
     pub brand: u32,
+    /// Connections (for `email`: concurrent Filter streams, one per connection).
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
     /// Calls in flight per connection.
@@ -281,12 +286,41 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
     /// Open loop: this many calls per second in total, latency from the intended send time
-    /// (0 = closed loop).
+    /// (0 = closed loop). For `mixed-tenants`: the steady tenant's rate.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// Print the report as JSON instead of the summary line.
+    /// `email`: recipients in the whole list.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub recipients: usize,
+    /// `email`: `phones` (packed numbers, MESAJ), `emails` (addresses in `recipient_lines`,
+    /// EPOSTA) or `email-strings` (addresses as `repeated string`).
+    #[arg(long, default_value = "emails")]
+    pub list: String,
+    /// `email`: recipients per Filter chunk.
+    #[arg(long, default_value_t = 10_000)]
+    pub chunk: usize,
+    /// `email`: the server's process id, to report its peak memory (Linux).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// `mixed-tenants`: the flooding tenant's API key.
+    #[arg(
+        long,
+        env = "IYSGATE_FLOOD_API_KEY",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub flood_api_key: String,
+    /// `mixed-tenants`: the flooding tenant's connections and calls in flight per connection.
+    #[arg(long, default_value_t = 2)]
+    pub flood_connections: usize,
+    #[arg(long, default_value_t = 64)]
+    pub flood_in_flight: usize,
+    /// Print the report as JSON instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -388,37 +388,123 @@ async fn run_mock_iys(args: iysgate::config::MockIysArgs) -> Result<(), String> 
 }
 
 async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
-    use iysgate::load::{ClosedLoop, Target, demo_recipients, run_closed_loop, run_open_loop};
+    use iysgate::domain::Channel;
+    use iysgate::load::filter::{FilterRun, ListKind, run_filter};
+    use iysgate::load::tenants::{TenantsRun, run_tenants};
+    use iysgate::load::{
+        ClosedLoop, Progress, Target, demo_recipients, run_closed_loop, run_open_loop,
+    };
+    fn emit<T: serde::Serialize>(json: bool, report: &T, summary: &str) -> Result<(), String> {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(report).map_err(|e| e.to_string())?
+            );
+        } else {
+            println!("{summary}");
+        }
+        Ok(())
+    }
     let target = match args.target.as_str() {
         "iysgate" => Target::Iysgate,
         "echo" => Target::Echo,
         other => return Err(format!("--target {other:?}: expected iysgate or echo")),
     };
-    let recipients = demo_recipients(args.records, args.seed, 50_000);
-    let rate = args.rate;
-    let run = ClosedLoop {
-        addr: args.addr,
+    let progress = Progress::default();
+    let planned = match args.scenario.as_str() {
+        "sms" => Some(args.duration),
+        "mixed-tenants" => Some(args.duration * 2 + std::time::Duration::from_secs(1)),
+        _ => None,
+    };
+    let line = (!args.quiet).then(|| progress.show("answered", planned));
+    let checks = if args.scenario == "email" {
+        Arc::default()
+    } else {
+        Arc::new(demo_recipients(
+            args.records,
+            args.seed,
+            50_000,
+            Channel::Mesaj,
+        ))
+    };
+    let sms = |api_key: String, progress: Progress| ClosedLoop {
+        addr: args.addr.clone(),
         target,
-        api_key: args.api_key,
+        api_key,
         brand: args.brand,
         connections: args.connections,
         in_flight: args.in_flight,
         duration: args.duration,
-        recipients: Arc::new(recipients),
+        recipients: Arc::clone(&checks),
+        progress,
     };
-    let report = if rate > 0 {
-        run_open_loop(run, rate).await
-    } else {
-        run_closed_loop(run).await
+    match args.scenario.as_str() {
+        "sms" => {
+            let run = sms(args.api_key.clone(), progress);
+            let report = if args.rate > 0 {
+                run_open_loop(run, args.rate).await
+            } else {
+                run_closed_loop(run).await
+            }
+            .map_err(|e| e.to_string())?;
+            finish(line).await;
+            emit(args.json, &report, &report.summary())
+        }
+        "email" => {
+            let (kind, channel) = match args.list.as_str() {
+                "phones" => (ListKind::Phones, Channel::Mesaj),
+                "emails" => (ListKind::Emails, Channel::Eposta),
+                "email-strings" => (ListKind::EmailStrings, Channel::Eposta),
+                other => {
+                    return Err(format!(
+                        "--list {other:?}: expected phones, emails or email-strings"
+                    ));
+                }
+            };
+            let pool = demo_recipients(args.records, args.seed, 500_000, channel);
+            let run = FilterRun {
+                addr: args.addr.clone(),
+                api_key: args.api_key.clone(),
+                brand: args.brand,
+                kind,
+                total: args.recipients,
+                chunk: args.chunk,
+                streams: args.connections,
+                pool: Arc::new(pool),
+                server_pid: args.server_pid,
+                progress,
+            };
+            let report = run_filter(run).await.map_err(|e| e.to_string())?;
+            finish(line).await;
+            emit(args.json, &report, &report.summary())
+        }
+        "mixed-tenants" => {
+            if args.rate == 0 || args.flood_api_key.is_empty() {
+                return Err(
+                    "mixed-tenants needs --rate (the steady tenant's calls/s) and --flood-api-key"
+                        .into(),
+                );
+            }
+            let mut flood = sms(args.flood_api_key.clone(), Progress::default());
+            flood.connections = args.flood_connections;
+            flood.in_flight = args.flood_in_flight;
+            let run = TenantsRun {
+                steady: sms(args.api_key.clone(), progress),
+                steady_rate: args.rate,
+                flood,
+            };
+            let report = run_tenants(run).await.map_err(|e| e.to_string())?;
+            finish(line).await;
+            emit(args.json, &report, &report.summary())
+        }
+        other => Err(format!(
+            "--scenario {other:?}: expected sms, email or mixed-tenants"
+        )),
     }
-    .map_err(|e| e.to_string())?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| e.to_string())?
-        );
-    } else {
-        println!("{}", report.summary());
+}
+
+async fn finish(line: Option<iysgate::load::progress::ProgressLine>) {
+    if let Some(line) = line {
+        line.finish().await;
     }
-    Ok(())
 }

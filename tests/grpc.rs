@@ -681,6 +681,54 @@ async fn filter_streams_bitmaps_and_reasons_per_chunk() {
     );
     assert!(replies.message().await.unwrap().is_none());
 
+    // E-mails as lines: item i is line i, "\r\n" endings and a final newline are fine.
+    let lines = pb::FilterRequest {
+        brand_code: BRAND,
+        channel: pb::Channel::Eposta.into(),
+        recipient_lines: format!("{ONAY_EMAIL}\r\nnot-an-address\nnobody@example.com\n").into(),
+        ..Default::default()
+    };
+    let mut replies = s
+        .client
+        .filter(keyed(tokio_stream::iter(vec![lines]), KEY))
+        .await
+        .unwrap()
+        .into_inner();
+    let c = replies.message().await.unwrap().unwrap();
+    assert_eq!((c.count, c.allowed_count), (3, 1));
+    assert!(bit(&c.allowed, 0));
+    let reasons: Vec<(u32, pb::Reason)> =
+        c.rejected.iter().map(|r| (r.index, r.reason())).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (1, pb::Reason::InvalidRecipient),
+            (2, pb::Reason::NoConsent)
+        ]
+    );
+    // Lines that are not UTF-8 are refused naming the field.
+    let broken = pb::FilterRequest {
+        brand_code: BRAND,
+        channel: pb::Channel::Eposta.into(),
+        recipient_lines: vec![b'a', 0xff, b'\n'].into(),
+        ..Default::default()
+    };
+    let err = s
+        .client
+        .filter(keyed(tokio_stream::iter(vec![broken]), KEY))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("recipient_lines"),
+        "{}",
+        err.message()
+    );
+
     // A chunk with both forms is refused, naming the field.
     let both = pb::FilterRequest {
         brand_code: BRAND,

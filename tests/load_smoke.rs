@@ -8,15 +8,19 @@ use std::time::Duration;
 use clap::Parser;
 use iysgate::auth::{hash_key, to_hex};
 use iysgate::config::{Cli, Command};
+use iysgate::domain::Channel;
 use iysgate::domain::SystemClock;
+use iysgate::load::filter::{FilterRun, ListKind, run_filter};
+use iysgate::load::tenants::{TenantsRun, run_tenants};
 use iysgate::load::{
-    ClosedLoop, Target, demo_recipients, run_closed_loop, run_open_loop, serve_echo,
+    ClosedLoop, Progress, Target, demo_recipients, run_closed_loop, run_open_loop, serve_echo,
 };
 use iysgate::server::{self, App};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 const KEY: &str = "iysk_load_smoke";
+const FLOOD_KEY: &str = "iysk_load_smoke_flood";
 
 fn run(addr: String, target: Target, recipients: Arc<Vec<String>>) -> ClosedLoop {
     ClosedLoop {
@@ -28,12 +32,13 @@ fn run(addr: String, target: Target, recipients: Arc<Vec<String>>) -> ClosedLoop
         in_flight: 4,
         duration: Duration::from_millis(300),
         recipients,
+        progress: Progress::default(),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_generator_loads_the_echo_baseline_and_iysgate() {
-    let recipients = Arc::new(demo_recipients(5_000, 7, 200));
+    let recipients = Arc::new(demo_recipients(5_000, 7, 200, Channel::Mesaj));
     assert!(recipients.len() >= 200, "hits and misses");
 
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -78,6 +83,11 @@ async fn the_generator_loads_the_echo_baseline_and_iysgate() {
         "off".into(),
         "--client".into(),
         format!("name=load;sha256={};brands=600001", to_hex(&hash_key(KEY))),
+        "--client".into(),
+        format!(
+            "name=flood;sha256={};brands=600001;quota=200/20",
+            to_hex(&hash_key(FLOOD_KEY))
+        ),
     ];
     let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
         unreachable!()
@@ -99,15 +109,79 @@ async fn the_generator_loads_the_echo_baseline_and_iysgate() {
             server::serve_grpc(&app, &args, listener, stop, &tasks).await
         });
     }
-    let report = run_closed_loop(run(addr, Target::Iysgate, recipients))
-        .await
-        .unwrap();
+    let progress = Progress::default();
+    let mut sms = run(addr.clone(), Target::Iysgate, Arc::clone(&recipients));
+    sms.progress = progress.clone();
+    let report = run_closed_loop(sms).await.unwrap();
     assert!(
         report.requests > 0 && report.errors.is_empty(),
         "{}",
         report.summary()
     );
+    assert_eq!(
+        progress.done(),
+        report.requests,
+        "the progress line counts every call"
+    );
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["target"], "Iysgate");
+
+    // email: lists of both kinds through Filter, every recipient answered, some allowed.
+    for (kind, channel) in [
+        (ListKind::Phones, Channel::Mesaj),
+        (ListKind::Emails, Channel::Eposta),
+    ] {
+        let report = run_filter(FilterRun {
+            addr: addr.clone(),
+            api_key: KEY.into(),
+            brand: 600_001,
+            kind,
+            total: 25_000,
+            chunk: 1_000,
+            streams: 2,
+            pool: Arc::new(demo_recipients(5_000, 7, 500, channel)),
+            server_pid: Some(std::process::id()),
+            progress: Progress::default(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(report.recipients, 25_000, "{}", report.summary());
+        assert!(report.errors.is_empty(), "{}", report.summary());
+        assert!(
+            report.allowed > 0 && report.allowed < 25_000,
+            "{}",
+            report.summary()
+        );
+        assert!(report.server_peak_rss_mib.unwrap() > 0.0);
+    }
+
+    // mixed-tenants: the flooding key's excess over its quota is refused, the steady tenant
+    // is answered.
+    let mut flood = run(addr.clone(), Target::Iysgate, Arc::clone(&recipients));
+    flood.api_key = FLOOD_KEY.into();
+    let report = run_tenants(TenantsRun {
+        steady: run(addr, Target::Iysgate, Arc::clone(&recipients)),
+        steady_rate: 500,
+        flood,
+    })
+    .await
+    .unwrap();
+    assert!(
+        report.steady_with_flood.errors.is_empty(),
+        "{}",
+        report.summary()
+    );
+    assert!(
+        report.steady_with_flood.requests >= 100,
+        "{}",
+        report.summary()
+    );
+    let refused = report
+        .flood
+        .errors
+        .get("ResourceExhausted")
+        .copied()
+        .unwrap_or(0);
+    assert!(refused > 0, "{}", report.summary());
     stop.cancel();
 }

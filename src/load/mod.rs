@@ -1,7 +1,14 @@
 //! The load-test kit's core: a bare gRPC echo server of the same messages as `Check` (the
-//! floor iysgate cannot beat), and a closed-loop load generator for unary `Check` (the `sms`
-//! scenario) with HDR histograms, throughput and errors by status code. The side-by-side run
-//! is `load-tests/compare.sh`.
+//! floor iysgate cannot beat), and the load generator's scenarios: `sms` (unary `Check`,
+//! closed or open loop; here), `email` ([`filter`]: lists through the Filter stream) and
+//! `mixed-tenants` ([`tenants`]), all with HDR histograms, throughput, errors by status code and
+//! a [`progress`] line. The side-by-side run is `load-tests/compare.sh`.
+
+pub mod filter;
+pub mod progress;
+pub mod tenants;
+
+pub use progress::Progress;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -96,6 +103,8 @@ pub struct ClosedLoop {
     pub duration: Duration,
     /// Recipients to ask about, used round robin (a mix of hits and misses).
     pub recipients: Arc<Vec<String>>,
+    /// Counts answered calls for the progress line.
+    pub progress: Progress,
 }
 
 /// The outcome of a run, as JSON and as a one-screen summary.
@@ -143,6 +152,8 @@ pub enum LoadError {
     Connect(String, tonic::transport::Error),
     #[error("histogram: {0}")]
     Histogram(String),
+    #[error("{0}")]
+    Run(String),
 }
 
 fn request(run: &ClosedLoop, i: usize) -> Request<pb::CheckRequest> {
@@ -240,7 +251,9 @@ pub async fn run_closed_loop(run: ClosedLoop) -> Result<Report, LoadError> {
                     let outcome = clients.call(&run, i).await;
                     let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                     histogram.saturating_record(micros.max(1));
+                    run.progress.add(1);
                     if let Err(status) = outcome {
+                        run.progress.fail();
                         *errors.entry(format!("{:?}", status.code())).or_default() += 1;
                     }
                     i += 1;
@@ -288,6 +301,10 @@ pub async fn run_open_loop(run: ClosedLoop, rate: u64) -> Result<Report, LoadErr
                 let sent_for = intended;
                 tokio::spawn(async move {
                     let outcome = Clients::new(channel).call(&run, i).await;
+                    run.progress.add(1);
+                    if outcome.is_err() {
+                        run.progress.fail();
+                    }
                     let micros = u64::try_from(sent_for.elapsed().as_micros()).unwrap_or(u64::MAX);
                     let _ = tx.send((micros.max(1), outcome.err().map(|s| s.code())));
                 });
@@ -312,9 +329,14 @@ pub async fn run_open_loop(run: ClosedLoop, rate: u64) -> Result<Report, LoadErr
     Ok(report(&run, 0, seconds, &all, errors))
 }
 
-/// Recipients for a run against the demo: `hits` of the demo data set (regenerated from the
-/// same seed, so they exist on the server) and as many random numbers that do not.
-pub fn demo_recipients(records: usize, seed: u64, hits: usize) -> Vec<String> {
+/// Recipients for a run against the demo: `hits` of the demo data set's `channel` records
+/// (regenerated from the same seed, so they exist on the server) and as many that do not.
+pub fn demo_recipients(
+    records: usize,
+    seed: u64,
+    hits: usize,
+    channel: crate::domain::Channel,
+) -> Vec<String> {
     let index = Arc::new(crate::index::ConsentIndex::new());
     let keyer = Arc::new(crate::index::EmailKeyer::new([0; 16]));
     let consents = crate::store::Consents::new(index, keyer);
@@ -322,16 +344,18 @@ pub fn demo_recipients(records: usize, seed: u64, hits: usize) -> Vec<String> {
     crate::demo::generate(&consents, records, seed, now);
     let mut out = Vec::with_capacity(hits * 2);
     consents.records().for_each(|key, _| {
-        if out.len() < hits
-            && key.brand == crate::demo::BRANDS[0].code
-            && key.channel == crate::domain::Channel::Mesaj
-        {
+        if out.len() < hits && key.brand == crate::demo::BRANDS[0].code && key.channel == channel {
             out.push(key.recipient.to_string());
         }
     });
     let found = out.len();
     for i in 0..found.max(1) {
-        out.push(format!("+9055{:08}", (i as u64 * 7_919) % 100_000_000));
+        let n = (i as u64 * 7_919) % 100_000_000;
+        out.push(if channel == crate::domain::Channel::Eposta {
+            format!("musteri.{n}@ornek-olmayan.com.tr")
+        } else {
+            format!("+9055{n:08}")
+        });
     }
     out
 }
