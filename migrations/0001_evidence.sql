@@ -156,16 +156,20 @@ CREATE TRIGGER upload_attempts_append_only BEFORE UPDATE OR DELETE ON upload_att
 CREATE TRIGGER upload_attempts_no_truncate BEFORE TRUNCATE ON upload_attempts
     FOR EACH STATEMENT EXECUTE FUNCTION iysgate_refuse_change();
 
--- KVKK: a read-only role for reporting that cannot read recipients or key digests. Roles are
--- cluster-wide: an existing one is reused. Without the CREATEROLE privilege the role is left
--- out with a notice (a DBA can create it and re-run these grants).
+-- KVKK: a read-only role for reporting that cannot read recipients, idempotency keys or key
+-- digests. Roles are cluster-wide: an existing one (e.g. made by a DBA) is reused. Without
+-- the CREATEROLE privilege a missing role is left out with a notice; a DBA can create it and
+-- re-run the grants below.
 DO $$
 BEGIN
-    BEGIN
-        CREATE ROLE iysgate_report NOLOGIN;
-    EXCEPTION
-        WHEN duplicate_object OR unique_violation THEN NULL;
-    END;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'iysgate_report') THEN
+        BEGIN
+            CREATE ROLE iysgate_report NOLOGIN;
+        EXCEPTION
+            -- Created meanwhile by another migrating database of the cluster.
+            WHEN duplicate_object OR unique_violation THEN NULL;
+        END;
+    END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO iysgate_report', current_schema());
     GRANT SELECT ON providers, brands, upload_outbox, upload_attempts, sync_cursors,
         daily_reports TO iysgate_report;

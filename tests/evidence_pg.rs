@@ -323,3 +323,66 @@ async fn claim_skips_uploads_another_claimer_holds() {
     assert_eq!(rest, ids[..3].iter().map(|&id| (id, 1)).collect::<Vec<_>>());
     schema.drop().await;
 }
+
+/// The migrations run as an ordinary schema owner, without superuser or CREATEROLE: the
+/// reporting role made earlier (here by the superuser's migrations, in production by a DBA)
+/// is reused and granted.
+#[tokio::test]
+async fn migrations_run_as_an_ordinary_owner() {
+    let admin = admin().await;
+    // Roles are cluster-wide: made once, reused by every run.
+    sqlx::query(
+        "DO $$ BEGIN CREATE ROLE iysgate_test_owner LOGIN PASSWORD 'iysgate-test' \
+         NOSUPERUSER NOCREATEROLE NOCREATEDB; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+    )
+    .execute(&admin)
+    .await
+    .unwrap();
+    // The reporting role exists once any superuser migration ran; make sure it does.
+    Schema::new("owner_prep").await.drop().await;
+    let schema = Schema::new("owner").await;
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER SCHEMA {} OWNER TO iysgate_test_owner",
+        schema.name
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let options = schema
+        .options
+        .clone()
+        .username("iysgate_test_owner")
+        .password("iysgate-test");
+    let store = PgStore::connect_with(options, BusinessCalendar::embedded())
+        .await
+        .expect("migrations need no superuser");
+    let store = EvidenceStore::from(store);
+    setup(&store).await;
+    let recorded = store
+        .record(
+            &[onay(BRAND, "a", "+905321234567", "2026-05-20 09:00:00")],
+            at("2026-05-20 10:00:00"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 1);
+    let granted: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT has_column_privilege('iysgate_report', '{}.consent_events', 'status', 'SELECT') \
+         AND NOT has_column_privilege('iysgate_report', '{}.consent_events', 'recipient', \
+         'SELECT')",
+        schema.name, schema.name
+    )))
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!(
+        granted,
+        "the owner granted the reporting role all but recipients"
+    );
+    let EvidenceStore::Pg(pg) = store else {
+        unreachable!()
+    };
+    pg.pool().close().await;
+    schema.drop().await;
+}
