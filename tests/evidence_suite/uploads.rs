@@ -286,6 +286,15 @@ pub async fn deadlines_follow_the_calendar(store: EvidenceStore) {
     assert_eq!(state_of(&store, b).await, UploadState::Expired);
     assert_eq!(store.expire_overdue(lapsed).await.unwrap(), 0);
     assert_eq!(store.upload_counts(lapsed).await.unwrap(), counts(0, 0, 2));
+
+    // b's slow uploader comes back: İYS did accept it. That is the truth, late or not.
+    let answer = at("2025-10-28 13:00:40");
+    let accepted = store
+        .finish_upload(b, 1, &registered("b"), answer)
+        .await
+        .unwrap();
+    assert!(matches!(accepted, UploadState::Registered { .. }));
+    assert_eq!(store.upload_counts(answer).await.unwrap(), counts(0, 0, 1));
 }
 
 /// Several uploaders draining at once never get the same upload, and together get all.

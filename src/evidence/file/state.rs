@@ -206,10 +206,15 @@ impl State {
         if let Some((state, next_attempt_at)) = after_answer(upload, attempt, &answer.outcome) {
             let deadline = upload.deadline;
             let open = state.is_open();
+            // İYS may accept an upload after it was marked expired (a slow uploader).
+            let was_expired = upload.state == UploadState::Expired;
             upload.state = state;
             upload.next_attempt_at = next_attempt_at;
             if !open {
                 self.open.remove(&(deadline, id));
+            }
+            if was_expired {
+                self.expired -= 1;
             }
         }
         self.attempts.entry(id).or_default().push(AttemptRecord {
