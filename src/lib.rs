@@ -9,6 +9,8 @@
 //! - [`check`]: a check from input to decision, reading only memory.
 //! - [`auth`]: API keys (stored hashed) and their brand grants.
 //! - [`quota`]: per-client rate limits, so one tenant cannot take another's capacity.
+//! - [`evidence`]: the system of record for collected consents, their evidence and their
+//!   upload to İYS (PostgreSQL, or an append-only file in the embedded default).
 //! - [`api`]: the tonic gRPC services and the mapping to status codes.
 //! - [`server`]: assembling and running a process; shutdown in order.
 //! - [`demo`]: the generated data set of the embedded default.
@@ -23,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod evidence;
 pub mod index;
 pub mod iys;
 pub mod load;

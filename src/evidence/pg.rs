@@ -1,0 +1,429 @@
+//! The evidence store in PostgreSQL (sqlx, runtime-checked queries: building needs no
+//! database). Migrations from `migrations/` are embedded and run by [`PgStore::connect`].
+//! Several replicas may share one database: a batch is one transaction, uploads are claimed
+//! with `FOR UPDATE SKIP LOCKED`, and an answer is applied under the outbox row's lock by the
+//! same rules as the file store (`model::after_answer`).
+
+mod admin;
+mod rows;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Row};
+
+use self::rows::{
+    AttemptColumns, StateColumns, attempt_from_row, attempt_to_db, codes_to_db, stored_event,
+    upload_from_row,
+};
+use super::EvidenceError;
+use super::model::{
+    AttemptRecord, Claim, EventId, NewEvent, Recorded, StoredEvent, UploadAnswer, UploadCounts,
+    UploadOutcome, UploadState, after_answer, at_risk_before, micros, prepare,
+};
+use crate::domain::BusinessCalendar;
+use crate::domain::time::from_turkey;
+
+/// The schema migrations, embedded at build time from `migrations/`.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// Connections per process: the uploader, the sync worker and a few RecordConsent calls.
+const POOL_SIZE: u32 = 8;
+/// How long a caller waits for a free connection before the call fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The event and outbox columns [`rows::stored_event`] reads: `e` the event, `o` its outbox
+/// row.
+macro_rules! event_columns {
+    () => {
+        "e.id, e.brand_code, e.recipient, e.recipient_type, e.channel, e.status, e.source, \
+         e.consent_date, e.retailer_access, e.capture_method, e.capture_location, \
+         e.document_ref, e.capturing_system, e.client_name, e.client_key_sha256, \
+         e.idempotency_key, e.recorded_at, o.state, o.deadline, o.attempts, o.next_attempt_at, \
+         o.lease_until, o.transaction_id, o.iys_creation_date, o.reject_code, o.reject_message"
+    };
+}
+
+/// Inserts an event and its pending upload in one statement; no row when the brand already
+/// has the idempotency key.
+const INSERT_EVENT: &str = "\
+    WITH e AS ( \
+        INSERT INTO consent_events (brand_code, recipient, recipient_type, channel, status, \
+            source, consent_date, retailer_access, capture_method, capture_location, \
+            document_ref, capturing_system, client_name, client_key_sha256, idempotency_key, \
+            recorded_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+        ON CONFLICT (brand_code, idempotency_key) DO NOTHING \
+        RETURNING id, brand_code) \
+    INSERT INTO upload_outbox (event_id, brand_code, state, deadline, attempts, \
+        next_attempt_at, updated_at) \
+    SELECT id, brand_code, 'pending', $17, 0, $16, $16 FROM e \
+    RETURNING event_id";
+
+/// Picks due uploads (skipping rows another claimer holds), puts them in flight and returns
+/// them with their events.
+const CLAIM: &str = concat!(
+    "WITH picked AS ( \
+        SELECT event_id FROM upload_outbox \
+        WHERE state IN ('pending', 'in_flight') AND deadline >= $1 \
+          AND ((state = 'pending' AND next_attempt_at <= $1) \
+               OR (state = 'in_flight' AND lease_until <= $1)) \
+        ORDER BY deadline, event_id \
+        LIMIT $2 \
+        FOR UPDATE SKIP LOCKED), \
+     o AS ( \
+        UPDATE upload_outbox u \
+        SET state = 'in_flight', lease_until = $3, attempts = u.attempts + 1, updated_at = $1 \
+        FROM picked WHERE u.event_id = picked.event_id \
+        RETURNING u.*) \
+     SELECT ",
+    event_columns!(),
+    " FROM o JOIN consent_events e ON e.id = o.event_id ORDER BY o.deadline, o.event_id"
+);
+
+/// The evidence store on PostgreSQL. Cheap to clone (a pool handle).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    calendar: Arc<BusinessCalendar>,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) and applies pending migrations.
+    ///
+    /// # Errors
+    /// A malformed URL, an unreachable database, or a failed migration.
+    pub async fn connect(url: &str, calendar: BusinessCalendar) -> Result<Self, EvidenceError> {
+        Self::connect_with(url.parse()?, calendar).await
+    }
+
+    /// [`PgStore::connect`] with prepared options (e.g. a `search_path` of its own).
+    pub async fn connect_with(
+        options: PgConnectOptions,
+        calendar: BusinessCalendar,
+    ) -> Result<Self, EvidenceError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.application_name("iysgate"))
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            pool,
+            calendar: Arc::new(calendar),
+        })
+    }
+
+    /// The pool, for administration and tests.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(super) async fn record(
+        &self,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Recorded>, EvidenceError> {
+        let events = prepare(events)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = micros(now);
+        let mut tx = self.pool.begin().await?;
+        require_brands(&mut tx, &events).await?;
+        let mut recorded = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            let deadline = from_turkey(self.calendar.registration_deadline(event.consent_date));
+            let new_id: Option<i64> = sqlx::query_scalar(INSERT_EVENT)
+                .bind(i64::from(event.brand))
+                .bind(event.recipient.to_string())
+                .bind(event.recipient_type.as_str())
+                .bind(event.channel.as_str())
+                .bind(event.status.as_str())
+                .bind(event.source.as_str())
+                .bind(from_turkey(event.consent_date))
+                .bind(codes_to_db(&event.retailer_access))
+                .bind(&event.evidence.method)
+                .bind(&event.evidence.location)
+                .bind(event.evidence.document_ref.as_deref())
+                .bind(&event.evidence.capturing_system)
+                .bind(&event.recorder.client)
+                .bind(event.recorder.key_sha256.map(Vec::from))
+                .bind(&event.idempotency_key)
+                .bind(now)
+                .bind(deadline)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(id) = new_id {
+                recorded.push(Recorded::New(EventId(id)));
+                continue;
+            }
+            // The key is taken (by an earlier call, or earlier in this batch).
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM consent_events e JOIN upload_outbox o ON o.event_id = e.id \
+                 WHERE e.brand_code = $1 AND e.idempotency_key = $2"
+            ))
+            .bind(i64::from(event.brand))
+            .bind(&event.idempotency_key)
+            .fetch_one(&mut *tx)
+            .await?;
+            let original = stored_event(&row)?;
+            if !original.event.same_event(event) {
+                return Err(EvidenceError::IdempotencyConflict {
+                    index,
+                    brand: event.brand,
+                });
+            }
+            recorded.push(Recorded::Duplicate(original.id));
+        }
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    pub(super) async fn event(&self, id: EventId) -> Result<Option<StoredEvent>, EvidenceError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM consent_events e JOIN upload_outbox o ON o.event_id = e.id WHERE e.id = $1"
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(stored_event).transpose()
+    }
+
+    pub(super) async fn events_between(
+        &self,
+        brand: u32,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<StoredEvent>, EvidenceError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM consent_events e JOIN upload_outbox o ON o.event_id = e.id \
+             WHERE e.brand_code = $1 AND e.recorded_at >= $2 AND e.recorded_at < $3 \
+             ORDER BY e.id"
+        ))
+        .bind(i64::from(brand))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    pub(super) async fn claim_uploads(
+        &self,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claim>, EvidenceError> {
+        let now = micros(now);
+        let lease_until = micros(now + lease_delta(lease)?);
+        let rows = sqlx::query(CLAIM)
+            .bind(now)
+            .bind(i64::from(limit))
+            .bind(lease_until)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let event = stored_event(row)?;
+                let attempt = event.upload.attempts;
+                Ok(Claim { event, attempt })
+            })
+            .collect()
+    }
+
+    pub(super) async fn finish_upload(
+        &self,
+        id: EventId,
+        attempt: u32,
+        answer: &UploadAnswer,
+        now: DateTime<Utc>,
+    ) -> Result<UploadState, EvidenceError> {
+        let now = micros(now);
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT e.id, o.state, o.deadline, o.attempts, o.next_attempt_at, o.lease_until, \
+                    o.transaction_id, o.iys_creation_date, o.reject_code, o.reject_message \
+             FROM upload_outbox o JOIN consent_events e ON e.id = o.event_id \
+             WHERE o.event_id = $1 FOR UPDATE OF o",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(EvidenceError::UnknownEvent(id))?;
+        let upload = upload_from_row(&row, id)?;
+        if attempt == 0 || attempt > upload.attempts {
+            return Err(EvidenceError::UnknownAttempt { id, attempt });
+        }
+        if !insert_attempt(&mut tx, id, attempt, answer, now).await? {
+            // This attempt was answered before: the first answer stands.
+            tx.commit().await?;
+            return Ok(upload.state);
+        }
+        let Some((state, next_attempt_at)) = after_answer(&upload, attempt, &answer.outcome) else {
+            tx.commit().await?;
+            return Ok(upload.state);
+        };
+        let cols = StateColumns::of(&state);
+        sqlx::query(
+            "UPDATE upload_outbox SET state = $2, lease_until = $3, transaction_id = $4, \
+                 iys_creation_date = $5, reject_code = $6, reject_message = $7, \
+                 next_attempt_at = $8, updated_at = $9 \
+             WHERE event_id = $1",
+        )
+        .bind(id.0)
+        .bind(state.as_str())
+        .bind(cols.lease_until)
+        .bind(cols.transaction_id)
+        .bind(cols.creation_date)
+        .bind(cols.reject_code)
+        .bind(cols.reject_message)
+        .bind(next_attempt_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    pub(super) async fn upload_attempts(
+        &self,
+        id: EventId,
+    ) -> Result<Vec<AttemptRecord>, EvidenceError> {
+        let rows = sqlx::query(
+            "SELECT attempt, finished_at, outcome, http_status, iys_code, iys_message, \
+                    transaction_id, iys_creation_date, retry_at \
+             FROM upload_attempts WHERE event_id = $1 ORDER BY attempt",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| attempt_from_row(row, id)).collect()
+    }
+
+    pub(super) async fn expire_overdue(&self, now: DateTime<Utc>) -> Result<u64, EvidenceError> {
+        let now = micros(now);
+        let done = sqlx::query(
+            "UPDATE upload_outbox SET state = 'expired', lease_until = NULL, updated_at = $1 \
+             WHERE state IN ('pending', 'in_flight') AND deadline < $1 \
+               AND (state = 'pending' OR lease_until <= $1)",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(super) async fn upload_counts(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<UploadCounts, EvidenceError> {
+        let now = micros(now);
+        let risk_before = at_risk_before(&self.calendar, now);
+        let row = sqlx::query(
+            "SELECT count(*) FILTER (WHERE deadline >= $1) AS pending, \
+                    count(*) FILTER (WHERE deadline >= $1 AND deadline < $2) AS at_risk, \
+                    count(*) FILTER (WHERE deadline < $1) \
+                      + (SELECT count(*) FROM upload_outbox WHERE state = 'expired') AS expired \
+             FROM upload_outbox WHERE state IN ('pending', 'in_flight')",
+        )
+        .bind(now)
+        .bind(risk_before)
+        .fetch_one(&self.pool)
+        .await?;
+        let count = |name: &str| -> Result<u64, EvidenceError> {
+            Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
+        };
+        Ok(UploadCounts {
+            pending: count("pending")?,
+            at_risk: count("at_risk")?,
+            expired: count("expired")?,
+        })
+    }
+}
+
+/// Refuses the batch when any of its brands is not registered.
+async fn require_brands(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(), EvidenceError> {
+    let mut wanted: Vec<i64> = events.iter().map(|e| i64::from(e.brand)).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let known: Vec<i64> =
+        sqlx::query_scalar("SELECT brand_code FROM brands WHERE brand_code = ANY($1)")
+            .bind(&wanted)
+            .fetch_all(&mut *conn)
+            .await?;
+    match wanted.iter().find(|b| !known.contains(b)) {
+        Some(&missing) => Err(EvidenceError::UnknownBrand(
+            u32::try_from(missing).unwrap_or(u32::MAX),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Records one attempt's answer; false when that attempt was already answered.
+async fn insert_attempt(
+    conn: &mut PgConnection,
+    id: EventId,
+    attempt: u32,
+    answer: &UploadAnswer,
+    now: DateTime<Utc>,
+) -> Result<bool, EvidenceError> {
+    let mut cols = AttemptColumns::default();
+    match &answer.outcome {
+        UploadOutcome::Registered {
+            transaction_id,
+            creation_date,
+        } => {
+            cols.transaction_id = Some(transaction_id);
+            cols.creation_date = Some(from_turkey(*creation_date));
+        }
+        UploadOutcome::Rejected { code, message } => {
+            cols.code = Some(code);
+            cols.message = Some(message);
+        }
+        UploadOutcome::Retry {
+            retry_at,
+            code,
+            message,
+        } => {
+            cols.code = code.as_deref();
+            cols.message = Some(message);
+            cols.retry_at = Some(micros(*retry_at));
+        }
+    }
+    let done = sqlx::query(
+        "INSERT INTO upload_attempts (event_id, attempt, finished_at, outcome, http_status, \
+             iys_code, iys_message, transaction_id, iys_creation_date, retry_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (event_id, attempt) DO NOTHING",
+    )
+    .bind(id.0)
+    .bind(attempt_to_db(attempt))
+    .bind(now)
+    .bind(answer.outcome.as_str())
+    .bind(answer.http_status.map(i32::from))
+    .bind(cols.code)
+    .bind(cols.message)
+    .bind(cols.transaction_id)
+    .bind(cols.creation_date)
+    .bind(cols.retry_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+fn lease_delta(lease: Duration) -> Result<TimeDelta, EvidenceError> {
+    TimeDelta::from_std(lease).map_err(|_| EvidenceError::InvalidField {
+        field: "lease",
+        reason: "too long",
+    })
+}
