@@ -4,6 +4,7 @@
 # ratio table. Speed lives here, never in a test.
 #
 # Run: bash load-tests/compare.sh [duration=10s] [connections=2] [in_flight=32]
+# RATE=N runs both in open loop at N calls/s instead (latency from the intended send time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
@@ -11,6 +12,7 @@ CONNS=${2:-2}
 INFLIGHT=${3:-32}
 RECORDS=${RECORDS:-1000000}
 SEED=2026
+RATE=${RATE:-0}
 cargo build --release --quiet
 BIN=target/release/iysgate
 SERVER_CPU=0
@@ -24,7 +26,7 @@ $SERVER_PIN $BIN echo-server --listen 127.0.0.1:50052 > "$out/echo.log" 2>&1 &
 echo_pid=$!
 sleep 1
 $LOAD_PIN $BIN load --target echo --addr http://127.0.0.1:50052 --duration "$DURATION" \
-  --connections "$CONNS" --in-flight "$INFLIGHT" --records "$RECORDS" --seed $SEED --json > "$out/echo.json"
+  --connections "$CONNS" --in-flight "$INFLIGHT" --records "$RECORDS" --seed $SEED --rate "$RATE" --quiet --json > "$out/echo.json"
 kill $echo_pid; wait $echo_pid 2>/dev/null || true
 
 $SERVER_PIN $BIN demo --records "$RECORDS" --seed $SEED --listen 127.0.0.1:50053 \
@@ -35,7 +37,7 @@ key=$(grep -o 'iysk_[0-9a-f]*' "$out/demo.log" | head -1)
 sleep 1
 IYSGATE_API_KEY=$key $LOAD_PIN $BIN load --target iysgate --addr http://127.0.0.1:50053 \
   --duration "$DURATION" --connections "$CONNS" --in-flight "$INFLIGHT" --records "$RECORDS" \
-  --seed $SEED --json > "$out/iysgate.json"
+  --seed $SEED --rate "$RATE" --quiet --json > "$out/iysgate.json"
 kill $demo_pid; wait $demo_pid 2>/dev/null || true
 
 python3 - "$out/echo.json" "$out/iysgate.json" <<'PY'

@@ -49,6 +49,11 @@ pub struct Limits {
     /// Calls in flight across all connections; past it new calls get RESOURCE_EXHAUSTED at once
     /// instead of queueing.
     pub max_in_flight: usize,
+    /// How long a call refused by its client's quota is held before the refusal is sent (never
+    /// past the call's deadline). A client calling again at once, whatever the RetryInfo says,
+    /// is slowed to its in-flight calls per hold instead of spending the server's CPU on
+    /// refusals; held calls do not count against `max_in_flight`.
+    pub quota_hold: Duration,
 }
 
 /// Keys already verified, by a 128-bit keyed SipHash of the presented secret (a PRF under a
@@ -153,8 +158,31 @@ impl ConsentService {
     }
 
     /// Takes `n` decisions from the client's quota, or refuses the call with
-    /// RESOURCE_EXHAUSTED and a RetryInfo saying when it would fit.
-    fn charge(&self, client: &Client, n: usize) -> Result<(), Status> {
+    /// RESOURCE_EXHAUSTED and a RetryInfo saying when it would fit, after holding it for
+    /// [`Limits::quota_hold`] (within the call's deadline) without its in-flight slot.
+    async fn charge<T>(
+        &self,
+        client: &Client,
+        n: usize,
+        request: &Request<T>,
+        slot: &mut Option<InFlight>,
+    ) -> Result<(), Status> {
+        let Err(refusal) = self.quota_refusal(client, n) else {
+            return Ok(());
+        };
+        let hold = grpc_timeout(request.metadata()).map_or(self.limits.quota_hold, |t| {
+            self.limits
+                .quota_hold
+                .min(t.saturating_sub(Duration::from_millis(5)))
+        });
+        if !hold.is_zero() {
+            slot.take();
+            tokio::time::sleep(hold).await;
+        }
+        Err(refusal)
+    }
+
+    fn quota_refusal(&self, client: &Client, n: usize) -> Result<(), Status> {
         let Some(quota) = &client.quota else {
             return Ok(());
         };
@@ -436,9 +464,9 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let started = Instant::now();
-        let _slot = self.admit()?;
+        let mut slot = Some(self.admit()?);
         let client = self.client(&request)?;
-        self.charge(&client, 1)?;
+        self.charge(&client, 1, &request, &mut slot).await?;
         let req = request.get_ref();
         let brand = brand(req.brand_code).map_err(|e| invalid_status(&e))?;
         permission(&client, brand, retailer(req.retailer_code))?;
@@ -470,7 +498,7 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         request: Request<pb::CheckBatchRequest>,
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
         let started = Instant::now();
-        let _slot = self.admit()?;
+        let mut slot = Some(self.admit()?);
         let client = self.client(&request)?;
         let req = request.get_ref();
         let brand = brand(req.brand_code).map_err(|e| invalid_status(&e))?;
@@ -489,7 +517,8 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         for item in &req.items {
             permission(&client, brand, retailer(item.retailer_code))?;
         }
-        self.charge(&client, req.items.len())?;
+        self.charge(&client, req.items.len(), &request, &mut slot)
+            .await?;
         let decisions: Vec<pb::Decision> = req
             .items
             .iter()

@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// Calls in flight across all connections before new ones are shed with RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 4096)]
     pub max_in_flight: usize,
+    /// How long a call over its client's quota is held before RESOURCE_EXHAUSTED is sent (within
+    /// the call's deadline; 0ms answers at once): a client that ignores RetryInfo is slowed
+    /// instead of spending the server's CPU on refusals.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub quota_hold: Duration,
     /// HTTP/2 streams per connection.
     #[arg(long, default_value_t = 1024)]
     pub max_concurrent_streams: u32,
@@ -315,6 +320,10 @@ pub struct LoadArgs {
     pub flood_connections: usize,
     #[arg(long, default_value_t = 64)]
     pub flood_in_flight: usize,
+    /// `mixed-tenants`: the flooding tenant waits as a RetryInfo tells it (a well-behaved
+    /// client) instead of calling again at once.
+    #[arg(long)]
+    pub flood_honours_retry: bool,
     /// Print the report as JSON instead of the summary.
     #[arg(long)]
     pub json: bool,

@@ -437,6 +437,7 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
         duration: args.duration,
         recipients: Arc::clone(&checks),
         progress,
+        honour_retry_info: false,
     };
     match args.scenario.as_str() {
         "sms" => {
@@ -488,6 +489,7 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
             let mut flood = sms(args.flood_api_key.clone(), Progress::default());
             flood.connections = args.flood_connections;
             flood.in_flight = args.flood_in_flight;
+            flood.honour_retry_info = args.flood_honours_retry;
             let run = TenantsRun {
                 steady: sms(args.api_key.clone(), progress),
                 steady_rate: args.rate,

@@ -205,6 +205,7 @@ pub async fn serve_grpc(
         Arc::clone(&app.metrics),
         Limits {
             max_in_flight: args.max_in_flight,
+            quota_hold: args.quota_hold,
         },
     );
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -954,8 +954,12 @@ async fn a_client_over_its_quota_is_refused_and_others_are_not() {
     for _ in 0..5 {
         s.client.check(keyed(req(), QUOTA_KEY)).await.unwrap();
     }
+    let refused_at = std::time::Instant::now();
     let err = s.client.check(keyed(req(), QUOTA_KEY)).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
+    // The refusal is held (default 50 ms) so a client ignoring RetryInfo is slowed.
+    let held = refused_at.elapsed();
+    assert!(held >= Duration::from_millis(45), "{held:?}");
     assert!(
         err.message().contains("quota of 2 decisions/s"),
         "{}",

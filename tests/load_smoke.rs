@@ -33,6 +33,7 @@ fn run(addr: String, target: Target, recipients: Arc<Vec<String>>) -> ClosedLoop
         duration: Duration::from_millis(300),
         recipients,
         progress: Progress::default(),
+        honour_retry_info: false,
     }
 }
 

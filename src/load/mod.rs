@@ -105,6 +105,9 @@ pub struct ClosedLoop {
     pub recipients: Arc<Vec<String>>,
     /// Counts answered calls for the progress line.
     pub progress: Progress,
+    /// Closed loop: after a refusal carrying a RetryInfo, wait as told before the next call
+    /// (what a well-behaved client does); otherwise call again at once.
+    pub honour_retry_info: bool,
 }
 
 /// The outcome of a run, as JSON and as a one-screen summary.
@@ -255,6 +258,14 @@ pub async fn run_closed_loop(run: ClosedLoop) -> Result<Report, LoadError> {
                     if let Err(status) = outcome {
                         run.progress.fail();
                         *errors.entry(format!("{:?}", status.code())).or_default() += 1;
+                        if run.honour_retry_info {
+                            use tonic_types::StatusExt;
+                            if let Some(wait) =
+                                status.get_details_retry_info().and_then(|r| r.retry_delay)
+                            {
+                                tokio::time::sleep(wait).await;
+                            }
+                        }
                     }
                     i += 1;
                 }
@@ -279,44 +290,56 @@ pub async fn run_closed_loop(run: ClosedLoop) -> Result<Report, LoadError> {
 /// An open-loop run: calls sent at a fixed total `rate` per second whatever the answers do,
 /// latency measured from each call's *intended* send time, so queueing in the server (or the
 /// generator) is not hidden the way a closed loop hides it.
+///
+/// The schedule is kept by a plain thread sleeping to each send time (`nanosleep`, tens of
+/// microseconds late at worst), not by tokio's timer, whose 1 ms resolution would add up to a
+/// millisecond to every figure. Calls that fall due together are released together.
 pub async fn run_open_loop(run: ClosedLoop, rate: u64) -> Result<Report, LoadError> {
     let run = Arc::new(run);
     let connections = run.connections.max(1);
-    // Each connection sends every `connections / rate` seconds.
-    let interval = Duration::from_secs_f64(connections as f64 / rate.max(1) as f64);
-    let started = tokio::time::Instant::now();
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        channels.push(connect(&run.addr).await?);
+    }
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let started = Instant::now();
     let end = started + run.duration;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Option<tonic::Code>)>();
-    let mut senders = Vec::new();
-    for c in 0..connections {
-        let channel = connect(&run.addr).await?;
-        let (run, tx) = (Arc::clone(&run), tx.clone());
-        senders.push(tokio::spawn(async move {
-            // Connections start staggered so the total rate is even.
-            let mut intended = started + interval.mul_f64(c as f64 / connections as f64);
-            let mut i = c * 7919;
-            while intended < end {
-                tokio::time::sleep_until(intended).await;
-                let (run, tx, channel) = (Arc::clone(&run), tx.clone(), channel.clone());
-                let sent_for = intended;
-                tokio::spawn(async move {
-                    let outcome = Clients::new(channel).call(&run, i).await;
-                    run.progress.add(1);
-                    if outcome.is_err() {
-                        run.progress.fail();
-                    }
-                    let micros = u64::try_from(sent_for.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    let _ = tx.send((micros.max(1), outcome.err().map(|s| s.code())));
-                });
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    let pacer = std::thread::spawn(move || {
+        let mut intended = started;
+        let mut i = 0usize;
+        while intended < end {
+            let now = Instant::now();
+            if intended > now {
+                std::thread::sleep(intended - now);
+            }
+            // Everything due by now goes out at once.
+            let now = Instant::now();
+            while intended <= now && intended < end {
+                if due_tx.send((i, intended)).is_err() {
+                    return;
+                }
                 intended += interval;
                 i += 1;
             }
-        }));
+        }
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Option<tonic::Code>)>();
+    while let Some((i, intended)) = due_rx.recv().await {
+        let (run, tx) = (Arc::clone(&run), tx.clone());
+        let channel = channels[i % connections].clone();
+        tokio::spawn(async move {
+            let outcome = Clients::new(channel).call(&run, i).await;
+            run.progress.add(1);
+            if outcome.is_err() {
+                run.progress.fail();
+            }
+            let micros = u64::try_from(intended.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let _ = tx.send((micros.max(1), outcome.err().map(|s| s.code())));
+        });
     }
+    let _ = pacer.join();
     drop(tx);
-    for sender in senders {
-        let _ = sender.await;
-    }
     let mut all = new_histogram()?;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     while let Some((micros, error)) = rx.recv().await {
