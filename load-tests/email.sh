@@ -17,7 +17,7 @@ cargo build --release --quiet
 BIN=target/release/iysgate
 if command -v taskset >/dev/null; then SERVER_PIN="taskset -c 0"; LOAD_PIN="taskset -c 1"; else SERVER_PIN=""; LOAD_PIN=""; fi
 out=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true' EXIT
 
 for kind in phones emails email-strings; do
   for n in "${SIZES[@]}"; do

@@ -35,6 +35,24 @@ pub const ENV_API_KEY: &str = "IYSGATE_API_KEY";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The tokio scheduler: `multi-thread` (work stealing across worker threads) or
+    /// `current-thread` (one thread, no cross-thread wake-ups; for a process pinned to one core).
+    #[arg(
+        long,
+        global = true,
+        env = "IYSGATE_RUNTIME",
+        default_value = "multi-thread"
+    )]
+    pub runtime: RuntimeFlavor,
+    /// Worker threads of the multi-thread scheduler (default: one per available core).
+    #[arg(long, global = true, env = "IYSGATE_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeFlavor {
+    MultiThread,
+    CurrentThread,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use iysgate::config::{Cli, Command, DemoArgs, ServeArgs};
+use iysgate::config::{Cli, Command, DemoArgs, RuntimeFlavor, ServeArgs};
 use iysgate::server::{self, App};
 
 /// mimalloc instead of glibc malloc: the gRPC stack allocates per call (h2 frames, headers);
@@ -18,10 +18,14 @@ use iysgate::{auth, client, demo, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match cli.runtime {
+        RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+    };
+    if let (RuntimeFlavor::MultiThread, Some(n)) = (cli.runtime, cli.worker_threads) {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("iysgate: cannot start the runtime: {e}");
