@@ -312,6 +312,10 @@ pub struct LoadArgs {
     /// (0 = closed loop). For `mixed-tenants`: the steady tenant's rate.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Recipients to use instead of the demo's, one per line (e.g. a sample of real traffic,
+    /// or the mock İYS's seeded numbers); for `sms` and `mixed-tenants`.
+    #[arg(long)]
+    pub recipients_file: Option<std::path::PathBuf>,
     /// `email`: recipients in the whole list.
     #[arg(long, default_value_t = 1_000_000)]
     pub recipients: usize,

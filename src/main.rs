@@ -423,6 +423,19 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
     let line = (!args.quiet).then(|| progress.show("answered", planned));
     let checks = if args.scenario == "email" {
         Arc::default()
+    } else if let Some(path) = &args.recipients_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--recipients-file {}: {e}", path.display()))?;
+        let list: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if list.is_empty() {
+            return Err(format!("--recipients-file {}: no recipients", path.display()));
+        }
+        Arc::new(list)
     } else {
         Arc::new(demo_recipients(
             args.records,
