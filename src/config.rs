@@ -281,8 +281,8 @@ pub struct MockIysArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct LoadArgs {
-    /// `sms` (unary Check), `email` (lists through Filter) or `mixed-tenants` (a steady tenant
-    /// beside a flooding one).
+    /// `sms` (unary Check), `email` (lists through Filter), `mixed-tenants` (a steady tenant
+    /// beside a flooding one) or `sync-burst` (RETs arriving at once, until all are enforced).
     #[arg(long, default_value = "sms")]
     pub scenario: String,
     #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -346,6 +346,14 @@ pub struct LoadArgs {
     /// client) instead of calling again at once.
     #[arg(long)]
     pub flood_honours_retry: bool,
+    /// `sync-burst`: the recipients the burst turns to RET, one per line.
+    #[arg(long)]
+    pub targets_file: Option<std::path::PathBuf>,
+    /// `sync-burst`: the request that makes the burst (plain HTTP POST of a JSON body).
+    #[arg(long, default_value = "http://127.0.0.1:8089/_mock/burst")]
+    pub trigger_url: String,
+    #[arg(long, default_value = "")]
+    pub trigger_body: String,
     /// Print the report as JSON instead of the summary.
     #[arg(long)]
     pub json: bool,

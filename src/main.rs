@@ -362,7 +362,7 @@ async fn run_mock_iys(args: iysgate::config::MockIysArgs) -> Result<(), String> 
     if args.seed > 0 {
         let at = server::system_clock().now_turkey() - chrono::Duration::days(1);
         let records = (0..args.seed).map(|i| SeedRecord {
-            recipient: format!("+90532{i:07}"),
+            recipient: iysgate::iys::mock::seeded_recipient(i),
             recipient_type: RecipientType::Bireysel,
             consent_type: ConsentType::Mesaj,
             status: ConsentStatus::Onay,
@@ -433,7 +433,10 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
             .map(str::to_owned)
             .collect();
         if list.is_empty() {
-            return Err(format!("--recipients-file {}: no recipients", path.display()));
+            return Err(format!(
+                "--recipients-file {}: no recipients",
+                path.display()
+            ));
         }
         Arc::new(list)
     } else {
@@ -516,8 +519,36 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
             finish(line).await;
             emit(args.json, &report, &report.summary())
         }
+        "sync-burst" => {
+            use iysgate::load::burst::{BurstRun, run_burst};
+            let path = args
+                .targets_file
+                .as_ref()
+                .ok_or("sync-burst needs --targets-file")?;
+            let targets: Vec<String> = std::fs::read_to_string(path)
+                .map_err(|e| format!("--targets-file {}: {e}", path.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if args.rate == 0 {
+                return Err("sync-burst needs --rate (the steady Checks per second)".into());
+            }
+            let run = BurstRun {
+                steady: sms(args.api_key.clone(), progress),
+                steady_rate: args.rate,
+                targets: Arc::new(targets),
+                trigger_url: args.trigger_url.clone(),
+                trigger_body: args.trigger_body.clone(),
+                timeout: args.duration,
+            };
+            let report = run_burst(run).await.map_err(|e| e.to_string())?;
+            finish(line).await;
+            emit(args.json, &report, &report.summary())
+        }
         other => Err(format!(
-            "--scenario {other:?}: expected sms, email or mixed-tenants"
+            "--scenario {other:?}: expected sms, email, mixed-tenants or sync-burst"
         )),
     }
 }

@@ -125,6 +125,37 @@ struct WireIn<'a> {
     ra: Vec<u32>,
 }
 
+/// One entry of the change stream, as read.
+enum Entry {
+    Change(String),
+    /// The leader's heartbeat, microseconds since the epoch.
+    Heartbeat(i64),
+}
+
+/// Applies stream entries in order: changes to the records and index, heartbeats to freshness
+/// (a heartbeat confirms only what precedes it).
+fn apply_entries(
+    consents: &Consents,
+    freshness: &Freshness,
+    batch: Vec<Entry>,
+) -> Result<(), SharedError> {
+    for entry in batch {
+        match entry {
+            Entry::Change(value) => {
+                let (key, event) = decode(&value)?;
+                // A kind mismatch cannot come from a decoded record.
+                let _ = consents.apply(key, event);
+            }
+            Entry::Heartbeat(micros) => {
+                if let Some(at) = DateTime::from_timestamp_micros(micros) {
+                    freshness.mark_confirmed(at);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn decode(text: &str) -> Result<(ConsentKey, ConsentEvent), SharedError> {
     let bad = |what: &str| SharedError::Decode(what.to_owned());
     let w: WireIn<'_> =
@@ -651,7 +682,7 @@ impl SharedState {
     async fn follow_once(
         &self,
         consents: &Arc<Consents>,
-        freshness: &Freshness,
+        freshness: &Arc<Freshness>,
         shutdown: &CancellationToken,
     ) -> Result<(), SharedError> {
         let mut reader = self.reader().await?;
@@ -677,19 +708,27 @@ impl SharedState {
                     .arg(&from)
                     .query_async(&mut reader)
                     .await?;
+                let mut batch = Vec::new();
                 for stream in reply.map(|r| r.keys).unwrap_or_default() {
                     for entry in stream.ids {
                         from.clone_from(&entry.id);
                         if let Some(value) = entry.get::<String>("v") {
-                            let (key, event) = decode(&value)?;
-                            // A kind mismatch cannot come from a decoded record.
-                            let _ = consents.apply(key, event);
-                        } else if let Some(micros) = entry.get::<i64>("hb")
-                            && let Some(at) = DateTime::from_timestamp_micros(micros)
-                        {
-                            freshness.mark_confirmed(at);
+                            batch.push(Entry::Change(value));
+                        } else if let Some(micros) = entry.get::<i64>("hb") {
+                            batch.push(Entry::Heartbeat(micros));
                         }
                     }
+                }
+                if !batch.is_empty() {
+                    // Decoding and applying (and the index compaction a write may run) happen
+                    // on a blocking-pool thread: on a replica pinned to one core, doing them on
+                    // the runtime's worker would hold every check behind a burst of changes.
+                    let (consents, freshness) = (Arc::clone(consents), Arc::clone(freshness));
+                    tokio::task::spawn_blocking(move || {
+                        apply_entries(&consents, &freshness, batch)
+                    })
+                    .await
+                    .map_err(|e| SharedError::Decode(format!("applying changes: {e}")))??;
                 }
                 if self.epoch().await? != epoch {
                     tracing::error!("shared state epoch changed (Redis lost its data): reloading");

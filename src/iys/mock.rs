@@ -233,6 +233,11 @@ impl CitizenSource {
     }
 }
 
+/// The `i`-th number of a seeded brand (`iysgate mock-iys --seed N` seeds 0 .. N).
+pub fn seeded_recipient(i: usize) -> String {
+    format!("+90532{i:07}")
+}
+
 /// One record for [`MockIys::seed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeedRecord {

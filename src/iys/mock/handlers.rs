@@ -94,6 +94,7 @@ pub fn router(mock: MockIys) -> Router {
             get(faults_get).put(faults_put).post(faults_put),
         )
         .route("/_mock/citizen", post(admin_citizen))
+        .route("/_mock/burst", post(admin_burst))
         .route("/_mock/push-stats", get(push_stats))
         .with_state(mock);
     api.merge(admin)
@@ -1536,6 +1537,48 @@ async fn admin_citizen(State(mock): State<MockIys>, body: Bytes) -> Response {
         source,
     ) {
         Ok(change) => Json(change).into_response(),
+        Err(e) => (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BurstBody {
+    brand_code: u64,
+    /// The seeded numbers `first .. first + count` (see [`super::seeded_recipient`]).
+    #[serde(default)]
+    first: usize,
+    count: usize,
+    status: ConsentStatus,
+    /// Any HS_* or IYS_* source name.
+    source: String,
+}
+
+/// Many changes at one instant (load tests): each named seeded number gets a new record of
+/// `status`, all visible to pull at once.
+async fn admin_burst(State(mock): State<MockIys>, body: Bytes) -> Response {
+    let parsed: BurstBody = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.to_string()})),
+            )
+                .into_response();
+        }
+    };
+    let now = mock.now_turkey();
+    let records = (parsed.first..parsed.first + parsed.count).map(|i| super::SeedRecord {
+        recipient: super::seeded_recipient(i),
+        recipient_type: RecipientType::Bireysel,
+        consent_type: ConsentType::Mesaj,
+        status: parsed.status,
+        source: parsed.source.clone(),
+        consent_date: Some(now),
+        creation_date: Some(now),
+    });
+    match mock.seed(parsed.brand_code, records) {
+        Ok(n) => Json(json!({ "changed": n })).into_response(),
         Err(e) => (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response(),
     }
 }

@@ -1706,3 +1706,29 @@ async fn citizen_simulator_and_admin_hook() {
     assert_eq!(a.json()["recipient"], "x@bb.cc");
     assert!(a.json().get("consentDate").is_none());
 }
+
+#[tokio::test]
+async fn a_burst_changes_many_seeded_numbers_at_once() {
+    let h = harness();
+    let before = h.mock.change_count(700_001);
+    let a = h
+        .call(
+            Method::POST,
+            "/_mock/burst",
+            None,
+            json!({"brandCode": 700_001, "first": 10, "count": 500, "status": "RET", "source": "IYS_MOBIL"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["changed"], 500);
+    assert_eq!(h.mock.change_count(700_001), before + 500);
+    let bad = h
+        .call(
+            Method::POST,
+            "/_mock/burst",
+            None,
+            json!({"brandCode": 700_001, "count": 1, "status": "MAYBE", "source": "IYS_MOBIL"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
