@@ -282,7 +282,8 @@ pub struct MockIysArgs {
 #[derive(Debug, Args, Clone)]
 pub struct LoadArgs {
     /// `sms` (unary Check), `email` (lists through Filter), `mixed-tenants` (a steady tenant
-    /// beside a flooding one) or `sync-burst` (RETs arriving at once, until all are enforced).
+    /// beside a flooding one), `sync-burst` (RETs arriving at once, until all are enforced) or
+    /// `cold-start` (time until a starting server answers SERVING; --records it loads).
     #[arg(long, default_value = "sms")]
     pub scenario: String,
     #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -354,6 +355,9 @@ pub struct LoadArgs {
     pub trigger_url: String,
     #[arg(long, default_value = "")]
     pub trigger_body: String,
+    /// `cold-start`: when the server process was started, Unix milliseconds (`date +%s%3N`).
+    #[arg(long)]
+    pub started_unix_ms: Option<u64>,
     /// Print the report as JSON instead of the summary.
     #[arg(long)]
     pub json: bool,

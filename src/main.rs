@@ -418,10 +418,11 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
     let planned = match args.scenario.as_str() {
         "sms" => Some(args.duration),
         "mixed-tenants" => Some(args.duration * 2 + std::time::Duration::from_secs(1)),
-        _ => None,
+        "email" | "cold-start" => None,
+        _ => Some(args.duration),
     };
     let line = (!args.quiet).then(|| progress.show("answered", planned));
-    let checks = if args.scenario == "email" {
+    let checks = if args.scenario == "email" || args.scenario == "cold-start" {
         Arc::default()
     } else if let Some(path) = &args.recipients_file {
         let text = std::fs::read_to_string(path)
@@ -547,8 +548,19 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
             finish(line).await;
             emit(args.json, &report, &report.summary())
         }
+        "cold-start" => {
+            let started = args
+                .started_unix_ms
+                .ok_or("cold-start needs --started-unix-ms (the server's start)")?;
+            let report =
+                iysgate::load::cold::wait_serving(&args.addr, started, args.records, args.duration)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            finish(line).await;
+            emit(args.json, &report, &report.summary())
+        }
         other => Err(format!(
-            "--scenario {other:?}: expected sms, email, mixed-tenants or sync-burst"
+            "--scenario {other:?}: expected sms, email, mixed-tenants, sync-burst or cold-start"
         )),
     }
 }

@@ -1,10 +1,11 @@
 //! The load-test kit's core: a bare gRPC echo server of the same messages as `Check` (the
 //! floor iysgate cannot beat), and the load generator's scenarios: `sms` (unary `Check`,
 //! closed or open loop; here), `email` ([`filter`]: lists through the Filter stream) and
-//! `mixed-tenants` ([`tenants`]), `sync-burst` ([`burst`]), all with HDR histograms, throughput, errors by status code and
+//! `mixed-tenants` ([`tenants`]), `sync-burst` ([`burst`]) and `cold-start` ([`cold`]), all with HDR histograms, throughput, errors by status code and
 //! a [`progress`] line. The side-by-side run is `load-tests/compare.sh`.
 
 pub mod burst;
+pub mod cold;
 pub mod filter;
 pub mod progress;
 pub mod tenants;

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The `cold-start` scenario: a replica (`serve --redis-url`) started against Redis holding N
+# records (default 1 000 000; the target is 10 M in ≤ 10 s): seconds from the process start to
+# SERVING on grpc.health.v1, and records loaded per second. The records and their checkpoint
+# are written first by `examples/cold_start.rs` (as the sync leader would), then a leader
+# heartbeat, so the loaded data counts as fresh. Uses the Redis at REDIS_URL (default local);
+# its keys (prefix iysgate-coldstart) are deleted at the end. 10 M records need ~3 GB of Redis.
+#
+# Run: bash load-tests/cold-start.sh [records=1000000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000000}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+PREFIX=iysgate-coldstart
+cargo build --release --quiet --example cold_start
+cargo build --release --quiet
+BIN=target/release/iysgate
+out=$(mktemp -d)
+cleanup() {
+  kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
+  redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX*" | xargs -r -n 1000 redis-cli -u "$REDIS_URL" del > /dev/null
+}
+trap cleanup EXIT
+echo "writing $N records and a checkpoint (examples/cold_start.rs)..."
+IYSGATE_COLDSTART_KEEP=1 target/release/examples/cold_start "$N" | grep -E "wrote|cold start from the checkpoint"
+redis-cli -u "$REDIS_URL" XADD "$PREFIX:changes" '*' hb "$(date +%s%6N)" > /dev/null
+read -r _ flag <<< "$($BIN keygen --name cold --brands 600001 | awk '/^secret/ {s=$NF} /^flag/ {sub(/^flag: *--client /, ""); gsub(/\x27/, ""); f=$0} END {print s, f}')"
+started=$(date +%s%3N)
+$BIN serve --redis-url "$REDIS_URL" --redis-prefix "$PREFIX" --client "$flag" \
+  --listen 127.0.0.1:50059 --metrics-listen off --log warn > "$out/serve.log" 2>&1 &
+pid=$!
+$BIN load --scenario cold-start --addr http://127.0.0.1:50059 --started-unix-ms "$started" \
+  --records "$N" --duration 300s --quiet
+echo "replica RSS: $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$pid/status)"
