@@ -416,7 +416,6 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
     };
     let progress = Progress::default();
     let planned = match args.scenario.as_str() {
-        "sms" => Some(args.duration),
         "mixed-tenants" => Some(args.duration * 2 + std::time::Duration::from_secs(1)),
         "email" | "cold-start" => None,
         _ => Some(args.duration),
