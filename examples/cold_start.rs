@@ -9,7 +9,8 @@
 //!
 //! Run: `cargo run --release --example cold_start -- 10000000`. Writing 10 M records takes a
 //! few minutes: `IYSGATE_COLDSTART_KEEP=1` leaves them in Redis afterwards and
-//! `IYSGATE_COLDSTART_REUSE=1` measures the loads again without writing. (Redis at `REDIS_URL`, default
+//! `IYSGATE_COLDSTART_REUSE=1` measures the loads again without writing;
+//! `IYSGATE_COLDSTART_WRITE_ONLY=1` (with KEEP) only writes them (`load-tests/cold-start.sh`). (Redis at `REDIS_URL`, default
 //! redis://127.0.0.1:6379; 10 M records need about 3 GB of Redis memory).
 
 use std::sync::Arc;
@@ -102,6 +103,10 @@ async fn main() {
             started.elapsed().as_secs_f64()
         );
         drop(leader);
+        if std::env::var_os("IYSGATE_COLDSTART_WRITE_ONLY").is_some() {
+            // load-tests/cold-start.sh measures a real replica process instead.
+            return;
+        }
     }
     // The floor: fetching the same records with HSCAN and doing nothing with them.
     let started = Instant::now();

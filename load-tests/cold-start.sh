@@ -22,7 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 echo "writing $N records and a checkpoint (examples/cold_start.rs)..."
-IYSGATE_COLDSTART_KEEP=1 target/release/examples/cold_start "$N" | grep -E "wrote|cold start from the checkpoint"
+IYSGATE_COLDSTART_KEEP=1 IYSGATE_COLDSTART_WRITE_ONLY=1 target/release/examples/cold_start "$N"
 redis-cli -u "$REDIS_URL" XADD "$PREFIX:changes" '*' hb "$(date +%s%6N)" > /dev/null
 read -r _ flag <<< "$($BIN keygen --name cold --brands 600001 | awk '/^secret/ {s=$NF} /^flag/ {sub(/^flag: *--client /, ""); gsub(/\x27/, ""); f=$0} END {print s, f}')"
 started=$(date +%s%3N)
