@@ -118,6 +118,7 @@ pub struct ConsentService {
     metrics: Arc<Metrics>,
     in_flight: Arc<AtomicUsize>,
     limits: Limits,
+    evidence: Option<Arc<crate::evidence::EvidenceStore>>,
 }
 
 impl ConsentService {
@@ -136,16 +137,43 @@ impl ConsentService {
             metrics,
             in_flight: Arc::default(),
             limits,
+            evidence: None,
         }
     }
 
-    pub fn into_server(self) -> pb::consent_check_server::ConsentCheckServer<Self> {
-        pb::consent_check_server::ConsentCheckServer::new(self)
+    /// Records consents into `store` (the `ConsentRecords` service).
+    #[must_use]
+    pub fn with_evidence(mut self, store: Option<Arc<crate::evidence::EvidenceStore>>) -> Self {
+        self.evidence = store;
+        self
+    }
+
+    pub fn into_server(self: &Arc<Self>) -> pb::consent_check_server::ConsentCheckServer<Self> {
+        pb::consent_check_server::ConsentCheckServer::from_arc(Arc::clone(self))
             .max_decoding_message_size(16 * 1024 * 1024)
             .max_encoding_message_size(16 * 1024 * 1024)
     }
 
-    fn admit(&self) -> Result<InFlight, Status> {
+    pub fn records_server(
+        self: &Arc<Self>,
+    ) -> pb::consent_records_server::ConsentRecordsServer<Self> {
+        pb::consent_records_server::ConsentRecordsServer::from_arc(Arc::clone(self))
+            .max_decoding_message_size(16 * 1024 * 1024)
+    }
+
+    pub(crate) fn checker(&self) -> &Checker {
+        &self.checker
+    }
+
+    pub(crate) fn consents(&self) -> &Consents {
+        &self.consents
+    }
+
+    pub(crate) fn evidence(&self) -> Option<Arc<crate::evidence::EvidenceStore>> {
+        self.evidence.clone()
+    }
+
+    pub(crate) fn admit(&self) -> Result<InFlight, Status> {
         let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight(Arc::clone(&self.in_flight));
         if n >= self.limits.max_in_flight {
@@ -160,7 +188,7 @@ impl ConsentService {
     /// Takes `n` decisions from the client's quota, or refuses the call with
     /// RESOURCE_EXHAUSTED and a RetryInfo saying when it would fit, after holding it for
     /// [`Limits::quota_hold`] (within the call's deadline) without its in-flight slot.
-    async fn charge<T>(
+    pub(crate) async fn charge<T>(
         &self,
         client: &Client,
         n: usize,
@@ -214,16 +242,8 @@ impl ConsentService {
         }
     }
 
-    fn client<T>(&self, request: &Request<T>) -> Result<Arc<Client>, Status> {
-        let md = request.metadata();
-        let secret = md
-            .get(API_KEY_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| {
-                md.get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-            })
+    pub(crate) fn client<T>(&self, request: &Request<T>) -> Result<Arc<Client>, Status> {
+        let secret = presented_key(request)
             .ok_or_else(|| Status::unauthenticated("missing API key (x-api-key metadata)"))?;
         let id = self.verified.id(secret);
         if let Some(client) = self.verified.get(id) {
@@ -239,8 +259,20 @@ impl ConsentService {
     }
 }
 
+/// The API key a request presents (`x-api-key`, or `authorization: Bearer`).
+pub(crate) fn presented_key<T>(request: &Request<T>) -> Option<&str> {
+    let md = request.metadata();
+    md.get(API_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            md.get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+}
+
 /// Counts a call in flight until dropped.
-struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct InFlight(Arc<AtomicUsize>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -248,7 +280,7 @@ impl Drop for InFlight {
     }
 }
 
-fn permission(client: &Client, brand: u32, retailer: Option<u32>) -> Result<(), Status> {
+pub(crate) fn permission(client: &Client, brand: u32, retailer: Option<u32>) -> Result<(), Status> {
     if client.may(brand, retailer) {
         Ok(())
     } else {
@@ -259,14 +291,14 @@ fn permission(client: &Client, brand: u32, retailer: Option<u32>) -> Result<(), 
     }
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidField {
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidField {
     InvalidField {
         field,
         reason: reason.into(),
     }
 }
 
-fn invalid_status(err: &InvalidField) -> Status {
+pub(crate) fn invalid_status(err: &InvalidField) -> Status {
     Status::with_error_details(
         tonic::Code::InvalidArgument,
         err.to_string(),
@@ -283,7 +315,7 @@ impl From<CheckError> for Status {
     }
 }
 
-fn brand(code: u32) -> Result<u32, InvalidField> {
+pub(crate) fn brand(code: u32) -> Result<u32, InvalidField> {
     if code == 0 {
         Err(invalid("brand_code", "required (the İYS brandCode)"))
     } else {
@@ -291,7 +323,7 @@ fn brand(code: u32) -> Result<u32, InvalidField> {
     }
 }
 
-fn channel(value: i32) -> Result<DChannel, InvalidField> {
+pub(crate) fn channel(value: i32) -> Result<DChannel, InvalidField> {
     match pb::Channel::try_from(value) {
         Ok(pb::Channel::Arama) => Ok(DChannel::Arama),
         Ok(pb::Channel::Mesaj) => Ok(DChannel::Mesaj),
@@ -301,7 +333,7 @@ fn channel(value: i32) -> Result<DChannel, InvalidField> {
     }
 }
 
-fn recipient_type(value: i32) -> Result<DRecipientType, InvalidField> {
+pub(crate) fn recipient_type(value: i32) -> Result<DRecipientType, InvalidField> {
     match pb::RecipientType::try_from(value) {
         Ok(pb::RecipientType::Unspecified | pb::RecipientType::Bireysel) => {
             Ok(DRecipientType::Bireysel)
@@ -365,7 +397,7 @@ fn source_pb(source: Option<domain::Source>) -> i32 {
     source.map_or(0, |s| i32::from(s.code()))
 }
 
-fn decision_pb(d: &DDecision, age_ms: u64) -> pb::Decision {
+pub(crate) fn decision_pb(d: &DDecision, age_ms: u64) -> pb::Decision {
     let verdict = match d.verdict {
         DVerdict::Allow => pb::Verdict::Allow,
         DVerdict::AllowExempt => pb::Verdict::AllowExempt,

@@ -13,6 +13,8 @@ pub const ENV_METRICS_LISTEN: &str = "IYSGATE_METRICS_LISTEN";
 pub const ENV_API_KEYS: &str = "IYSGATE_API_KEYS";
 pub const ENV_BRANDS: &str = "IYSGATE_BRANDS";
 pub const ENV_CALENDAR: &str = "IYSGATE_CALENDAR";
+pub const ENV_DATABASE_URL: &str = "IYSGATE_DATABASE_URL";
+pub const ENV_EVIDENCE_FILE: &str = "IYSGATE_EVIDENCE_FILE";
 pub const ENV_MAX_STALENESS: &str = "IYSGATE_MAX_STALENESS";
 pub const ENV_LOG: &str = "IYSGATE_LOG";
 pub const ENV_ADDR: &str = "IYSGATE_ADDR";
@@ -101,6 +103,15 @@ pub struct ServeArgs {
     /// Holiday calendar CSV replacing the embedded one (date,weekday,kind,name_tr,basis).
     #[arg(long, env = ENV_CALENDAR)]
     pub calendar: Option<PathBuf>,
+    /// PostgreSQL holding the consents the company records (evidence, uploads), e.g.
+    /// `postgres://iysgate@db/iysgate`; migrations are applied at start. Without it they are
+    /// kept in `--evidence-file`.
+    #[arg(long, env = ENV_DATABASE_URL, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The embedded default's durable store of recorded consents: an append-only file, each
+    /// write synced to disk before it is acknowledged.
+    #[arg(long, env = ENV_EVIDENCE_FILE, default_value = "iysgate-data/evidence.log")]
+    pub evidence_file: PathBuf,
     /// Past this data age, ALLOWs become UNAVAILABLE and health NOT_SERVING (e.g. 30s, 2m).
     #[arg(long, env = ENV_MAX_STALENESS, default_value = "30s", value_parser = parse_duration)]
     pub max_staleness: Duration,

@@ -25,6 +25,9 @@ pub struct DemoBrand {
     weight: u32,
 }
 
+/// The demo's service provider (iysCode) owning its brands.
+pub const IYS_CODE: u32 = 600_000;
+
 pub const BRANDS: [DemoBrand; 4] = [
     DemoBrand {
         code: 600_001,

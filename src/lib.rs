@@ -12,6 +12,7 @@
 //! - [`evidence`]: the system of record for collected consents, their evidence and their
 //!   upload to İYS (PostgreSQL, or an append-only file in the embedded default).
 //! - [`api`]: the tonic gRPC services and the mapping to status codes.
+//! - [`record`]: `ConsentRecords`, consents the company collected: validated, stored, applied.
 //! - [`server`]: assembling and running a process; shutdown in order.
 //! - [`demo`]: the generated data set of the embedded default.
 //! - [`client`]: the command-line client.
@@ -31,6 +32,7 @@ pub mod iys;
 pub mod load;
 pub mod push;
 pub mod quota;
+pub mod record;
 pub mod server;
 pub mod shared;
 pub mod store;

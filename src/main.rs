@@ -112,7 +112,20 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
         telemetry::init_logging(&args.log)?;
     }
     let clock = server::system_clock();
-    let app = App::embedded(&args, Arc::clone(&clock)).map_err(|e| e.to_string())?;
+    let mut app = App::embedded(&args, Arc::clone(&clock)).map_err(|e| e.to_string())?;
+    let evidence = server::open_evidence(&args, app.checker.calendar().clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    if demo.is_some() {
+        let brands: Vec<_> = demo::BRANDS
+            .iter()
+            .map(|b| (b.code, b.name, b.policy))
+            .collect();
+        server::ensure_brands(&evidence, demo::IYS_CODE, &brands, clock.now_utc())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    app.evidence = Some(Arc::new(evidence));
     let listener = server::bind(args.listen).await.map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();

@@ -44,6 +44,70 @@ pub enum StartError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error(transparent)]
+    Evidence(#[from] crate::evidence::EvidenceError),
+    #[error("evidence file directory {path}: {source}")]
+    EvidenceDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Opens the store of recorded consents: PostgreSQL when `--database-url` is set (migrating
+/// it), else the append-only `--evidence-file` (its directory created if missing).
+pub async fn open_evidence(
+    args: &ServeArgs,
+    calendar: BusinessCalendar,
+) -> Result<crate::evidence::EvidenceStore, StartError> {
+    use crate::evidence::{EvidenceStore, FileStore, PgStore};
+    if let Some(url) = &args.database_url {
+        return Ok(EvidenceStore::from(PgStore::connect(url, calendar).await?));
+    }
+    if let Some(dir) = args
+        .evidence_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|source| StartError::EvidenceDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(EvidenceStore::from(
+        FileStore::open(&args.evidence_file, calendar).await?,
+    ))
+}
+
+/// Registers `brands` of provider `iys_code` in the evidence store unless already there.
+pub async fn ensure_brands(
+    store: &crate::evidence::EvidenceStore,
+    iys_code: u32,
+    brands: &[(u32, &str, crate::domain::BrandPolicy)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StartError> {
+    use crate::evidence::{Brand, EvidenceError, Provider};
+    let provider = Provider {
+        iys_code,
+        name: format!("provider {iys_code}"),
+        credentials_ref: "env:IYSGATE_IYS_PASSWORD".into(),
+    };
+    match store.add_provider(&provider, now).await {
+        Ok(()) | Err(EvidenceError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    for &(brand_code, name, policy) in brands {
+        let brand = Brand {
+            brand_code,
+            iys_code,
+            name: name.to_owned(),
+            policy,
+        };
+        match store.add_brand(&brand, now).await {
+            Ok(()) | Err(EvidenceError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Everything a serving process holds.
@@ -53,6 +117,8 @@ pub struct App {
     pub keys: Arc<ApiKeys>,
     pub freshness: Arc<Freshness>,
     pub metrics: Arc<Metrics>,
+    /// Where recorded consents are kept (`ConsentRecords`); none: that service refuses.
+    pub evidence: Option<Arc<crate::evidence::EvidenceStore>>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +209,7 @@ impl App {
                 crate::telemetry::install_metrics();
                 Metrics::register()
             }),
+            evidence: None,
         })
     }
 
@@ -207,7 +274,9 @@ pub async fn serve_grpc(
             max_in_flight: args.max_in_flight,
             quota_hold: args.quota_hold,
         },
-    );
+    )
+    .with_evidence(app.evidence.clone());
+    let service = Arc::new(service);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let drain_started = CancellationToken::new();
     let signal = {
@@ -243,6 +312,7 @@ pub async fn serve_grpc(
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(service.into_server())
+        .add_service(service.records_server())
         .serve_with_incoming_shutdown(incoming, signal);
     let grace = args.grace;
     tokio::select! {

@@ -17,7 +17,8 @@ mod codes;
 mod handlers;
 mod net;
 mod store;
-mod validate;
+/// İYS's field validation (H-codes), shared with the `ConsentRecords` write path.
+pub mod validate;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,392 @@
+//! `iysgate.v1.ConsentRecords`: consents the company collected itself. Each is validated as
+//! İYS validates it (the same rules and H-codes as the mock İYS's matrix, so bad input is
+//! refused here, naming the field, before it could ever reach İYS), stored durably with its
+//! evidence in the [`EvidenceStore`] before the answer, and applied to the index at once: a
+//! RET is DENY on the next check, an ONAY is PENDING_REGISTRATION until İYS accepts it (the
+//! uploader then applies the registered event).
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tonic::{Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::api::{self, ConsentService, pb};
+use crate::domain::recipient::normalise_recipient;
+use crate::domain::time::format_iys;
+use crate::domain::{ConsentEvent, ConsentKey, ConsentStatus, Purpose, Registration, Source};
+use crate::evidence::{Evidence, EvidenceError, EvidenceStore, NewEvent, Recorded, Recorder};
+use crate::iys::mock::validate;
+
+/// Most consents in one RecordConsents call (İYS's own batch limit).
+pub const MAX_RECORDS: usize = 1_000;
+
+/// One refused field: the request field path and İYS's code and message.
+struct Violation {
+    field: String,
+    description: String,
+}
+
+fn status_word(value: i32) -> Option<&'static str> {
+    match pb::ConsentStatus::try_from(value).ok()? {
+        pb::ConsentStatus::Onay => Some("ONAY"),
+        pb::ConsentStatus::Ret => Some("RET"),
+        pb::ConsentStatus::Unspecified => None,
+    }
+}
+
+/// The İYS body this input would be uploaded as, for İYS's own validation.
+fn iys_body(input: &pb::ConsentInput) -> Value {
+    let mut body = serde_json::Map::new();
+    body.insert("recipient".into(), json!(input.recipient));
+    if let Ok(channel) = api::channel(input.channel) {
+        body.insert("type".into(), json!(channel.as_str()));
+    }
+    if let Some(status) = status_word(input.status) {
+        body.insert("status".into(), json!(status));
+    }
+    if let Some(source) = u8::try_from(input.source).ok().and_then(Source::from_code) {
+        body.insert("source".into(), json!(source.as_str()));
+    }
+    if !input.consent_date.is_empty() {
+        body.insert("consentDate".into(), json!(input.consent_date));
+    }
+    if let Ok(rtype) = api::recipient_type(input.recipient_type) {
+        body.insert("recipientType".into(), json!(rtype.as_str()));
+    }
+    if !input.retailer_access.is_empty() {
+        body.insert("retailerAccess".into(), json!(input.retailer_access));
+    }
+    Value::Object(body)
+}
+
+/// İYS's field name to this API's.
+fn field_name(iys: &str) -> &str {
+    match iys {
+        "type" => "channel",
+        "consentDate" => "consent_date",
+        "recipientType" => "recipient_type",
+        "retailerAccess" => "retailer_access",
+        other => other,
+    }
+}
+
+fn iys_violations(prefix: &str, errors: Vec<crate::iys::wire::IysError>) -> Vec<Violation> {
+    errors
+        .into_iter()
+        .map(|e| {
+            let field = e
+                .location
+                .as_ref()
+                .and_then(|parts| {
+                    parts.iter().find_map(|p| match p {
+                        crate::iys::wire::LocationPart::Field(f) => Some(field_name(f).to_owned()),
+                        crate::iys::wire::LocationPart::Index(_) => None,
+                    })
+                })
+                .unwrap_or_default();
+            Violation {
+                field: format!("{prefix}{field}"),
+                description: format!("{}: {}", e.code, e.message),
+            }
+        })
+        .collect()
+}
+
+impl ConsentService {
+    /// Validates one input and turns it into the event to store, or says what is wrong.
+    fn new_event(
+        &self,
+        brand: u32,
+        prefix: &str,
+        input: &pb::ConsentInput,
+        recorder: &Recorder,
+    ) -> Result<NewEvent, Vec<Violation>> {
+        let checker = self.checker();
+        let now = checker.clock().now_turkey();
+        let valid = match validate::consent(&iys_body(input), now, checker.calendar()) {
+            Ok(valid) => valid,
+            Err(validate::Invalid::Fields(errors)) => return Err(iys_violations(prefix, errors)),
+            // Only retailer fields stop İYS's validation outright (H267, H085).
+            Err(validate::Invalid::Fatal(e)) => {
+                return Err(e
+                    .errors
+                    .into_iter()
+                    .map(|e| Violation {
+                        field: format!("{prefix}retailer_access"),
+                        description: format!("{}: {}", e.code, e.message),
+                    })
+                    .collect());
+            }
+        };
+        let bad = |field: &str, why: &str| {
+            vec![Violation {
+                field: format!("{prefix}{field}"),
+                description: why.to_owned(),
+            }]
+        };
+        // İYS lets a TACIR record omit source and date; a record of evidence may not.
+        let (Some(source), Some(consent_date)) = (
+            valid.source.and_then(|s| s.parse::<Source>().ok()),
+            valid.consent_date,
+        ) else {
+            return Err(bad(
+                "consent_date",
+                "source and consent_date are required to record evidence",
+            ));
+        };
+        let channel = api::channel(input.channel).map_err(|e| bad("channel", &e.reason))?;
+        let recipient_type = api::recipient_type(input.recipient_type)
+            .map_err(|e| bad("recipient_type", &e.reason))?;
+        let recipient = normalise_recipient(&input.recipient, channel.address_kind())
+            .map_err(|e| bad("recipient", &e.to_string()))?;
+        let status = match valid.status {
+            crate::iys::wire::ConsentStatus::Onay => ConsentStatus::Onay,
+            crate::iys::wire::ConsentStatus::Ret => ConsentStatus::Ret,
+        };
+        let evidence = input.evidence.clone().unwrap_or_default();
+        Ok(NewEvent {
+            brand,
+            recipient,
+            recipient_type,
+            channel,
+            status,
+            source,
+            consent_date,
+            retailer_access: input.retailer_access.clone(),
+            evidence: Evidence {
+                method: evidence.method,
+                location: evidence.location,
+                document_ref: Some(evidence.document_ref).filter(|d| !d.is_empty()),
+                capturing_system: evidence.capturing_system,
+            },
+            recorder: recorder.clone(),
+            idempotency_key: input.idempotency_key.clone(),
+        })
+    }
+
+    async fn record(
+        &self,
+        store: &EvidenceStore,
+        brand: u32,
+        prefix: impl Fn(usize) -> String,
+        inputs: &[pb::ConsentInput],
+        recorder: &Recorder,
+    ) -> Result<Vec<pb::RecordedConsent>, Status> {
+        let mut events = Vec::with_capacity(inputs.len());
+        let mut violations = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            match self.new_event(brand, &prefix(i), input, recorder) {
+                Ok(event) => events.push(event),
+                Err(v) => violations.extend(v),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(refuse(&violations));
+        }
+        let checker = self.checker();
+        let recorded = store
+            .record(&events, checker.clock().now_utc())
+            .await
+            .map_err(|e| match e {
+                EvidenceError::Invalid {
+                    index,
+                    field,
+                    reason,
+                } => refuse(&[Violation {
+                    field: format!("{}{field}", prefix(index)),
+                    description: reason.to_owned(),
+                }]),
+                EvidenceError::IdempotencyConflict { index, .. } => refuse(&[Violation {
+                    field: format!("{}idempotency_key", prefix(index)),
+                    description: "already used for a different event".into(),
+                }]),
+                EvidenceError::UnknownBrand(b) => Status::failed_precondition(format!(
+                    "brand {b} is not registered for recording consents (iysgate brand add)"
+                )),
+                other => {
+                    tracing::error!(error = %other, "recording consents failed");
+                    Status::unavailable(
+                        "the evidence store is unavailable; nothing was stored; retry",
+                    )
+                }
+            })?;
+        // Durable: now the index. A RET is DENY from the next check on; an ONAY is pending.
+        let mut out = Vec::with_capacity(events.len());
+        for (event, outcome) in events.into_iter().zip(recorded) {
+            let (id, duplicate) = match outcome {
+                Recorded::New(id) => (id, false),
+                Recorded::Duplicate(id) => (id, true),
+            };
+            let deadline = checker.calendar().registration_deadline(event.consent_date);
+            let key = ConsentKey {
+                brand,
+                recipient: event.recipient.clone(),
+                recipient_type: event.recipient_type,
+                channel: event.channel,
+            };
+            // Applying an event twice changes nothing (the latest-event rule), so a duplicate
+            // is applied too: harmless, and it heals an index that missed the first.
+            let _ = self.consents().apply(
+                key,
+                ConsentEvent {
+                    status: event.status,
+                    source: event.source,
+                    consent_date: event.consent_date,
+                    registration: Registration::Pending,
+                    retailer_access: event.retailer_access.clone(),
+                },
+            );
+            let text = event.recipient.to_string();
+            let query = crate::check::Query {
+                brand,
+                recipient: &text,
+                channel: event.channel,
+                recipient_type: event.recipient_type,
+                retailer: None,
+                purpose: Purpose::Commercial,
+            };
+            let decision = checker
+                .check(&query)
+                .ok()
+                .map(|a| api::decision_pb(&a.decision, a.data_age.as_millis() as u64));
+            out.push(pb::RecordedConsent {
+                event_id: u64::try_from(id.0).unwrap_or_default(),
+                duplicate,
+                upload_deadline: format_iys(deadline),
+                decision,
+            });
+        }
+        Ok(out)
+    }
+
+    fn evidence_store(&self) -> Result<Arc<EvidenceStore>, Status> {
+        self.evidence().ok_or_else(|| {
+            Status::unimplemented("this server records no consents (no evidence store)")
+        })
+    }
+}
+
+fn refuse(violations: &[Violation]) -> Status {
+    let mut details = ErrorDetails::new();
+    for v in violations {
+        details.add_bad_request_violation(v.field.clone(), v.description.clone());
+    }
+    let first = violations
+        .first()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .unwrap_or_default();
+    let more = if violations.len() > 1 {
+        format!(" (and {} more)", violations.len() - 1)
+    } else {
+        String::new()
+    };
+    Status::with_error_details(
+        tonic::Code::InvalidArgument,
+        format!("{first}{more}; nothing was stored"),
+        details,
+    )
+}
+
+fn recorder(client: &crate::auth::Client, key: Option<&str>) -> Recorder {
+    Recorder {
+        client: client.name.clone(),
+        key_sha256: key.map(crate::auth::hash_key),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::consent_records_server::ConsentRecords for ConsentService {
+    async fn record_consent(
+        &self,
+        request: Request<pb::RecordConsentRequest>,
+    ) -> Result<Response<pb::RecordConsentResponse>, Status> {
+        let mut slot = Some(self.admit()?);
+        let client = self.client(&request)?;
+        self.charge(&client, 1, &request, &mut slot).await?;
+        let store = self.evidence_store()?;
+        let req = request.get_ref();
+        let brand = api::brand(req.brand_code).map_err(|e| api::invalid_status(&e))?;
+        api::permission(&client, brand, None)?;
+        let input = req.consent.as_ref().ok_or_else(|| {
+            refuse(&[Violation {
+                field: "consent".into(),
+                description: "required".into(),
+            }])
+        })?;
+        let who = recorder(&client, api::presented_key(&request));
+        let mut recorded = self
+            .record(
+                &store,
+                brand,
+                |_| "consent.".to_owned(),
+                std::slice::from_ref(input),
+                &who,
+            )
+            .await?;
+        Ok(Response::new(pb::RecordConsentResponse {
+            recorded: recorded.pop(),
+        }))
+    }
+
+    async fn record_consents(
+        &self,
+        request: Request<pb::RecordConsentsRequest>,
+    ) -> Result<Response<pb::RecordConsentsResponse>, Status> {
+        let mut slot = Some(self.admit()?);
+        let client = self.client(&request)?;
+        let req = request.get_ref();
+        if req.consents.len() > MAX_RECORDS {
+            return Err(refuse(&[Violation {
+                field: "consents".into(),
+                description: format!(
+                    "{} consents; at most {MAX_RECORDS} per call",
+                    req.consents.len()
+                ),
+            }]));
+        }
+        self.charge(&client, req.consents.len(), &request, &mut slot)
+            .await?;
+        let store = self.evidence_store()?;
+        let brand = api::brand(req.brand_code).map_err(|e| api::invalid_status(&e))?;
+        api::permission(&client, brand, None)?;
+        let who = recorder(&client, api::presented_key(&request));
+        let recorded = self
+            .record(
+                &store,
+                brand,
+                |i| format!("consents[{i}]."),
+                &req.consents,
+                &who,
+            )
+            .await?;
+        Ok(Response::new(pb::RecordConsentsResponse { recorded }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_iys_body_carries_what_was_given() {
+        let input = pb::ConsentInput {
+            recipient: "+905321234567".into(),
+            channel: pb::Channel::Mesaj.into(),
+            status: pb::ConsentStatus::Ret.into(),
+            source: pb::Source::HsWeb.into(),
+            consent_date: "2026-05-20 10:00:00".into(),
+            ..Default::default()
+        };
+        let body = iys_body(&input);
+        assert_eq!(body["type"], "MESAJ");
+        assert_eq!(body["status"], "RET");
+        assert_eq!(body["source"], "HS_WEB");
+        assert_eq!(body["recipientType"], "BIREYSEL");
+        assert!(body.get("retailerAccess").is_none());
+        let empty = iys_body(&pb::ConsentInput::default());
+        assert!(empty.get("status").is_none() && empty.get("source").is_none());
+        assert_eq!(field_name("consentDate"), "consent_date");
+        assert_eq!(field_name("type"), "channel");
+    }
+}

@@ -1,0 +1,379 @@
+//! `ConsentRecords` end to end on the embedded default: consents the company collected are
+//! validated as İYS validates them, stored durably with their evidence before the answer, and
+//! applied at once (a RET is DENY on the next check; an ONAY is pending, not ALLOW).
+
+use std::sync::Arc;
+
+use clap::Parser;
+use iysgate::api::pb;
+use iysgate::api::pb::consent_check_client::ConsentCheckClient;
+use iysgate::api::pb::consent_records_client::ConsentRecordsClient;
+use iysgate::auth::{hash_key, to_hex};
+use iysgate::config::{Cli, Command};
+use iysgate::domain::time::parse_iys;
+use iysgate::domain::{BrandPolicy, Clock, ManualClock};
+use iysgate::evidence::EventId;
+use iysgate::server::{self, App};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+use tonic_types::StatusExt;
+
+const KEY: &str = "iysk_record_test";
+const BRAND: u32 = 600_001;
+const UNREGISTERED_BRAND: u32 = 600_009;
+const NOW: &str = "2026-05-20 12:00:00";
+
+struct Server {
+    records: ConsentRecordsClient<Channel>,
+    checks: ConsentCheckClient<Channel>,
+    app: Arc<App>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn start() -> Server {
+    let dir = std::env::temp_dir().join(format!(
+        "iysgate-record-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let argv = [
+        "iysgate".to_owned(),
+        "serve".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--metrics-listen".into(),
+        "off".into(),
+        "--evidence-file".into(),
+        dir.join("evidence.log").display().to_string(),
+        "--client".into(),
+        format!(
+            "name=crm;sha256={};brands={BRAND},{UNREGISTERED_BRAND}",
+            to_hex(&hash_key(KEY))
+        ),
+    ];
+    let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+        unreachable!()
+    };
+    let clock = Arc::new(ManualClock::at_turkey(parse_iys(NOW).unwrap()));
+    let mut app = App::embedded(&args, clock.clone()).unwrap();
+    let store = server::open_evidence(&args, app.checker.calendar().clone())
+        .await
+        .unwrap();
+    server::ensure_brands(
+        &store,
+        600_000,
+        &[(BRAND, "Anadolu Market", BrandPolicy::default())],
+        clock.now_utc(),
+    )
+    .await
+    .unwrap();
+    app.evidence = Some(Arc::new(store));
+    app.freshness.mark_confirmed(clock.now_utc());
+    let app = Arc::new(app);
+    let listener = server::bind(args.listen).await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    {
+        let (app, stop) = (Arc::clone(&app), stop.clone());
+        tokio::spawn(async move {
+            let tasks = TaskTracker::new();
+            server::serve_grpc(&app, &args, listener, stop, &tasks).await
+        });
+    }
+    let channel = tonic::transport::Endpoint::from_shared(addr)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    Server {
+        records: ConsentRecordsClient::new(channel.clone()),
+        checks: ConsentCheckClient::new(channel),
+        app,
+        _stop: stop.drop_guard(),
+    }
+}
+
+fn keyed<T>(message: T) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut().insert("x-api-key", KEY.parse().unwrap());
+    r
+}
+
+fn input(recipient: &str, status: pb::ConsentStatus, date: &str, key: &str) -> pb::ConsentInput {
+    pb::ConsentInput {
+        recipient: recipient.into(),
+        channel: pb::Channel::Mesaj.into(),
+        status: status.into(),
+        source: pb::Source::HsWeb.into(),
+        consent_date: date.into(),
+        evidence: Some(pb::Evidence {
+            method: "web form checkbox".into(),
+            location: "https://example.com.tr/uyelik".into(),
+            document_ref: "form-v3".into(),
+            capturing_system: "crm-web".into(),
+        }),
+        idempotency_key: key.into(),
+        ..Default::default()
+    }
+}
+
+async fn record(
+    s: &mut Server,
+    consent: pb::ConsentInput,
+) -> Result<pb::RecordedConsent, tonic::Status> {
+    s.records
+        .record_consent(keyed(pb::RecordConsentRequest {
+            brand_code: BRAND,
+            consent: Some(consent),
+        }))
+        .await
+        .map(|r| r.into_inner().recorded.unwrap())
+}
+
+async fn check(s: &mut Server, recipient: &str) -> pb::Decision {
+    s.checks
+        .check(keyed(pb::CheckRequest {
+            brand_code: BRAND,
+            recipient: recipient.into(),
+            channel: pb::Channel::Mesaj.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_recorded_ret_denies_at_once_and_an_onay_stays_pending() {
+    let mut s = start().await;
+    let phone = "+905321230001";
+    let onay = record(
+        &mut s,
+        input(
+            phone,
+            pb::ConsentStatus::Onay,
+            "2026-05-20 09:00:00",
+            "crm-1",
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(!onay.duplicate);
+    // Wednesday 20 May + 3 business days on the strict calendar (Saturdays count, Sundays and
+    // holidays do not) = Saturday 23 May, end of day.
+    assert_eq!(onay.upload_deadline, "2026-05-23 23:59:59");
+    let d = onay.decision.unwrap();
+    assert_eq!(
+        d.verdict(),
+        pb::Verdict::Deny,
+        "an ONAY is not ALLOW until İYS accepts it"
+    );
+    assert_eq!(d.reason(), pb::Reason::PendingRegistration);
+    assert_eq!(
+        check(&mut s, phone).await.reason(),
+        pb::Reason::PendingRegistration
+    );
+
+    let ret = record(
+        &mut s,
+        input(
+            phone,
+            pb::ConsentStatus::Ret,
+            "2026-05-20 11:00:00",
+            "crm-2",
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ret.decision.unwrap().verdict(), pb::Verdict::Deny);
+    let d = check(&mut s, phone).await;
+    assert_eq!(
+        (d.verdict(), d.status()),
+        (pb::Verdict::Deny, pb::ConsentStatus::Ret)
+    );
+
+    // Stored with its evidence and who recorded it, before the answer.
+    let stored = s
+        .app
+        .evidence
+        .as_ref()
+        .unwrap()
+        .event(EventId(i64::try_from(ret.event_id).unwrap()))
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.event.evidence.capturing_system, "crm-web");
+    assert_eq!(
+        stored.event.evidence.document_ref.as_deref(),
+        Some("form-v3")
+    );
+    assert_eq!(stored.event.recorder.client, "crm");
+    assert_eq!(stored.event.recorder.key_sha256, Some(hash_key(KEY)));
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_is_the_same_event() {
+    let mut s = start().await;
+    let first = record(
+        &mut s,
+        input(
+            "+905321230002",
+            pb::ConsentStatus::Ret,
+            "2026-05-19 10:00:00",
+            "crm-9",
+        ),
+    )
+    .await
+    .unwrap();
+    let again = record(
+        &mut s,
+        input(
+            "+905321230002",
+            pb::ConsentStatus::Ret,
+            "2026-05-19 10:00:00",
+            "crm-9",
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.event_id, first.event_id);
+    // The same key for a different event is refused, naming the field.
+    let err = record(
+        &mut s,
+        input(
+            "+905321230003",
+            pb::ConsentStatus::Ret,
+            "2026-05-19 10:00:00",
+            "crm-9",
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("consent.idempotency_key"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_as_iys_would_naming_each_field_and_nothing_is_stored() {
+    let mut s = start().await;
+    // A date in the future (H162) and no source (H113).
+    let mut bad = input(
+        "+905321230004",
+        pb::ConsentStatus::Onay,
+        "2026-05-21 09:00:00",
+        "b-1",
+    );
+    bad.source = 0;
+    let err = record(&mut s, bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let fields: Vec<(String, String)> = err
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| (v.field, v.description))
+        .collect();
+    assert!(
+        fields
+            .iter()
+            .any(|(f, d)| f == "consent.source" && d.starts_with("H113")),
+        "{fields:?}"
+    );
+    assert!(
+        fields
+            .iter()
+            .any(|(f, d)| f == "consent.consent_date" && d.starts_with("H162")),
+        "{fields:?}"
+    );
+    // Past the 3-business-day window İYS would refuse it (H467), so it is refused here.
+    let err = record(
+        &mut s,
+        input(
+            "+905321230004",
+            pb::ConsentStatus::Onay,
+            "2026-05-01 09:00:00",
+            "b-2",
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message().contains("H467"), "{}", err.message());
+
+    // A batch with one bad item stores nothing, and names the item.
+    let batch = pb::RecordConsentsRequest {
+        brand_code: BRAND,
+        consents: vec![
+            input(
+                "+905321230005",
+                pb::ConsentStatus::Ret,
+                "2026-05-20 10:00:00",
+                "b-3",
+            ),
+            input(
+                "not a phone",
+                pb::ConsentStatus::Ret,
+                "2026-05-20 10:00:00",
+                "b-4",
+            ),
+        ],
+    };
+    let err = s.records.record_consents(keyed(batch)).await.unwrap_err();
+    assert!(
+        err.message().starts_with("consents[1].recipient"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        check(&mut s, "+905321230005").await.reason(),
+        pb::Reason::NoConsent
+    );
+    let day = chrono::Duration::days(1);
+    let now = chrono::Utc::now();
+    let stored = s
+        .app
+        .evidence
+        .as_ref()
+        .unwrap()
+        .events_between(BRAND, now - day * 3650, now + day * 3650)
+        .await
+        .unwrap();
+    assert!(stored.is_empty(), "nothing stored");
+
+    // A brand not registered for recording, and evidence left out.
+    let err = s
+        .records
+        .record_consent(keyed(pb::RecordConsentRequest {
+            brand_code: UNREGISTERED_BRAND,
+            consent: Some(input(
+                "+905321230006",
+                pb::ConsentStatus::Ret,
+                "2026-05-20 10:00:00",
+                "b-5",
+            )),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let mut no_evidence = input(
+        "+905321230006",
+        pb::ConsentStatus::Ret,
+        "2026-05-20 10:00:00",
+        "b-6",
+    );
+    no_evidence.evidence = None;
+    let err = record(&mut s, no_evidence).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("consent."), "{}", err.message());
+}
