@@ -27,7 +27,7 @@ read -r steady_key steady_flag <<< "$(key_and_flag steady)"
 read -r limited_key limited_flag <<< "$(key_and_flag flood-limited "$QUOTA")"
 read -r free_key free_flag <<< "$(key_and_flag flood-unlimited)"
 
-$SERVER_PIN $BIN demo --records "$RECORDS" --seed $SEED --listen 127.0.0.1:50055 \
+$SERVER_PIN $BIN demo --evidence-file "$out/evidence.log" --records "$RECORDS" --seed $SEED --listen 127.0.0.1:50055 \
   --metrics-listen off --log warn --client "$steady_flag" --client "$limited_flag" \
   --client "$free_flag" > "$out/demo.log" 2>&1 &
 pid=$!
