@@ -349,6 +349,7 @@ impl Uploader {
         }
         let counts = self.inner.store.upload_counts(now).await?;
         publish(&counts);
+        lock(&self.inner.order).forget_stale(now);
         if counts.at_risk > 0 {
             tracing::warn!(
                 at_risk = counts.at_risk,
@@ -394,13 +395,11 @@ impl Uploader {
             return Ok(claimed);
         }
         if bulk && claims.len() > config.bulk_threshold as usize {
-            tracing::info!(claimed, "bulk upload: sending as batches");
-            inner.open_batches.fetch_add(1, Ordering::Relaxed);
-            let this = self.clone();
+            tracing::info!(claimed = claims.len(), "bulk upload: sending as batches");
+            let slot = BatchSlot::take(self);
             let shutdown = shutdown.clone();
             inner.batches.spawn(async move {
-                this.upload_bulk(claims, &shutdown).await;
-                this.inner.open_batches.fetch_sub(1, Ordering::Relaxed);
+                slot.uploader.upload_bulk(claims, &shutdown).await;
             });
         } else {
             self.upload_singles(claims, shutdown).await;
@@ -686,6 +685,30 @@ impl Uploader {
             let (key, registered) = registered_event(event, transaction_id, *creation_date);
             (inner.on_registered)(key, registered);
         }
+    }
+}
+
+/// One of the `max_open_batches` slots, given back when the batch task ends however it
+/// ends.
+struct BatchSlot {
+    uploader: Uploader,
+}
+
+impl BatchSlot {
+    fn take(uploader: &Uploader) -> Self {
+        uploader.inner.open_batches.fetch_add(1, Ordering::Relaxed);
+        Self {
+            uploader: uploader.clone(),
+        }
+    }
+}
+
+impl Drop for BatchSlot {
+    fn drop(&mut self) {
+        self.uploader
+            .inner
+            .open_batches
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -374,8 +374,9 @@ async fn uploader_killed_mid_call_is_replaced(store: EvidenceStore) {
     else {
         panic!("one event")
     };
+    // Long enough that the call is surely still in flight when the task is killed.
     h.mock.set_faults(Faults {
-        latency_ms: 400,
+        latency_ms: 2000,
         path_contains: Some("/consents".into()),
         ..Faults::default()
     });
@@ -465,10 +466,10 @@ async fn later_ret_in_a_batch_waits_for_the_onay_before_it(store: EvidenceStore)
     });
     let running = h.start(UploaderConfig {
         bulk_threshold: 5,
-        // The ONAY's retry comes 0.5 to 1 s later: time for the import to be claimed.
+        // The ONAY's retry comes 1 to 2 s later: time for the import to be claimed.
         backoff: Backoff {
-            base: Duration::from_secs(1),
-            cap: Duration::from_secs(1),
+            base: Duration::from_secs(2),
+            cap: Duration::from_secs(2),
         },
         ..config()
     });

@@ -81,6 +81,15 @@ impl KeyOrder {
         blocking
     }
 
+    /// Drops every hold past its `until` (holds of events that never came back, e.g.
+    /// expired ones, or ones whose answer could not be recorded).
+    pub fn forget_stale(&mut self, now: DateTime<Utc>) {
+        self.holds.retain(|_, holds| {
+            holds.retain(|h| h.until > now);
+            !holds.is_empty()
+        });
+    }
+
     /// Keys with an open event.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -146,6 +155,11 @@ mod tests {
         );
         // Past `until` the hold no longer blocks (and is dropped).
         assert_eq!(order.blocked(&k, ret, at("2026-05-20 10:01:00")), None);
+        assert_eq!(order.len(), 0);
+        order.hold(&k, onay, now, at("2026-05-20 10:01:00"));
+        order.forget_stale(at("2026-05-20 10:00:59"));
+        assert_eq!(order.len(), 1);
+        order.forget_stale(at("2026-05-20 10:01:00"));
         assert_eq!(order.len(), 0);
     }
 
