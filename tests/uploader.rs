@@ -107,9 +107,7 @@ async fn onay_is_registered_and_reported_once(store: EvidenceStore) {
     node.consents.apply(key, pending).unwrap();
     assert_eq!(node.reason(&phone(1)), Some(Reason::PendingRegistration));
 
-    let [id] = h.record(&[collected]).await[..] else {
-        panic!("one event")
-    };
+    let id = h.record_one(&collected).await;
     let running = h.start(config());
     h.wait_settled(&[id], SETTLE).await;
     // A few more rounds: nothing is sent or reported again.
@@ -218,12 +216,9 @@ async fn refusals_are_rejected_with_their_code_and_not_retried(store: EvidenceSt
 async fn transient_faults_are_retried_then_registered(store: EvidenceStore) {
     let harness = Harness::real_time(store).await;
     let h = &harness;
-    let [id] = h
-        .record(&[onay(1, now_tr() - ChronoDuration::minutes(5))])
-        .await[..]
-    else {
-        panic!("one event")
-    };
+    let id = h
+        .record_one(&onay(1, now_tr() - ChronoDuration::minutes(5)))
+        .await;
     // Two 503s, a 429 asking for 1 s, then a 401 (expired token) that the client itself
     // answers with a new token: four attempts for the uploader.
     h.mock.set_faults(Faults {
@@ -271,9 +266,7 @@ async fn crash_after_single_add_ends_exactly_once(store: EvidenceStore) {
     let harness = Harness::real_time(store).await;
     let h = &harness;
     let collected = onay(1, now_tr() - ChronoDuration::minutes(5));
-    let [id] = h.record(std::slice::from_ref(&collected)).await[..] else {
-        panic!("one event")
-    };
+    let id = h.record_one(&collected).await;
     let lease = config().lease;
     let claims = h
         .store
@@ -320,9 +313,7 @@ async fn crash_after_batch_add_ends_exactly_once(store: EvidenceStore) {
     let harness = Harness::real_time(store).await;
     let h = &harness;
     let collected = onay(1, now_tr() - ChronoDuration::minutes(5));
-    let [id] = h.record(std::slice::from_ref(&collected)).await[..] else {
-        panic!("one event")
-    };
+    let id = h.record_one(&collected).await;
     let claims = h
         .store
         .claim_uploads(10, config().lease, SystemClock.now_utc())
@@ -368,12 +359,9 @@ async fn crash_after_batch_add_ends_exactly_once(store: EvidenceStore) {
 async fn uploader_killed_mid_call_is_replaced(store: EvidenceStore) {
     let harness = Harness::real_time(store).await;
     let h = &harness;
-    let [id] = h
-        .record(&[onay(1, now_tr() - ChronoDuration::minutes(5))])
-        .await[..]
-    else {
-        panic!("one event")
-    };
+    let id = h
+        .record_one(&onay(1, now_tr() - ChronoDuration::minutes(5)))
+        .await;
     // Long enough that the call is surely still in flight when the task is killed.
     h.mock.set_faults(Faults {
         latency_ms: 2000,
@@ -418,12 +406,7 @@ async fn later_ret_waits_for_the_onay_before_it(store: EvidenceStore) {
         ])
         .await;
     // The ONAY's first try fails: the RET must not overtake it.
-    h.mock.set_faults(Faults {
-        error_burst: 1,
-        error_status: 500,
-        path_contains: Some("/consents".into()),
-        ..Faults::default()
-    });
+    h.fail_consent_calls(1, 500);
     let running = h.start(config());
     h.wait_settled(&ids, SETTLE).await;
     running.stop().await;
@@ -452,18 +435,10 @@ async fn later_ret_in_a_batch_waits_for_the_onay_before_it(store: EvidenceStore)
     let harness = Harness::real_time(store).await;
     let h = &harness;
     let now = now_tr();
-    let [first] = h
-        .record(&[onay(1, now - ChronoDuration::minutes(60))])
-        .await[..]
-    else {
-        panic!("one event")
-    };
-    h.mock.set_faults(Faults {
-        error_burst: 1,
-        error_status: 500,
-        path_contains: Some("/consents".into()),
-        ..Faults::default()
-    });
+    let first = h
+        .record_one(&onay(1, now - ChronoDuration::minutes(60)))
+        .await;
+    h.fail_consent_calls(1, 500);
     let running = h.start(UploaderConfig {
         bulk_threshold: 5,
         // The ONAY's retry comes 1 to 2 s later: time for the import to be claimed.
@@ -599,9 +574,7 @@ async fn overdue_uploads_are_expired_and_counted(store: EvidenceStore) {
     assert_eq!(counts.at_risk, 3, "Sunday: only Monday is left");
 
     clock.set_turkey(tr("2024-04-08 09:30:00"));
-    let [fresh] = h.record(&[onay(9, tr("2024-04-08 09:00:00"))]).await[..] else {
-        panic!("one event")
-    };
+    let fresh = h.record_one(&onay(9, tr("2024-04-08 09:00:00"))).await;
     clock.set_turkey(tr("2024-04-09 00:00:00"));
     let counts = uploader.sweep().await.unwrap();
     assert_eq!((counts.pending, counts.expired), (1, 3));

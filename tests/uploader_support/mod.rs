@@ -23,7 +23,7 @@ use iysgate::evidence::{
     UploadState,
 };
 use iysgate::iys::client::{Credentials, IysClient, RetryPolicy};
-use iysgate::iys::mock::{Account, MockConfig, MockIys};
+use iysgate::iys::mock::{Account, Faults, MockConfig, MockIys};
 use iysgate::iys::token::MemoryTokenStore;
 use iysgate::uploader::{Backoff, Uploader, UploaderConfig};
 use sqlx::AssertSqlSafe;
@@ -200,6 +200,20 @@ impl Harness {
             .iter()
             .map(|r| r.id())
             .collect()
+    }
+
+    pub async fn record_one(&self, event: &NewEvent) -> EventId {
+        self.record(std::slice::from_ref(event)).await[0]
+    }
+
+    /// Makes the next `n` İYS consent calls (add, batch, poll, status) fail with `status`.
+    pub fn fail_consent_calls(&self, n: u32, status: u16) {
+        self.mock.set_faults(Faults {
+            error_burst: n,
+            error_status: status,
+            path_contains: Some("/consents".into()),
+            ..Faults::default()
+        });
     }
 
     pub async fn state(&self, id: EventId) -> UploadState {
