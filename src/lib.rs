@@ -11,6 +11,8 @@
 //! - [`quota`]: per-client rate limits, so one tenant cannot take another's capacity.
 //! - [`evidence`]: the system of record for collected consents, their evidence and their
 //!   upload to İYS (PostgreSQL, or an append-only file in the embedded default).
+//! - [`uploader`]: drains the evidence store's upload outbox into İYS (single and batch
+//!   add), exactly once, within the registration deadline.
 //! - [`api`]: the tonic gRPC services and the mapping to status codes.
 //! - [`record`]: `ConsentRecords`, consents the company collected: validated, stored, applied.
 //! - [`server`]: assembling and running a process; shutdown in order.
@@ -38,3 +40,4 @@ pub mod shared;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod uploader;

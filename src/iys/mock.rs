@@ -318,6 +318,8 @@ struct Inner {
     faults: Mutex<Faults>,
     delivered: AtomicU64,
     failed: AtomicU64,
+    /// Batch polls answered before the batch was processed (İYS: poll no sooner than 300 s).
+    early_polls: AtomicU64,
 }
 
 /// The mock İYS. Cheap to clone (shared state).
@@ -357,6 +359,7 @@ impl MockIys {
                 faults: Mutex::new(Faults::default()),
                 delivered: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
+                early_polls: AtomicU64::new(0),
             }),
         }
     }
@@ -412,6 +415,21 @@ impl MockIys {
             delivered: self.inner.delivered.load(Ordering::Relaxed),
             failed: self.inner.failed.load(Ordering::Relaxed),
         }
+    }
+
+    /// Polls of a batch that was not processed yet (answered with an empty list or
+    /// `enqueue` items): a client that waits as İYS asks makes none.
+    pub fn early_polls(&self) -> u64 {
+        self.inner.early_polls.load(Ordering::Relaxed)
+    }
+
+    /// The item counts of every batch accepted so far, in no particular order.
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        lock(&self.inner.state)
+            .batches
+            .values()
+            .map(|b| b.items.len())
+            .collect()
     }
 
     /// The current record of a key, as single status would return it.

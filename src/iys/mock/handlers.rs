@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -794,6 +795,7 @@ impl MockIys {
         if let Some(results) = &batch.results {
             return Ok(Json(results).into_response());
         }
+        self.inner.early_polls.fetch_add(1, Ordering::Relaxed);
         // Not processed: an empty array first, then `enqueue` items for the second half of
         // the delay (İYS: "empty does not mean failed").
         if now < batch.accepted + (batch.due - batch.accepted) / 2 {
