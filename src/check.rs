@@ -192,6 +192,10 @@ impl Checker {
         &self.calendar
     }
 
+    pub fn clock_arc(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     pub fn clock(&self) -> &dyn Clock {
         &*self.clock
     }

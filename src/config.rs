@@ -108,6 +108,21 @@ pub struct ServeArgs {
     /// kept in `--evidence-file`.
     #[arg(long, env = ENV_DATABASE_URL, hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Upload recorded consents to this İYS (https://api.iys.org.tr, or the mock's http://
+    /// address): the uploader drains the outbox and turns registered ONAYs into ALLOW.
+    #[arg(long = "upload-iys-url", env = ENV_IYS_URL)]
+    pub upload_iys_url: Option<String>,
+    /// The İYS API user of the provider whose brands record consents here.
+    #[arg(long, env = ENV_IYS_USERNAME, default_value = "")]
+    pub iys_username: String,
+    #[arg(long, env = ENV_IYS_PASSWORD, hide_env_values = true, default_value = "")]
+    pub iys_password: String,
+    /// The provider's iysCode (the brands recording consents belong to it).
+    #[arg(long, default_value_t = 0)]
+    pub iys_code: u32,
+    /// Poll a batch's result no sooner than this after sending it (İYS: 300 s).
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub upload_poll_delay: Duration,
     /// The embedded default's durable store of recorded consents: an append-only file, each
     /// write synced to disk before it is acknowledged.
     #[arg(long, env = ENV_EVIDENCE_FILE, default_value = "iysgate-data/evidence.log")]

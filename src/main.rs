@@ -159,6 +159,7 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
             &app,
         );
     }
+    server::spawn_uploader(&app, &args, &tasks, shutdown.clone())?;
     match &args.redis_url {
         // A replica: the sync leader's heartbeats on the change stream confirm freshness.
         Some(url) => {

@@ -78,6 +78,52 @@ pub async fn open_evidence(
     ))
 }
 
+/// Starts the uploader when `--upload-iys-url` is set: it drains the evidence outbox to İYS,
+/// and each registration it records is applied to this process's index (the pending ONAY
+/// becomes ALLOW).
+pub fn spawn_uploader(
+    app: &App,
+    args: &ServeArgs,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    use crate::iys::client::{Credentials, IysClient, RetryPolicy};
+    let (Some(url), Some(store)) = (&args.upload_iys_url, &app.evidence) else {
+        return Ok(());
+    };
+    if args.iys_code == 0 || args.iys_username.is_empty() {
+        return Err("--upload-iys-url needs --iys-code and the İYS user (IYSGATE_IYS_USERNAME, IYSGATE_IYS_PASSWORD)".into());
+    }
+    let client = IysClient::new(
+        url,
+        Credentials {
+            username: args.iys_username.clone(),
+            password: args.iys_password.clone(),
+        },
+        Arc::new(crate::iys::token::MemoryTokenStore::new()),
+        RetryPolicy::default(),
+    )
+    .map_err(|e| format!("İYS client: {e}"))?;
+    let consents = Arc::clone(&app.consents);
+    let on_registered: crate::uploader::OnRegistered = Arc::new(move |key, event| {
+        let _ = consents.apply(key, event);
+    });
+    let config = crate::uploader::UploaderConfig {
+        poll_delay: args.upload_poll_delay,
+        ..crate::uploader::UploaderConfig::default()
+    };
+    let uploader = crate::uploader::Uploader::new(
+        (**store).clone(),
+        std::collections::HashMap::from([(args.iys_code, client)]),
+        config,
+        Arc::clone(app.checker.clock_arc()),
+        on_registered,
+    )
+    .map_err(|e| format!("uploader: {e}"))?;
+    tasks.spawn(uploader.run(shutdown));
+    Ok(())
+}
+
 /// Registers `brands` of provider `iys_code` in the evidence store unless already there.
 pub async fn ensure_brands(
     store: &crate::evidence::EvidenceStore,

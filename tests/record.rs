@@ -24,6 +24,10 @@ const KEY: &str = "iysk_record_test";
 const BRAND: u32 = 600_001;
 const UNREGISTERED_BRAND: u32 = 600_009;
 const NOW: &str = "2026-05-20 12:00:00";
+const MOCK_BRAND: u32 = 700_001;
+
+/// The clock shared by the server and the mock İYS.
+struct ManualClockHandle(Arc<ManualClock>);
 
 struct Server {
     records: ConsentRecordsClient<Channel>,
@@ -33,6 +37,12 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(&[], None).await
+}
+
+/// With `extra` flags, and the mock İYS's provider 700000 and brand 700001 when `mock` is set
+/// (its clock is the server's).
+async fn start_with(extra: &[String], mock: Option<&ManualClockHandle>) -> Server {
     let dir = std::env::temp_dir().join(format!(
         "iysgate-record-{}-{}",
         std::process::id(),
@@ -52,14 +62,20 @@ async fn start() -> Server {
         dir.join("evidence.log").display().to_string(),
         "--client".into(),
         format!(
-            "name=crm;sha256={};brands={BRAND},{UNREGISTERED_BRAND}",
+            "name=crm;sha256={};brands={BRAND},{UNREGISTERED_BRAND},{MOCK_BRAND}",
             to_hex(&hash_key(KEY))
         ),
-    ];
+    ]
+    .into_iter()
+    .chain(extra.iter().cloned())
+    .collect::<Vec<_>>();
     let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
         unreachable!()
     };
-    let clock = Arc::new(ManualClock::at_turkey(parse_iys(NOW).unwrap()));
+    let clock = mock.map_or_else(
+        || Arc::new(ManualClock::at_turkey(parse_iys(NOW).unwrap())),
+        |c| Arc::clone(&c.0),
+    );
     let mut app = App::embedded(&args, clock.clone()).unwrap();
     let store = server::open_evidence(&args, app.checker.calendar().clone())
         .await
@@ -72,6 +88,16 @@ async fn start() -> Server {
     )
     .await
     .unwrap();
+    if mock.is_some() {
+        server::ensure_brands(
+            &store,
+            700_000,
+            &[(MOCK_BRAND, "Mock Marka", BrandPolicy::default())],
+            clock.now_utc(),
+        )
+        .await
+        .unwrap();
+    }
     app.evidence = Some(Arc::new(store));
     app.freshness.mark_confirmed(clock.now_utc());
     let app = Arc::new(app);
@@ -82,6 +108,7 @@ async fn start() -> Server {
         let (app, stop) = (Arc::clone(&app), stop.clone());
         tokio::spawn(async move {
             let tasks = TaskTracker::new();
+            server::spawn_uploader(&app, &args, &tasks, stop.clone()).unwrap();
             server::serve_grpc(&app, &args, listener, stop, &tasks).await
         });
     }
@@ -376,4 +403,85 @@ async fn bad_input_is_refused_as_iys_would_naming_each_field_and_nothing_is_stor
     let err = record(&mut s, no_evidence).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("consent."), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_recorded_onay_becomes_allow_only_once_iys_accepts_it() {
+    use iysgate::iys::mock::{Account, MockConfig, MockIys};
+    let clock = ManualClockHandle(Arc::new(ManualClock::at_turkey(parse_iys(NOW).unwrap())));
+    let mock = MockIys::new(MockConfig {
+        accounts: vec![Account::new(
+            "mock",
+            "mock",
+            700_000,
+            vec![700_000, 700_001],
+        )],
+        ..MockConfig::for_tests(clock.0.clone())
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(mock.clone().serve(listener));
+    let extra = [
+        "--upload-iys-url".to_owned(),
+        url,
+        "--iys-code".into(),
+        "700000".into(),
+        "--iys-username".into(),
+        "mock".into(),
+        "--iys-password".into(),
+        "mock".into(),
+    ];
+    let mut s = start_with(&extra, Some(&clock)).await;
+    let phone = "+905321239999";
+    let recorded = s
+        .records
+        .record_consent(keyed(pb::RecordConsentRequest {
+            brand_code: MOCK_BRAND,
+            consent: Some(input(
+                phone,
+                pb::ConsentStatus::Onay,
+                "2026-05-20 09:00:00",
+                "up-1",
+            )),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .recorded
+        .unwrap();
+    assert_eq!(
+        recorded.decision.unwrap().reason(),
+        pb::Reason::PendingRegistration
+    );
+    let ask = pb::CheckRequest {
+        brand_code: MOCK_BRAND,
+        recipient: phone.into(),
+        channel: pb::Channel::Mesaj.into(),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let decision = loop {
+        let d = s
+            .checks
+            .check(keyed(ask.clone()))
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap();
+        if d.verdict() == pb::Verdict::Allow
+            || started.elapsed() > std::time::Duration::from_secs(20)
+        {
+            break d;
+        }
+        assert_eq!(
+            d.reason(),
+            pb::Reason::PendingRegistration,
+            "pending until İYS accepts"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(decision.verdict(), pb::Verdict::Allow, "{decision:?}");
+    assert_eq!(decision.reason(), pb::Reason::ConsentRegistered);
+    assert_eq!(mock.record_count(700_001), 1, "uploaded once");
 }
