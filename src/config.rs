@@ -80,6 +80,15 @@ pub enum Command {
     Load(LoadArgs),
     /// Serve the load-test baseline: a bare gRPC echo of `Check`'s messages.
     EchoServer(EchoServerArgs),
+    /// Apply the PostgreSQL migrations of the evidence store and exit (`serve` also applies
+    /// them at start).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MigrateArgs {
+    #[arg(long, env = ENV_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
 }
 
 /// Settings of a serving process.

@@ -46,6 +46,16 @@ fn main() -> ExitCode {
             Command::Sync(args) => run_sync(args).await,
             Command::MockIys(args) => run_mock_iys(args).await,
             Command::Load(args) => run_load(args).await,
+            Command::Migrate(args) => {
+                iysgate::evidence::PgStore::connect(
+                    &args.database_url,
+                    iysgate::domain::BusinessCalendar::embedded(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                println!("evidence store migrated");
+                Ok(())
+            }
             Command::EchoServer(args) => {
                 let listener = server::bind(args.listen).await.map_err(|e| e.to_string())?;
                 println!("echo baseline on {}", args.listen);
