@@ -448,21 +448,7 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
     let checks = if args.scenario == "email" || args.scenario == "cold-start" {
         Arc::default()
     } else if let Some(path) = &args.recipients_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--recipients-file {}: {e}", path.display()))?;
-        let list: Vec<String> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if list.is_empty() {
-            return Err(format!(
-                "--recipients-file {}: no recipients",
-                path.display()
-            ));
-        }
-        Arc::new(list)
+        Arc::new(read_lines("--recipients-file", path)?)
     } else {
         Arc::new(demo_recipients(
             args.records,
@@ -549,13 +535,7 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
                 .targets_file
                 .as_ref()
                 .ok_or("sync-burst needs --targets-file")?;
-            let targets: Vec<String> = std::fs::read_to_string(path)
-                .map_err(|e| format!("--targets-file {}: {e}", path.display()))?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned)
-                .collect();
+            let targets = read_lines("--targets-file", path)?;
             if args.rate == 0 {
                 return Err("sync-burst needs --rate (the steady Checks per second)".into());
             }
@@ -586,6 +566,22 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
             "--scenario {other:?}: expected sms, email, mixed-tenants, sync-burst or cold-start"
         )),
     }
+}
+
+/// The non-empty lines of a file named by `flag`, trimmed.
+fn read_lines(flag: &str, path: &std::path::Path) -> Result<Vec<String>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if lines.is_empty() {
+        return Err(format!("{flag} {}: no recipients", path.display()));
+    }
+    Ok(lines)
 }
 
 async fn finish(line: Option<iysgate::load::progress::ProgressLine>) {

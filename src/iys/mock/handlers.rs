@@ -1501,16 +1501,20 @@ struct CitizenBody {
     citizen_name: Option<String>,
 }
 
+/// An admin route's JSON body, or a 400 saying what is wrong with it.
+fn admin_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, (StatusCode, Json<Value>)> {
+    serde_json::from_slice(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": e.to_string()})),
+        )
+    })
+}
+
 async fn admin_citizen(State(mock): State<MockIys>, body: Bytes) -> Response {
-    let parsed: CitizenBody = match serde_json::from_slice(&body) {
+    let parsed: CitizenBody = match admin_body(&body) {
         Ok(p) => p,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": e.to_string()})),
-            )
-                .into_response();
-        }
+        Err(refused) => return refused.into_response(),
     };
     let source = match parsed.source.as_str() {
         "IYS_WEB" => CitizenSource::Web,
@@ -1559,15 +1563,9 @@ struct BurstBody {
 /// Many changes at one instant (load tests): each named seeded number gets a new record of
 /// `status`, all visible to pull at once.
 async fn admin_burst(State(mock): State<MockIys>, body: Bytes) -> Response {
-    let parsed: BurstBody = match serde_json::from_slice(&body) {
+    let parsed: BurstBody = match admin_body(&body) {
         Ok(p) => p,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": e.to_string()})),
-            )
-                .into_response();
-        }
+        Err(refused) => return refused.into_response(),
     };
     let now = mock.now_turkey();
     let records = (parsed.first..parsed.first + parsed.count).map(|i| super::SeedRecord {
