@@ -83,6 +83,26 @@ pub enum Command {
     /// Apply the PostgreSQL migrations of the evidence store and exit (`serve` also applies
     /// them at start).
     Migrate(MigrateArgs),
+    /// Load a CSV of consents collected elsewhere into the evidence store (resumable: running
+    /// the same file again stores only what is missing).
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ImportArgs {
+    /// The CSV file (header: see `iysgate::import::HEADER`).
+    pub file: PathBuf,
+    /// The brand the consents were collected for.
+    #[arg(long)]
+    pub brand: u32,
+    #[arg(long, env = ENV_DATABASE_URL, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Without a database: the evidence file (the server using it must be stopped).
+    #[arg(long, env = ENV_EVIDENCE_FILE, default_value = "iysgate-data/evidence.log")]
+    pub evidence_file: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]

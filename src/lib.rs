@@ -14,6 +14,7 @@
 //! - [`uploader`]: drains the evidence store's upload outbox into İYS (single and batch
 //!   add), exactly once, within the registration deadline.
 //! - [`api`]: the tonic gRPC services and the mapping to status codes.
+//! - [`import`]: consents collected elsewhere, from a CSV file into the evidence store.
 //! - [`record`]: `ConsentRecords`, consents the company collected: validated, stored, applied.
 //! - [`server`]: assembling and running a process; shutdown in order.
 //! - [`demo`]: the generated data set of the embedded default.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod evidence;
+pub mod import;
 pub mod index;
 pub mod iys;
 pub mod load;

@@ -46,6 +46,7 @@ fn main() -> ExitCode {
             Command::Sync(args) => run_sync(args).await,
             Command::MockIys(args) => run_mock_iys(args).await,
             Command::Load(args) => run_load(args).await,
+            Command::Import(args) => run_import(args).await,
             Command::Migrate(args) => {
                 iysgate::evidence::PgStore::connect(
                     &args.database_url,
@@ -566,6 +567,69 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
             "--scenario {other:?}: expected sms, email, mixed-tenants, sync-burst or cold-start"
         )),
     }
+}
+
+async fn run_import(args: iysgate::config::ImportArgs) -> Result<(), String> {
+    use iysgate::domain::BusinessCalendar;
+    use iysgate::evidence::{EvidenceStore, FileStore, PgStore, Recorder};
+    let calendar = BusinessCalendar::embedded();
+    let store = match &args.database_url {
+        Some(url) => EvidenceStore::from(
+            PgStore::connect(url, calendar.clone())
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        None => EvidenceStore::from(
+            FileStore::open(&args.evidence_file, calendar.clone())
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+    };
+    let recorder = Recorder {
+        client: "import".into(),
+        key_sha256: None,
+    };
+    let now = server::system_clock().now_turkey();
+    let summary = iysgate::import::import_file(
+        &store,
+        &args.file,
+        args.brand,
+        &recorder,
+        now,
+        &calendar,
+        None,
+        |rows| eprint!("\r{rows} rows read"),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    eprintln!();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&summary).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    println!(
+        "{} rows: {} stored now, {} stored by an earlier run, {} refused",
+        summary.rows,
+        summary.stored,
+        summary.already_stored,
+        summary.refused.len()
+    );
+    for (reason, n) in summary.refused_by_reason() {
+        println!("  {n:>8}  {reason}");
+    }
+    for r in summary.refused.iter().take(50) {
+        println!("  line {}: {}: {}", r.line, r.field, r.reason);
+    }
+    if summary.refused.len() > 50 {
+        println!(
+            "  … {} more (use --json for all)",
+            summary.refused.len() - 50
+        );
+    }
+    Ok(())
 }
 
 /// The non-empty lines of a file named by `flag`, trimmed.

@@ -22,9 +22,10 @@ use crate::iys::mock::validate;
 pub const MAX_RECORDS: usize = 1_000;
 
 /// One refused field: the request field path and İYS's code and message.
-struct Violation {
-    field: String,
-    description: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub field: String,
+    pub description: String,
 }
 
 fn status_word(value: i32) -> Option<&'static str> {
@@ -93,78 +94,81 @@ fn iys_violations(prefix: &str, errors: Vec<crate::iys::wire::IysError>) -> Vec<
         .collect()
 }
 
-impl ConsentService {
-    /// Validates one input and turns it into the event to store, or says what is wrong.
-    fn new_event(
-        &self,
-        brand: u32,
-        prefix: &str,
-        input: &pb::ConsentInput,
-        recorder: &Recorder,
-    ) -> Result<NewEvent, Vec<Violation>> {
-        let checker = self.checker();
-        let now = checker.clock().now_turkey();
-        let valid = match validate::consent(&iys_body(input), now, checker.calendar()) {
-            Ok(valid) => valid,
-            Err(validate::Invalid::Fields(errors)) => return Err(iys_violations(prefix, errors)),
-            // Only retailer fields stop İYS's validation outright (H267, H085).
-            Err(validate::Invalid::Fatal(e)) => {
-                return Err(e
-                    .errors
-                    .into_iter()
-                    .map(|e| Violation {
-                        field: format!("{prefix}retailer_access"),
-                        description: format!("{}: {}", e.code, e.message),
-                    })
-                    .collect());
-            }
-        };
-        let bad = |field: &str, why: &str| {
-            vec![Violation {
-                field: format!("{prefix}{field}"),
-                description: why.to_owned(),
-            }]
-        };
-        // İYS lets a TACIR record omit source and date; a record of evidence may not.
-        let (Some(source), Some(consent_date)) = (
-            valid.source.and_then(|s| s.parse::<Source>().ok()),
-            valid.consent_date,
-        ) else {
-            return Err(bad(
-                "consent_date",
-                "source and consent_date are required to record evidence",
-            ));
-        };
-        let channel = api::channel(input.channel).map_err(|e| bad("channel", &e.reason))?;
-        let recipient_type = api::recipient_type(input.recipient_type)
-            .map_err(|e| bad("recipient_type", &e.reason))?;
-        let recipient = normalise_recipient(&input.recipient, channel.address_kind())
-            .map_err(|e| bad("recipient", &e.to_string()))?;
-        let status = match valid.status {
-            crate::iys::wire::ConsentStatus::Onay => ConsentStatus::Onay,
-            crate::iys::wire::ConsentStatus::Ret => ConsentStatus::Ret,
-        };
-        let evidence = input.evidence.clone().unwrap_or_default();
-        Ok(NewEvent {
-            brand,
-            recipient,
-            recipient_type,
-            channel,
-            status,
-            source,
-            consent_date,
-            retailer_access: input.retailer_access.clone(),
-            evidence: Evidence {
-                method: evidence.method,
-                location: evidence.location,
-                document_ref: Some(evidence.document_ref).filter(|d| !d.is_empty()),
-                capturing_system: evidence.capturing_system,
-            },
-            recorder: recorder.clone(),
-            idempotency_key: input.idempotency_key.clone(),
-        })
-    }
+/// Validates one input as İYS would (at `now`, Turkey time) and turns it into the event to
+/// store, or says what is wrong with each field (`prefix` names the item, e.g. `consent.`).
+///
+/// # Errors
+/// Every violation found.
+pub fn new_event(
+    brand: u32,
+    prefix: &str,
+    input: &pb::ConsentInput,
+    recorder: &Recorder,
+    now: crate::domain::TurkeyTime,
+    calendar: &crate::domain::BusinessCalendar,
+) -> Result<NewEvent, Vec<Violation>> {
+    let valid = match validate::consent(&iys_body(input), now, calendar) {
+        Ok(valid) => valid,
+        Err(validate::Invalid::Fields(errors)) => return Err(iys_violations(prefix, errors)),
+        // Only retailer fields stop İYS's validation outright (H267, H085).
+        Err(validate::Invalid::Fatal(e)) => {
+            return Err(e
+                .errors
+                .into_iter()
+                .map(|e| Violation {
+                    field: format!("{prefix}retailer_access"),
+                    description: format!("{}: {}", e.code, e.message),
+                })
+                .collect());
+        }
+    };
+    let bad = |field: &str, why: &str| {
+        vec![Violation {
+            field: format!("{prefix}{field}"),
+            description: why.to_owned(),
+        }]
+    };
+    // İYS lets a TACIR record omit source and date; a record of evidence may not.
+    let (Some(source), Some(consent_date)) = (
+        valid.source.and_then(|s| s.parse::<Source>().ok()),
+        valid.consent_date,
+    ) else {
+        return Err(bad(
+            "consent_date",
+            "source and consent_date are required to record evidence",
+        ));
+    };
+    let channel = api::channel(input.channel).map_err(|e| bad("channel", &e.reason))?;
+    let recipient_type =
+        api::recipient_type(input.recipient_type).map_err(|e| bad("recipient_type", &e.reason))?;
+    let recipient = normalise_recipient(&input.recipient, channel.address_kind())
+        .map_err(|e| bad("recipient", &e.to_string()))?;
+    let status = match valid.status {
+        crate::iys::wire::ConsentStatus::Onay => ConsentStatus::Onay,
+        crate::iys::wire::ConsentStatus::Ret => ConsentStatus::Ret,
+    };
+    let evidence = input.evidence.clone().unwrap_or_default();
+    Ok(NewEvent {
+        brand,
+        recipient,
+        recipient_type,
+        channel,
+        status,
+        source,
+        consent_date,
+        retailer_access: input.retailer_access.clone(),
+        evidence: Evidence {
+            method: evidence.method,
+            location: evidence.location,
+            document_ref: Some(evidence.document_ref).filter(|d| !d.is_empty()),
+            capturing_system: evidence.capturing_system,
+        },
+        recorder: recorder.clone(),
+        idempotency_key: input.idempotency_key.clone(),
+    })
+}
 
+impl ConsentService {
     async fn record(
         &self,
         store: &EvidenceStore,
@@ -176,7 +180,15 @@ impl ConsentService {
         let mut events = Vec::with_capacity(inputs.len());
         let mut violations = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
-            match self.new_event(brand, &prefix(i), input, recorder) {
+            let now = self.checker().clock().now_turkey();
+            match new_event(
+                brand,
+                &prefix(i),
+                input,
+                recorder,
+                now,
+                self.checker().calendar(),
+            ) {
                 Ok(event) => events.push(event),
                 Err(v) => violations.extend(v),
             }

@@ -1,0 +1,186 @@
+//! `iysgate import`: a CSV with bad rows reports each by line and field, stores the rest, and a
+//! run interrupted part way resumes without storing anything twice.
+
+use std::path::PathBuf;
+
+use iysgate::domain::time::parse_iys;
+use iysgate::domain::{BrandPolicy, BusinessCalendar};
+use iysgate::evidence::{Brand, EvidenceStore, FileStore, Provider, Recorder};
+use iysgate::import::{HEADER, import_file};
+
+const BRAND: u32 = 600_001;
+const NOW: &str = "2026-05-20 12:00:00";
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "iysgate-import-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn store(dir: &std::path::Path) -> EvidenceStore {
+    let store = EvidenceStore::from(
+        FileStore::open(&dir.join("evidence.log"), BusinessCalendar::embedded())
+            .await
+            .unwrap(),
+    );
+    let now = chrono::Utc::now();
+    store
+        .add_provider(
+            &Provider {
+                iys_code: 600_000,
+                name: "Anadolu".into(),
+                credentials_ref: "env:IYSGATE_IYS_PASSWORD".into(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    store
+        .add_brand(
+            &Brand {
+                brand_code: BRAND,
+                iys_code: 600_000,
+                name: "Anadolu Market".into(),
+                policy: BrandPolicy::default(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    store
+}
+
+/// `good` valid rows, with a future date on line 3 and a bad phone on line 6.
+fn csv(good: usize) -> String {
+    let mut text = format!("{HEADER}\n");
+    let mut n = 0;
+    for line in 2.. {
+        let row = match line {
+            3 => "+905320000003,BIREYSEL,MESAJ,ONAY,HS_WEB,2026-06-01 10:00:00,,web form,https://ornek.com.tr,,crm".to_owned(),
+            6 => "0000,BIREYSEL,MESAJ,RET,HS_WEB,2026-05-19 10:00:00,,web form,https://ornek.com.tr,,crm".to_owned(),
+            _ if n < good => {
+                n += 1;
+                format!("+9053210{n:05},BIREYSEL,MESAJ,ONAY,HS_WEB,2026-05-19 10:00:00,,web form,https://ornek.com.tr,form-7,crm")
+            }
+            _ => break,
+        };
+        text.push_str(&row);
+        text.push('\n');
+    }
+    text
+}
+
+#[tokio::test]
+async fn bad_rows_are_reported_by_line_and_an_interrupted_run_resumes_without_duplicates() {
+    let dir = temp_dir();
+    let file = dir.join("consents.csv");
+    std::fs::write(&file, csv(2_500)).unwrap();
+    let store = store(&dir).await;
+    let recorder = Recorder {
+        client: "import".into(),
+        key_sha256: None,
+    };
+    let now = parse_iys(NOW).unwrap();
+    let calendar = BusinessCalendar::embedded();
+
+    // A run that stops after its first chunk of 1 000 stored rows, as a crash would.
+    let first = import_file(
+        &store,
+        &file,
+        BRAND,
+        &recorder,
+        now,
+        &calendar,
+        Some(1),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.stored, 1_000);
+    assert_eq!(first.already_stored, 0);
+
+    // Running the file again stores only the rest, and reports both bad rows by line.
+    let mut seen = 0;
+    let second = import_file(
+        &store,
+        &file,
+        BRAND,
+        &recorder,
+        now,
+        &calendar,
+        None,
+        |rows| {
+            seen = rows;
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.rows, 2_502);
+    assert_eq!(seen, 2_502, "progress reports every row read");
+    assert_eq!(second.already_stored, 1_000);
+    assert_eq!(second.stored, 1_500);
+    let refused: Vec<(usize, &str)> = second
+        .refused
+        .iter()
+        .map(|r| (r.line, r.field.as_str()))
+        .collect();
+    assert_eq!(refused, vec![(3, "consent_date"), (6, "recipient")]);
+    assert!(
+        second.refused[0].reason.starts_with("H162"),
+        "{:?}",
+        second.refused[0]
+    );
+
+    // Everything is stored once.
+    let day = chrono::Duration::days(1);
+    let utc = chrono::Utc::now();
+    let stored = store
+        .events_between(BRAND, utc - day, utc + day)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2_500);
+    let third = import_file(
+        &store,
+        &file,
+        BRAND,
+        &recorder,
+        now,
+        &calendar,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((third.stored, third.already_stored), (0, 2_500));
+}
+
+#[tokio::test]
+async fn a_file_without_the_header_is_refused() {
+    let dir = temp_dir();
+    let file = dir.join("bad.csv");
+    std::fs::write(&file, "recipient,status\n+905321234567,ONAY\n").unwrap();
+    let store = store(&dir).await;
+    let err = import_file(
+        &store,
+        &file,
+        BRAND,
+        &Recorder {
+            client: "import".into(),
+            key_sha256: None,
+        },
+        parse_iys(NOW).unwrap(),
+        &BusinessCalendar::embedded(),
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("header"), "{err}");
+}
