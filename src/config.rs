@@ -86,6 +86,79 @@ pub enum Command {
     /// Load a CSV of consents collected elsewhere into the evidence store (resumable: running
     /// the same file again stores only what is missing).
     Import(ImportArgs),
+    /// Brands that record consents: `brand add`, `brand list`.
+    #[command(subcommand)]
+    Brand(BrandCommand),
+    /// API clients kept in the evidence store: `client add`, `grant`, `revoke`, `list`.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+/// Where the administration commands find the evidence store.
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
+    #[arg(long, env = ENV_DATABASE_URL, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Without a database: the evidence file (the server using it must be stopped).
+    #[arg(long, env = ENV_EVIDENCE_FILE, default_value = "iysgate-data/evidence.log")]
+    pub evidence_file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrandCommand {
+    /// Register a brand (and its provider, if new).
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The provider's iysCode.
+        #[arg(long)]
+        iys_code: u32,
+        #[arg(long)]
+        brand_code: u32,
+        #[arg(long)]
+        name: String,
+        /// TACIR rule: allow TACIR recipients without a registered record.
+        #[arg(long)]
+        allow_unregistered_tacir: bool,
+    },
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Make a new API key for a client (shown once) and keep its digest.
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        name: String,
+    },
+    /// Grant a client a brand (`--retailers '*'` or a comma list lets it name retailers).
+    Grant {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        brand: u32,
+        #[arg(long)]
+        retailers: Option<String>,
+    },
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        brand: u32,
+    },
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Args, Clone)]

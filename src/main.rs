@@ -16,6 +16,8 @@ use iysgate::server::{self, App};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use iysgate::{auth, client, demo, telemetry};
 
+mod admin;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut builder = match cli.runtime {
@@ -47,6 +49,8 @@ fn main() -> ExitCode {
             Command::MockIys(args) => run_mock_iys(args).await,
             Command::Load(args) => run_load(args).await,
             Command::Import(args) => run_import(args).await,
+            Command::Brand(cmd) => admin::brand(cmd).await,
+            Command::Client(cmd) => admin::client(cmd).await,
             Command::Migrate(args) => {
                 iysgate::evidence::PgStore::connect(
                     &args.database_url,
@@ -136,6 +140,9 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
             .await
             .map_err(|e| e.to_string())?;
     }
+    server::add_stored_clients(&mut app, &evidence)
+        .await
+        .map_err(|e| e.to_string())?;
     app.evidence = Some(Arc::new(evidence));
     let listener = server::bind(args.listen).await.map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();

@@ -124,6 +124,21 @@ pub fn spawn_uploader(
     Ok(())
 }
 
+/// Adds the API clients kept in the evidence store (`iysgate client add`) to the ones given by
+/// flags and files. A key present in both refuses the start, naming the client.
+pub async fn add_stored_clients(
+    app: &mut App,
+    store: &crate::evidence::EvidenceStore,
+) -> Result<usize, StartError> {
+    let stored = store.clients().await?;
+    let mut keys = (*app.keys).clone();
+    for client in &stored {
+        keys.insert(client.key_sha256, client.to_auth())?;
+    }
+    app.keys = Arc::new(keys);
+    Ok(stored.len())
+}
+
 /// Registers `brands` of provider `iys_code` in the evidence store unless already there.
 pub async fn ensure_brands(
     store: &crate::evidence::EvidenceStore,

@@ -21,6 +21,7 @@ use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
 const KEY: &str = "iysk_record_test";
+const STORED_KEY: &str = "iysk_record_test_stored_client";
 const BRAND: u32 = 600_001;
 const UNREGISTERED_BRAND: u32 = 600_009;
 const NOW: &str = "2026-05-20 12:00:00";
@@ -98,6 +99,21 @@ async fn start_with(extra: &[String], mock: Option<&ManualClockHandle>) -> Serve
         .await
         .unwrap();
     }
+    // A client kept in the store (`iysgate client add/grant`), loaded as `serve` loads it.
+    store
+        .add_client("stored", hash_key(STORED_KEY), clock.now_utc())
+        .await
+        .unwrap();
+    store
+        .grant(
+            "stored",
+            BRAND,
+            &iysgate::auth::RetailerGrant::None,
+            clock.now_utc(),
+        )
+        .await
+        .unwrap();
+    server::add_stored_clients(&mut app, &store).await.unwrap();
     app.evidence = Some(Arc::new(store));
     app.freshness.mark_confirmed(clock.now_utc());
     let app = Arc::new(app);
@@ -484,4 +500,31 @@ async fn a_recorded_onay_becomes_allow_only_once_iys_accepts_it() {
     assert_eq!(decision.verdict(), pb::Verdict::Allow, "{decision:?}");
     assert_eq!(decision.reason(), pb::Reason::ConsentRegistered);
     assert_eq!(mock.record_count(700_001), 1, "uploaded once");
+}
+
+#[tokio::test]
+async fn clients_kept_in_the_store_are_served_with_their_grants() {
+    let mut s = start().await;
+    let ask = |brand| {
+        let mut r = Request::new(pb::CheckRequest {
+            brand_code: brand,
+            recipient: "+905321234567".into(),
+            channel: pb::Channel::Mesaj.into(),
+            ..Default::default()
+        });
+        r.metadata_mut()
+            .insert("x-api-key", STORED_KEY.parse().unwrap());
+        r
+    };
+    let d = s
+        .checks
+        .check(ask(BRAND))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(d.reason(), pb::Reason::NoConsent);
+    let err = s.checks.check(ask(MOCK_BRAND)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
 }

@@ -1,0 +1,150 @@
+//! `iysgate brand …` and `iysgate client …`: administration of the evidence store from the
+//! command line (many providers and brands in one deployment). API keys are shown once and
+//! stored only as SHA-256 digests; `serve` loads the stored clients at start.
+
+use iysgate::auth::{self, RetailerGrant};
+use iysgate::config::{BrandCommand, ClientCommand, StoreArgs};
+use iysgate::domain::{BrandPolicy, BusinessCalendar};
+use iysgate::evidence::{Brand, EvidenceError, EvidenceStore, FileStore, PgStore, Provider};
+
+async fn open(args: &StoreArgs) -> Result<EvidenceStore, String> {
+    let calendar = BusinessCalendar::embedded();
+    if let Some(url) = &args.database_url {
+        return Ok(EvidenceStore::from(
+            PgStore::connect(url, calendar)
+                .await
+                .map_err(|e| e.to_string())?,
+        ));
+    }
+    if let Some(dir) = args
+        .evidence_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(EvidenceStore::from(
+        FileStore::open(&args.evidence_file, calendar)
+            .await
+            .map_err(|e| e.to_string())?,
+    ))
+}
+
+pub async fn brand(cmd: BrandCommand) -> Result<(), String> {
+    let now = chrono::Utc::now();
+    match cmd {
+        BrandCommand::Add {
+            store,
+            iys_code,
+            brand_code,
+            name,
+            allow_unregistered_tacir,
+        } => {
+            let store = open(&store).await?;
+            let provider = Provider {
+                iys_code,
+                name: format!("provider {iys_code}"),
+                credentials_ref: "env:IYSGATE_IYS_PASSWORD".into(),
+            };
+            match store.add_provider(&provider, now).await {
+                Ok(()) | Err(EvidenceError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let brand = Brand {
+                brand_code,
+                iys_code,
+                name,
+                policy: BrandPolicy {
+                    allow_unregistered_tacir,
+                },
+            };
+            store
+                .add_brand(&brand, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("brand {brand_code} of provider {iys_code} added");
+        }
+        BrandCommand::List { store } => {
+            let store = open(&store).await?;
+            println!("{:>10}  {:>10}  {:<6}  name", "brand", "iysCode", "TACIR");
+            for b in store.brands().await.map_err(|e| e.to_string())? {
+                let tacir = if b.policy.allow_unregistered_tacir {
+                    "allow"
+                } else {
+                    "check"
+                };
+                println!(
+                    "{:>10}  {:>10}  {tacir:<6}  {}",
+                    b.brand_code, b.iys_code, b.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn retailers(text: Option<&str>) -> Result<RetailerGrant, String> {
+    match text {
+        None => Ok(RetailerGrant::None),
+        Some("*") => Ok(RetailerGrant::Any),
+        Some(list) => list
+            .split(',')
+            .map(|c| c.trim().parse::<u32>())
+            .collect::<Result<Vec<_>, _>>()
+            .map(RetailerGrant::Only)
+            .map_err(|_| format!("--retailers {list:?}: expected * or a comma list of codes")),
+    }
+}
+
+pub async fn client(cmd: ClientCommand) -> Result<(), String> {
+    let now = chrono::Utc::now();
+    match cmd {
+        ClientCommand::Add { store, name } => {
+            let store = open(&store).await?;
+            let secret = auth::generate_key().map_err(|e| e.to_string())?;
+            store
+                .add_client(&name, auth::hash_key(&secret), now)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("client {name} added; its API key (shown once): {secret}");
+            println!("grant it brands with: iysgate client grant --name {name} --brand CODE");
+        }
+        ClientCommand::Grant {
+            store,
+            name,
+            brand,
+            retailers: list,
+        } => {
+            let grant = retailers(list.as_deref())?;
+            let store = open(&store).await?;
+            store
+                .grant(&name, brand, &grant, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("client {name} granted brand {brand}");
+        }
+        ClientCommand::Revoke { store, name, brand } => {
+            let store = open(&store).await?;
+            let revoked = store
+                .revoke(&name, brand)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "client {name}: brand {brand} {}",
+                if revoked {
+                    "revoked"
+                } else {
+                    "was not granted"
+                }
+            );
+        }
+        ClientCommand::List { store } => {
+            let store = open(&store).await?;
+            for c in store.clients().await.map_err(|e| e.to_string())? {
+                let brands: Vec<String> = c.to_auth().brands().map(|b| b.to_string()).collect();
+                println!("{:<20}  brands {}", c.name, brands.join(","));
+            }
+        }
+    }
+    Ok(())
+}
