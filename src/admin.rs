@@ -3,7 +3,7 @@
 //! stored only as SHA-256 digests; `serve` loads the stored clients at start.
 
 use iysgate::auth::{self, RetailerGrant};
-use iysgate::config::{BrandCommand, ClientCommand, StoreArgs};
+use iysgate::config::{BrandCommand, ClientCommand, ReportArgs, StoreArgs};
 use iysgate::domain::{BrandPolicy, BusinessCalendar};
 use iysgate::evidence::{Brand, EvidenceError, EvidenceStore, FileStore, PgStore, Provider};
 
@@ -145,6 +145,27 @@ pub async fn client(cmd: ClientCommand) -> Result<(), String> {
                 println!("{:<20}  brands {}", c.name, brands.join(","));
             }
         }
+    }
+    Ok(())
+}
+
+pub async fn report(args: ReportArgs) -> Result<(), String> {
+    let now = chrono::Utc::now();
+    let date = args
+        .date
+        .unwrap_or_else(|| iysgate::domain::time::to_turkey(now).date());
+    let store = open(&args.store).await?;
+    let report = iysgate::report::daily_report(&store, args.brand, date, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    match args.format.as_str() {
+        "table" => print!("{}", report.table()),
+        "csv" => print!("{}", report.csv()),
+        "json" => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        ),
+        other => return Err(format!("--format {other:?}: expected table, json or csv")),
     }
     Ok(())
 }

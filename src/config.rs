@@ -86,12 +86,28 @@ pub enum Command {
     /// Load a CSV of consents collected elsewhere into the evidence store (resumable: running
     /// the same file again stores only what is missing).
     Import(ImportArgs),
+    /// The daily action report of a brand from the evidence store.
+    Report(ReportArgs),
     /// Brands that record consents: `brand add`, `brand list`.
     #[command(subcommand)]
     Brand(BrandCommand),
     /// API clients kept in the evidence store: `client add`, `grant`, `revoke`, `list`.
     #[command(subcommand)]
     Client(ClientCommand),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long)]
+    pub brand: u32,
+    /// The day (Turkey time), YYYY-MM-DD; default today.
+    #[arg(long)]
+    pub date: Option<chrono::NaiveDate>,
+    /// `table`, `json` or `csv`.
+    #[arg(long, default_value = "table")]
+    pub format: String,
 }
 
 /// Where the administration commands find the evidence store.

@@ -15,6 +15,7 @@
 //!   add), exactly once, within the registration deadline.
 //! - [`api`]: the tonic gRPC services and the mapping to status codes.
 //! - [`import`]: consents collected elsewhere, from a CSV file into the evidence store.
+//! - [`report`]: the daily action report from the evidence store.
 //! - [`record`]: `ConsentRecords`, consents the company collected: validated, stored, applied.
 //! - [`server`]: assembling and running a process; shutdown in order.
 //! - [`demo`]: the generated data set of the embedded default.
@@ -37,6 +38,7 @@ pub mod load;
 pub mod push;
 pub mod quota;
 pub mod record;
+pub mod report;
 pub mod server;
 pub mod shared;
 pub mod store;

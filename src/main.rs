@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             Command::Load(args) => run_load(args).await,
             Command::Import(args) => run_import(args).await,
             Command::Brand(cmd) => admin::brand(cmd).await,
+            Command::Report(args) => admin::report(args).await,
             Command::Client(cmd) => admin::client(cmd).await,
             Command::Migrate(args) => {
                 iysgate::evidence::PgStore::connect(

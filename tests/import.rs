@@ -1,6 +1,7 @@
 //! `iysgate import`: a CSV with bad rows reports each by line and field, stores the rest, and a
 //! run interrupted part way resumes without storing anything twice.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use iysgate::domain::time::parse_iys;
@@ -183,4 +184,89 @@ async fn a_file_without_the_header_is_refused() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("header"), "{err}");
+}
+
+#[tokio::test]
+async fn the_daily_report_counts_the_days_events_and_their_uploads() {
+    use iysgate::evidence::{UploadAnswer, UploadOutcome};
+    let dir = temp_dir();
+    let file = dir.join("consents.csv");
+    // Collected an hour ago (real time: the store records at the real now).
+    let turkey_now = iysgate::domain::time::to_turkey(chrono::Utc::now());
+    let collected = iysgate::domain::time::format_iys(turkey_now - chrono::Duration::hours(1));
+    let mut text = format!("{HEADER}\n");
+    for n in 0..30 {
+        writeln!(
+            text,
+            "+9053220{n:05},BIREYSEL,MESAJ,ONAY,HS_WEB,{collected},,web form,https://ornek.com.tr,,crm"
+        )
+        .unwrap();
+    }
+    std::fs::write(&file, text).unwrap();
+    let store = store(&dir).await;
+    let recorder = Recorder {
+        client: "import".into(),
+        key_sha256: None,
+    };
+    let summary = import_file(
+        &store,
+        &file,
+        BRAND,
+        &recorder,
+        turkey_now,
+        &BusinessCalendar::embedded(),
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.stored, 30);
+    // İYS registers two and refuses one.
+    let now = chrono::Utc::now();
+    let claims = store
+        .claim_uploads(3, std::time::Duration::from_mins(1), now)
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 3);
+    for (i, claim) in claims.iter().enumerate() {
+        let outcome = if i == 0 {
+            UploadOutcome::Rejected {
+                code: "H175".into(),
+                message: "already RET".into(),
+            }
+        } else {
+            UploadOutcome::Registered {
+                transaction_id: format!("{i:064x}"),
+                creation_date: parse_iys(NOW).unwrap(),
+            }
+        };
+        let answer = UploadAnswer {
+            http_status: Some(200),
+            outcome,
+        };
+        store
+            .finish_upload(claim.event.id, claim.attempt, &answer, now)
+            .await
+            .unwrap();
+    }
+    let today = iysgate::domain::time::to_turkey(now).date();
+    let report = iysgate::report::daily_report(&store, BRAND, today, now)
+        .await
+        .unwrap();
+    assert_eq!(report.recorded_total, 30);
+    assert_eq!(report.recorded.get("MESAJ BIREYSEL ONAY HS_WEB"), Some(&30));
+    assert_eq!((report.registered, report.pending), (2, 27));
+    assert_eq!(report.refused.get("H175"), Some(&1));
+    assert!(
+        report.table().contains("1  refused H175"),
+        "{}",
+        report.table()
+    );
+    assert!(report.csv().contains("uploads,registered,2\n"));
+    // Another day holds none of them.
+    let other =
+        iysgate::report::daily_report(&store, BRAND, today - chrono::Duration::days(1), now)
+            .await
+            .unwrap();
+    assert_eq!(other.recorded_total, 0);
 }
