@@ -5,29 +5,16 @@
 use iysgate::auth::{self, RetailerGrant};
 use iysgate::config::{BrandCommand, ClientCommand, ReportArgs, StoreArgs};
 use iysgate::domain::{BrandPolicy, BusinessCalendar};
-use iysgate::evidence::{Brand, EvidenceError, EvidenceStore, FileStore, PgStore, Provider};
+use iysgate::evidence::{Brand, EvidenceStore};
 
 async fn open(args: &StoreArgs) -> Result<EvidenceStore, String> {
-    let calendar = BusinessCalendar::embedded();
-    if let Some(url) = &args.database_url {
-        return Ok(EvidenceStore::from(
-            PgStore::connect(url, calendar)
-                .await
-                .map_err(|e| e.to_string())?,
-        ));
-    }
-    if let Some(dir) = args
-        .evidence_file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    Ok(EvidenceStore::from(
-        FileStore::open(&args.evidence_file, calendar)
-            .await
-            .map_err(|e| e.to_string())?,
-    ))
+    iysgate::server::open_evidence(
+        args.database_url.as_deref(),
+        &args.evidence_file,
+        BusinessCalendar::embedded(),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 pub async fn brand(cmd: BrandCommand) -> Result<(), String> {
@@ -41,15 +28,9 @@ pub async fn brand(cmd: BrandCommand) -> Result<(), String> {
             allow_unregistered_tacir,
         } => {
             let store = open(&store).await?;
-            let provider = Provider {
-                iys_code,
-                name: format!("provider {iys_code}"),
-                credentials_ref: "env:IYSGATE_IYS_PASSWORD".into(),
-            };
-            match store.add_provider(&provider, now).await {
-                Ok(()) | Err(EvidenceError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e.to_string()),
-            }
+            iysgate::server::ensure_provider(&store, iys_code, now)
+                .await
+                .map_err(|e| e.to_string())?;
             let brand = Brand {
                 brand_code,
                 iys_code,

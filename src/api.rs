@@ -755,7 +755,7 @@ impl Stream for WithDeadline {
     }
 }
 
-fn pb_channel(c: DChannel) -> pb::Channel {
+pub(crate) fn pb_channel(c: DChannel) -> pb::Channel {
     match c {
         DChannel::Arama => pb::Channel::Arama,
         DChannel::Mesaj => pb::Channel::Mesaj,
@@ -763,7 +763,7 @@ fn pb_channel(c: DChannel) -> pb::Channel {
     }
 }
 
-fn pb_rtype(t: DRecipientType) -> pb::RecipientType {
+pub(crate) fn pb_rtype(t: DRecipientType) -> pb::RecipientType {
     match t {
         DRecipientType::Bireysel => pb::RecipientType::Bireysel,
         DRecipientType::Tacir => pb::RecipientType::Tacir,

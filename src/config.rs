@@ -184,11 +184,8 @@ pub struct ImportArgs {
     /// The brand the consents were collected for.
     #[arg(long)]
     pub brand: u32,
-    #[arg(long, env = ENV_DATABASE_URL, hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// Without a database: the evidence file (the server using it must be stopped).
-    #[arg(long, env = ENV_EVIDENCE_FILE, default_value = "iysgate-data/evidence.log")]
-    pub evidence_file: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

@@ -77,14 +77,11 @@ fn row_input(fields: &[&str], key: String) -> pb::ConsentInput {
     let get = |i: usize| fields.get(i).map_or("", |f| f.trim());
     pb::ConsentInput {
         recipient: get(0).to_owned(),
-        recipient_type: enum_value(get(1), |t| match t.parse::<RecipientType>().ok()? {
-            RecipientType::Bireysel => Some(pb::RecipientType::Bireysel),
-            RecipientType::Tacir => Some(pb::RecipientType::Tacir),
+        recipient_type: enum_value(get(1), |t| {
+            t.parse::<RecipientType>().ok().map(crate::api::pb_rtype)
         }),
-        channel: enum_value(get(2), |t| match t.parse::<Channel>().ok()? {
-            Channel::Arama => Some(pb::Channel::Arama),
-            Channel::Mesaj => Some(pb::Channel::Mesaj),
-            Channel::Eposta => Some(pb::Channel::Eposta),
+        channel: enum_value(get(2), |t| {
+            t.parse::<Channel>().ok().map(crate::api::pb_channel)
         }),
         status: enum_value(get(3), |t| match t {
             "ONAY" => Some(pb::ConsentStatus::Onay),

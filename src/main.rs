@@ -129,9 +129,13 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
     }
     let clock = server::system_clock();
     let mut app = App::embedded(&args, Arc::clone(&clock)).map_err(|e| e.to_string())?;
-    let evidence = server::open_evidence(&args, app.checker.calendar().clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let evidence = server::open_evidence(
+        args.database_url.as_deref(),
+        &args.evidence_file,
+        app.checker.calendar().clone(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     if demo.is_some() {
         let brands: Vec<_> = demo::BRANDS
             .iter()
@@ -579,20 +583,15 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
 
 async fn run_import(args: iysgate::config::ImportArgs) -> Result<(), String> {
     use iysgate::domain::BusinessCalendar;
-    use iysgate::evidence::{EvidenceStore, FileStore, PgStore, Recorder};
+    use iysgate::evidence::Recorder;
     let calendar = BusinessCalendar::embedded();
-    let store = match &args.database_url {
-        Some(url) => EvidenceStore::from(
-            PgStore::connect(url, calendar.clone())
-                .await
-                .map_err(|e| e.to_string())?,
-        ),
-        None => EvidenceStore::from(
-            FileStore::open(&args.evidence_file, calendar.clone())
-                .await
-                .map_err(|e| e.to_string())?,
-        ),
-    };
+    let store = server::open_evidence(
+        args.store.database_url.as_deref(),
+        &args.store.evidence_file,
+        calendar.clone(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let recorder = Recorder {
         client: "import".into(),
         key_sha256: None,

@@ -53,28 +53,25 @@ pub enum StartError {
     },
 }
 
-/// Opens the store of recorded consents: PostgreSQL when `--database-url` is set (migrating
-/// it), else the append-only `--evidence-file` (its directory created if missing).
+/// Opens the store of recorded consents: PostgreSQL when a database URL is given (migrating
+/// it), else the append-only `evidence_file` (its directory created if missing).
 pub async fn open_evidence(
-    args: &ServeArgs,
+    database_url: Option<&str>,
+    evidence_file: &std::path::Path,
     calendar: BusinessCalendar,
 ) -> Result<crate::evidence::EvidenceStore, StartError> {
     use crate::evidence::{EvidenceStore, FileStore, PgStore};
-    if let Some(url) = &args.database_url {
+    if let Some(url) = database_url {
         return Ok(EvidenceStore::from(PgStore::connect(url, calendar).await?));
     }
-    if let Some(dir) = args
-        .evidence_file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
+    if let Some(dir) = evidence_file.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StartError::EvidenceDir {
             path: dir.display().to_string(),
             source,
         })?;
     }
     Ok(EvidenceStore::from(
-        FileStore::open(&args.evidence_file, calendar).await?,
+        FileStore::open(evidence_file, calendar).await?,
     ))
 }
 
@@ -139,23 +136,33 @@ pub async fn add_stored_clients(
     Ok(stored.len())
 }
 
-/// Registers `brands` of provider `iys_code` in the evidence store unless already there.
-pub async fn ensure_brands(
+/// Registers provider `iys_code` unless it is already there.
+pub async fn ensure_provider(
     store: &crate::evidence::EvidenceStore,
     iys_code: u32,
-    brands: &[(u32, &str, crate::domain::BrandPolicy)],
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StartError> {
-    use crate::evidence::{Brand, EvidenceError, Provider};
+) -> Result<(), crate::evidence::EvidenceError> {
+    use crate::evidence::{EvidenceError, Provider};
     let provider = Provider {
         iys_code,
         name: format!("provider {iys_code}"),
         credentials_ref: "env:IYSGATE_IYS_PASSWORD".into(),
     };
     match store.add_provider(&provider, now).await {
-        Ok(()) | Err(EvidenceError::AlreadyExists { .. }) => {}
-        Err(e) => return Err(e.into()),
+        Ok(()) | Err(EvidenceError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
     }
+}
+
+/// Registers `brands` of provider `iys_code` unless already there.
+pub async fn ensure_brands(
+    store: &crate::evidence::EvidenceStore,
+    iys_code: u32,
+    brands: &[(u32, &str, crate::domain::BrandPolicy)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StartError> {
+    use crate::evidence::{Brand, EvidenceError};
+    ensure_provider(store, iys_code, now).await?;
     for &(brand_code, name, policy) in brands {
         let brand = Brand {
             brand_code,

@@ -3,18 +3,15 @@
 //! a global allocator, beside the same list as `repeated string`, which prost decodes into one
 //! `String` per address (proving the counter sees per-recipient allocations).
 
-use std::alloc::System;
-use std::sync::Arc;
+mod common;
 
-use clap::Parser;
+use std::alloc::System;
+
 use iysgate::api::pb;
 use iysgate::auth::{hash_key, to_hex};
-use iysgate::config::{Cli, Command};
-use iysgate::domain::{Channel, SystemClock};
-use iysgate::server::{self, App};
+use iysgate::domain::Channel;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -47,37 +44,12 @@ async fn filter(
 
 #[tokio::test(flavor = "current_thread")]
 async fn email_lines_cost_no_allocation_per_recipient() {
-    let argv = [
-        "iysgate".to_owned(),
-        "serve".into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--metrics-listen".into(),
-        "off".into(),
-        "--client".into(),
-        format!("name=lists;sha256={};brands=600001", to_hex(&hash_key(KEY))),
-    ];
-    let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
-        unreachable!()
-    };
-    let app = Arc::new(App::embedded(&args, Arc::new(SystemClock)).unwrap());
-    iysgate::demo::generate(
-        &app.consents,
-        20_000,
-        7,
-        iysgate::domain::Clock::now_turkey(&SystemClock),
-    );
-    let listener = server::bind(args.listen).await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    {
-        let (app, stop) = (Arc::clone(&app), stop.clone());
-        tokio::spawn(async move {
-            let tasks = TaskTracker::new();
-            app.spawn_embedded_heartbeat(&tasks, stop.clone());
-            server::serve_grpc(&app, &args, listener, stop, &tasks).await
-        });
-    }
+    let clients = [format!(
+        "name=lists;sha256={};brands=600001",
+        to_hex(&hash_key(KEY))
+    )];
+    let addr = common::demo_server(20_000, 7, &clients, &stop).await;
     let channel = tonic::transport::Endpoint::from_shared(addr)
         .unwrap()
         .connect()

@@ -2,22 +2,19 @@
 //! the demo data, so the kit cannot rot. It checks that calls were made and answered without
 //! errors, not how fast: speed is measured by `load-tests/compare.sh`, never by a test.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use iysgate::auth::{hash_key, to_hex};
-use iysgate::config::{Cli, Command};
 use iysgate::domain::Channel;
-use iysgate::domain::SystemClock;
 use iysgate::load::filter::{FilterRun, ListKind, run_filter};
 use iysgate::load::tenants::{TenantsRun, run_tenants};
 use iysgate::load::{
     ClosedLoop, Progress, Target, demo_recipients, run_closed_loop, run_open_loop, serve_echo,
 };
-use iysgate::server::{self, App};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 const KEY: &str = "iysk_load_smoke";
 const FLOOD_KEY: &str = "iysk_load_smoke_flood";
@@ -75,41 +72,14 @@ async fn the_generator_loads_the_echo_baseline_and_iysgate() {
     assert!(report.errors.is_empty(), "{}", report.summary());
 
     // iysgate with the same demo data (same record count and seed) and a key for it.
-    let argv = [
-        "iysgate".to_owned(),
-        "serve".into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--metrics-listen".into(),
-        "off".into(),
-        "--client".into(),
+    let clients = [
         format!("name=load;sha256={};brands=600001", to_hex(&hash_key(KEY))),
-        "--client".into(),
         format!(
             "name=flood;sha256={};brands=600001;quota=200/20",
             to_hex(&hash_key(FLOOD_KEY))
         ),
     ];
-    let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
-        unreachable!()
-    };
-    let app = Arc::new(App::embedded(&args, Arc::new(SystemClock)).unwrap());
-    iysgate::demo::generate(
-        &app.consents,
-        5_000,
-        7,
-        iysgate::domain::Clock::now_turkey(&SystemClock),
-    );
-    let listener = server::bind(args.listen).await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    {
-        let (app, stop) = (Arc::clone(&app), stop.clone());
-        tokio::spawn(async move {
-            let tasks = TaskTracker::new();
-            app.spawn_embedded_heartbeat(&tasks, stop.clone());
-            server::serve_grpc(&app, &args, listener, stop, &tasks).await
-        });
-    }
+    let addr = common::demo_server(5_000, 7, &clients, &stop).await;
     let progress = Progress::default();
     let mut sms = run(addr.clone(), Target::Iysgate, Arc::clone(&recipients));
     sms.progress = progress.clone();

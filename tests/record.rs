@@ -78,9 +78,13 @@ async fn start_with(extra: &[String], mock: Option<&ManualClockHandle>) -> Serve
         |c| Arc::clone(&c.0),
     );
     let mut app = App::embedded(&args, clock.clone()).unwrap();
-    let store = server::open_evidence(&args, app.checker.calendar().clone())
-        .await
-        .unwrap();
+    let store = server::open_evidence(
+        args.database_url.as_deref(),
+        &args.evidence_file,
+        app.checker.calendar().clone(),
+    )
+    .await
+    .unwrap();
     server::ensure_brands(
         &store,
         600_000,

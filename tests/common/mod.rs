@@ -173,3 +173,48 @@ impl ChangeSource for ListSource {
         std::future::ready(Ok(page))
     }
 }
+
+/// An embedded iysgate on a free port serving the demo data set of `records` and `seed`, with
+/// the `--client` specs given; returns its `http://` address. Stops when `stop` is cancelled.
+pub async fn demo_server(
+    records: usize,
+    seed: u64,
+    clients: &[String],
+    stop: &CancellationToken,
+) -> String {
+    use clap::Parser;
+    use iysgate::config::{Cli, Command};
+    use iysgate::domain::SystemClock;
+    use iysgate::server::{self, App};
+    let mut argv = vec![
+        "iysgate".to_owned(),
+        "serve".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--metrics-listen".into(),
+        "off".into(),
+    ];
+    for spec in clients {
+        argv.push("--client".into());
+        argv.push(spec.clone());
+    }
+    let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+        unreachable!()
+    };
+    let app = Arc::new(App::embedded(&args, Arc::new(SystemClock)).unwrap());
+    iysgate::demo::generate(
+        &app.consents,
+        records,
+        seed,
+        Clock::now_turkey(&SystemClock),
+    );
+    let listener = server::bind(args.listen).await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let tasks = tokio_util::task::TaskTracker::new();
+        app.spawn_embedded_heartbeat(&tasks, stop.clone());
+        server::serve_grpc(&app, &args, listener, stop, &tasks).await
+    });
+    addr
+}
