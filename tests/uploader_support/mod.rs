@@ -365,7 +365,13 @@ impl Schema {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let name = format!("uploader_{test}_{}_{nanos}", std::process::id());
+        // PostgreSQL cuts identifiers at 63 bytes: the unique part goes first, so a long test
+        // name cannot make two runs' schemas collide.
+        let name = format!(
+            "up_{}_{nanos}_{}",
+            std::process::id(),
+            &test[..test.len().min(30)]
+        );
         sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
             .execute(&admin)
             .await
