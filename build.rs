@@ -5,6 +5,7 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/iysgate/v1/consent.proto",
+        "proto/iysgate/v1/admin.proto",
         "proto/iysgate/loadtest/v1/echo.proto",
     ];
     for proto in protos {

@@ -3,7 +3,7 @@
 //! stored only as SHA-256 digests; `serve` loads the stored clients at start.
 
 use iysgate::auth::{self, RetailerGrant};
-use iysgate::config::{BrandCommand, ClientCommand, ReportArgs, StoreArgs};
+use iysgate::config::{BrandCommand, ClientCommand, ReconcileArgs, ReportArgs, StoreArgs};
 use iysgate::domain::{BrandPolicy, BusinessCalendar};
 use iysgate::evidence::{Brand, EvidenceStore};
 
@@ -139,12 +139,42 @@ pub async fn report(args: ReportArgs) -> Result<(), String> {
     let report = iysgate::report::daily_report(&store, args.brand, date, now)
         .await
         .map_err(|e| e.to_string())?;
-    match args.format.as_str() {
+    print_report(&report, &args.format)
+}
+
+/// `iysgate reconcile`: Admin.Reconcile on a running server, the report printed.
+pub async fn reconcile(args: ReconcileArgs) -> Result<(), String> {
+    use iysgate::api::pb;
+    let mut admin = pb::admin_client::AdminClient::connect(args.addr.clone())
+        .await
+        .map_err(|e| format!("connecting to {}: {e}", args.addr))?;
+    let request = iysgate::client::with_key(
+        pb::ReconcileRequest {
+            brand_code: args.brand,
+            date: args
+                .date
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .unwrap_or_default(),
+            confirm: args.confirm,
+        },
+        &args.api_key,
+    )
+    .map_err(|e| e.to_string())?;
+    let reply = admin
+        .reconcile(request)
+        .await
+        .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+    let report = iysgate::admin_api::report_from_pb(reply.get_ref())?;
+    print_report(&report, &args.format)
+}
+
+fn print_report(report: &iysgate::report::DailyReport, format: &str) -> Result<(), String> {
+    match format {
         "table" => print!("{}", report.table()),
         "csv" => print!("{}", report.csv()),
         "json" => println!(
             "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(report).map_err(|e| e.to_string())?
         ),
         other => return Err(format!("--format {other:?}: expected table, json or csv")),
     }

@@ -97,6 +97,10 @@ impl VerifiedKeys {
         self.map.load().get(&id).cloned()
     }
 
+    fn clear(&self) {
+        self.map.store(Arc::default());
+    }
+
     fn insert(&self, id: u128, client: &Arc<Client>) {
         self.map.rcu(|map| {
             let mut next = if map.len() >= Self::MAX {
@@ -113,7 +117,8 @@ impl VerifiedKeys {
 pub struct ConsentService {
     checker: Arc<Checker>,
     consents: Arc<Consents>,
-    keys: Arc<ApiKeys>,
+    /// Replaced whole when clients change (`replace_keys`); read only on a cache miss.
+    keys: arc_swap::ArcSwap<ApiKeys>,
     verified: VerifiedKeys,
     metrics: Arc<Metrics>,
     in_flight: Arc<AtomicUsize>,
@@ -132,7 +137,7 @@ impl ConsentService {
         Self {
             checker,
             consents,
-            keys,
+            keys: arc_swap::ArcSwap::new(keys),
             verified: VerifiedKeys::new(),
             metrics,
             in_flight: Arc::default(),
@@ -242,6 +247,13 @@ impl ConsentService {
         }
     }
 
+    /// Serves `keys` from the next call on (clients added, granted or revoked). Keys verified
+    /// earlier are forgotten, so a revoked grant stops at once.
+    pub fn replace_keys(&self, keys: Arc<ApiKeys>) {
+        self.keys.store(keys);
+        self.verified.clear();
+    }
+
     pub(crate) fn client<T>(&self, request: &Request<T>) -> Result<Arc<Client>, Status> {
         let secret = presented_key(request)
             .ok_or_else(|| Status::unauthenticated("missing API key (x-api-key metadata)"))?;
@@ -249,12 +261,16 @@ impl ConsentService {
         if let Some(client) = self.verified.get(id) {
             return Ok(client);
         }
-        let client = self
-            .keys
+        let keys = self.keys.load_full();
+        let client = keys
             .authenticate(secret)
             .cloned()
             .ok_or_else(|| Status::unauthenticated("unknown API key"))?;
         self.verified.insert(id, &client);
+        // Keys replaced meanwhile: what was just cached may be stale (a revoked grant).
+        if !Arc::ptr_eq(&keys, &self.keys.load()) {
+            self.verified.clear();
+        }
         Ok(client)
     }
 }

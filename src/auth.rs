@@ -83,7 +83,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
         })
 }
 
-fn from_hex(text: &str) -> Option<[u8; 32]> {
+pub fn from_hex(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 || !text.is_ascii() {
         return None;
     }
@@ -121,7 +121,7 @@ pub enum KeysError {
 }
 
 /// The configured keys, by digest.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ApiKeys {
     by_hash: FastMap<[u8; 32], Arc<Client>>,
 }

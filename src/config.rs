@@ -88,6 +88,10 @@ pub enum Command {
     Import(ImportArgs),
     /// The daily action report of a brand from the evidence store.
     Report(ReportArgs),
+    /// Reconcile a brand's past day with İYS through a running server (Admin.Reconcile):
+    /// verify İYS's daily file, compare, repair what the index missed, store and print the
+    /// daily report. Needs an admin API key.
+    Reconcile(ReconcileArgs),
     /// Brands that record consents: `brand add`, `brand list`.
     #[command(subcommand)]
     Brand(BrandCommand),
@@ -105,6 +109,27 @@ pub struct ReportArgs {
     /// The day (Turkey time), YYYY-MM-DD; default today.
     #[arg(long)]
     pub date: Option<chrono::NaiveDate>,
+    /// `table`, `json` or `csv`.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReconcileArgs {
+    /// Server address.
+    #[arg(long, env = ENV_ADDR, default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// An admin API key (`serve --admin-key-sha256`).
+    #[arg(long, env = ENV_API_KEY, hide_env_values = true)]
+    pub api_key: String,
+    #[arg(long)]
+    pub brand: u32,
+    /// The day (Turkey time), YYYY-MM-DD; default yesterday.
+    #[arg(long)]
+    pub date: Option<chrono::NaiveDate>,
+    /// Confirm the agreement with İYS when the day is clean.
+    #[arg(long)]
+    pub confirm: bool,
     /// `table`, `json` or `csv`.
     #[arg(long, default_value = "table")]
     pub format: String,
@@ -225,7 +250,8 @@ pub struct ServeArgs {
     pub database_url: Option<String>,
     /// Upload recorded consents to this İYS (https://api.iys.org.tr, or the mock's http://
     /// address): the uploader drains the outbox and turns registered ONAYs into ALLOW.
-    #[arg(long = "upload-iys-url", env = ENV_IYS_URL)]
+    /// The same İYS serves the daily reconciliation (`--reconcile-at`, Admin.Reconcile).
+    #[arg(long = "upload-iys-url", visible_alias = "iys-url", env = ENV_IYS_URL)]
     pub upload_iys_url: Option<String>,
     /// The İYS API user of the provider whose brands record consents here.
     #[arg(long, env = ENV_IYS_USERNAME, default_value = "")]
@@ -235,6 +261,27 @@ pub struct ServeArgs {
     /// The provider's iysCode (the brands recording consents belong to it).
     #[arg(long, default_value_t = 0)]
     pub iys_code: u32,
+    /// SHA-256 (64 hex digits) of an API key that may call the Admin service (brands,
+    /// clients, reconciliation, every brand's report); repeat or separate with commas.
+    /// `iysgate keygen` makes a key and its digest.
+    #[arg(
+        long = "admin-key-sha256",
+        env = "IYSGATE_ADMIN_KEY_SHA256",
+        value_delimiter = ','
+    )]
+    pub admin_keys: Vec<String>,
+    /// Re-read the API clients kept in the evidence store this often, so a client added,
+    /// granted or revoked through another replica is served here too (0s: only at start).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub clients_reload: Duration,
+    /// Each day at this Turkey time (HH:MM), reconcile every stored brand of `--iys-code`
+    /// with İYS for the day before, store the daily report, and retry every 15 minutes until
+    /// İYS has the file. Needs `--iys-url`.
+    #[arg(long, value_parser = parse_time_of_day)]
+    pub reconcile_at: Option<chrono::NaiveTime>,
+    /// Confirm the agreement with İYS when a scheduled reconciliation finds the day clean.
+    #[arg(long)]
+    pub reconcile_confirm: bool,
     /// Poll a batch's result no sooner than this after sending it (İYS: 300 s).
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     pub upload_poll_delay: Duration,
@@ -567,7 +614,12 @@ impl std::str::FromStr for OptionalAddr {
 }
 
 /// Parses `250ms`, `30s`, `5m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_time_of_day(text: &str) -> Result<chrono::NaiveTime, String> {
+    chrono::NaiveTime::parse_from_str(text, "%H:%M")
+        .map_err(|_| format!("{text:?}: expected HH:MM (Turkey time), e.g. 02:30"))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -23,6 +23,7 @@
 //! - [`config`]: command line and environment.
 //! - [`telemetry`]: logs without personal data, and metrics.
 
+pub mod admin_api;
 pub mod api;
 pub mod auth;
 pub mod check;
@@ -37,6 +38,7 @@ pub mod iys;
 pub mod load;
 pub mod push;
 pub mod quota;
+pub mod reconcile;
 pub mod record;
 pub mod report;
 pub mod server;

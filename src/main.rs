@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             Command::Import(args) => run_import(args).await,
             Command::Brand(cmd) => admin::brand(cmd).await,
             Command::Report(args) => admin::report(args).await,
+            Command::Reconcile(args) => admin::reconcile(args).await,
             Command::Client(cmd) => admin::client(cmd).await,
             Command::Migrate(args) => {
                 iysgate::evidence::PgStore::connect(
@@ -183,6 +184,7 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
         );
     }
     server::spawn_uploader(&app, &args, &tasks, shutdown.clone())?;
+    server::spawn_reconcile_schedule(&app, &args, &tasks, shutdown.clone())?;
     match &args.redis_url {
         // A replica: the sync leader's heartbeats on the change stream confirm freshness.
         Some(url) => {

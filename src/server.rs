@@ -33,6 +33,10 @@ pub enum StartError {
     Calendar(#[from] CalendarError),
     #[error("brands file {path}: {reason}")]
     Brands { path: String, reason: String },
+    #[error("{0}")]
+    Iys(String),
+    #[error("--admin-key-sha256: expected 64 hex digits (the SHA-256 of an API key)")]
+    AdminKey,
     #[error("no OS randomness for the e-mail key: {0}")]
     Random(String),
     #[error("binding {addr}: {source}")]
@@ -75,21 +79,15 @@ pub async fn open_evidence(
     ))
 }
 
-/// Starts the uploader when `--upload-iys-url` is set: it drains the evidence outbox to İYS,
-/// and each registration it records is applied to this process's index (the pending ONAY
-/// becomes ALLOW).
-pub fn spawn_uploader(
-    app: &App,
-    args: &ServeArgs,
-    tasks: &TaskTracker,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
+/// The İYS account of `--iys-url`/`--iys-code`, shared by the uploader and the
+/// reconciliation (one token between them); none without `--iys-url`.
+pub fn iys_account(args: &ServeArgs) -> Result<Option<crate::admin_api::IysAccount>, String> {
     use crate::iys::client::{Credentials, IysClient, RetryPolicy};
-    let (Some(url), Some(store)) = (&args.upload_iys_url, &app.evidence) else {
-        return Ok(());
+    let Some(url) = &args.upload_iys_url else {
+        return Ok(None);
     };
     if args.iys_code == 0 || args.iys_username.is_empty() {
-        return Err("--upload-iys-url needs --iys-code and the İYS user (IYSGATE_IYS_USERNAME, IYSGATE_IYS_PASSWORD)".into());
+        return Err("--iys-url needs --iys-code and the İYS user (IYSGATE_IYS_USERNAME, IYSGATE_IYS_PASSWORD)".into());
     }
     let client = IysClient::new(
         url,
@@ -101,6 +99,24 @@ pub fn spawn_uploader(
         RetryPolicy::default(),
     )
     .map_err(|e| format!("İYS client: {e}"))?;
+    Ok(Some(crate::admin_api::IysAccount {
+        client,
+        iys_code: args.iys_code,
+    }))
+}
+
+/// Starts the uploader when the app has an İYS account and an evidence store: it drains the
+/// evidence outbox to İYS, and each registration it records is applied to this process's
+/// index (the pending ONAY becomes ALLOW).
+pub fn spawn_uploader(
+    app: &App,
+    args: &ServeArgs,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let (Some(account), Some(store)) = (&app.iys, &app.evidence) else {
+        return Ok(());
+    };
     let consents = Arc::clone(&app.consents);
     let on_registered: crate::uploader::OnRegistered = Arc::new(move |key, event| {
         let _ = consents.apply(key, event);
@@ -111,7 +127,7 @@ pub fn spawn_uploader(
     };
     let uploader = crate::uploader::Uploader::new(
         (**store).clone(),
-        std::collections::HashMap::from([(args.iys_code, client)]),
+        std::collections::HashMap::from([(account.iys_code, account.client.clone())]),
         config,
         Arc::clone(app.checker.clock_arc()),
         on_registered,
@@ -121,19 +137,151 @@ pub fn spawn_uploader(
     Ok(())
 }
 
+/// Each day at `--reconcile-at` (Turkey time), reconciles the day before for every stored
+/// brand of the app's İYS account; brands that fail (İYS not ready or unreachable) are tried
+/// again every 15 minutes until they succeed or the next day's run takes over.
+pub fn spawn_reconcile_schedule(
+    app: &App,
+    args: &ServeArgs,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    const RETRY: chrono::Duration = chrono::Duration::minutes(15);
+    let Some(at) = args.reconcile_at else {
+        return Ok(());
+    };
+    let (Some(account), Some(store)) = (app.iys.clone(), app.evidence.clone()) else {
+        return Err("--reconcile-at needs --iys-url (and the evidence store)".into());
+    };
+    let confirm = args.reconcile_confirm;
+    let clock = Arc::clone(app.checker.clock_arc());
+    let consents = Arc::clone(&app.consents);
+    tasks.spawn(async move {
+        let mut retry: Option<(chrono::NaiveDate, Vec<u32>)> = None;
+        loop {
+            let now = clock.now_turkey();
+            let next = next_run(now, at);
+            let wake = match &retry {
+                Some(_) => next.min(now + RETRY),
+                None => next,
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep((wake - now).to_std().unwrap_or_default()) => {}
+            }
+            let now = clock.now_turkey();
+            let (date, brands) = if now >= next {
+                match store.brands().await {
+                    Ok(all) => (
+                        now.date() - chrono::Duration::days(1),
+                        all.into_iter()
+                            .filter(|b| b.iys_code == account.iys_code)
+                            .map(|b| b.brand_code)
+                            .collect(),
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reconciliation: cannot list brands");
+                        continue;
+                    }
+                }
+            } else if let Some(pending) = retry.take() {
+                pending
+            } else {
+                continue;
+            };
+            let failed =
+                reconcile_brands(&account, &store, &consents, date, brands, confirm, &*clock).await;
+            retry = (!failed.is_empty()).then_some((date, failed));
+        }
+    });
+    Ok(())
+}
+
+/// The first `at` (time of day) after `now`.
+fn next_run(now: crate::domain::TurkeyTime, at: chrono::NaiveTime) -> crate::domain::TurkeyTime {
+    let today = now.date().and_time(at);
+    if now < today {
+        today
+    } else {
+        today + chrono::Duration::days(1)
+    }
+}
+
+/// Reconciles `date` for each of `brands`; returns those that failed.
+async fn reconcile_brands(
+    account: &crate::admin_api::IysAccount,
+    store: &crate::evidence::EvidenceStore,
+    consents: &Consents,
+    date: chrono::NaiveDate,
+    brands: Vec<u32>,
+    confirm: bool,
+    clock: &dyn Clock,
+) -> Vec<u32> {
+    let mut failed = Vec::new();
+    for brand in brands {
+        let target = crate::reconcile::Target {
+            iys_code: account.iys_code,
+            brand,
+            date,
+            confirm,
+        };
+        match crate::report::reconcile_day(
+            &account.client,
+            store,
+            consents,
+            target,
+            clock.now_utc(),
+        )
+        .await
+        {
+            Ok(report) => {
+                if let Some(r) = &report.reconciliation {
+                    tracing::info!(
+                        brand,
+                        %date,
+                        rows = r.file_rows,
+                        mismatches = r.mismatches.len(),
+                        repaired = r.repaired,
+                        agreement = r.agreement.as_str(),
+                        "reconciled with İYS"
+                    );
+                    metrics::counter!("iysgate_reconcile_mismatches_total")
+                        .increment(r.mismatches.len() as u64);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(brand, %date, error = %e, "reconciliation failed; will retry");
+                metrics::counter!("iysgate_reconcile_failures_total").increment(1);
+                failed.push(brand);
+            }
+        }
+    }
+    failed
+}
+
+/// The keys a serving process answers: those of flags and files (`base`) and the API clients
+/// kept in the evidence store. A key present in both refuses, naming the client.
+pub async fn served_keys(
+    base: &ApiKeys,
+    store: &crate::evidence::EvidenceStore,
+) -> Result<ApiKeys, StartError> {
+    let mut keys = base.clone();
+    for client in store.clients().await? {
+        keys.insert(client.key_sha256, client.to_auth())?;
+    }
+    Ok(keys)
+}
+
 /// Adds the API clients kept in the evidence store (`iysgate client add`) to the ones given by
 /// flags and files. A key present in both refuses the start, naming the client.
 pub async fn add_stored_clients(
     app: &mut App,
     store: &crate::evidence::EvidenceStore,
 ) -> Result<usize, StartError> {
-    let stored = store.clients().await?;
-    let mut keys = (*app.keys).clone();
-    for client in &stored {
-        keys.insert(client.key_sha256, client.to_auth())?;
-    }
+    let keys = served_keys(&app.base_keys, store).await?;
+    let stored = keys.len() - app.base_keys.len();
     app.keys = Arc::new(keys);
-    Ok(stored.len())
+    Ok(stored)
 }
 
 /// Registers provider `iys_code` unless it is already there.
@@ -183,10 +331,16 @@ pub struct App {
     pub checker: Arc<Checker>,
     pub consents: Arc<Consents>,
     pub keys: Arc<ApiKeys>,
+    /// The keys of flags and files, without the stored clients.
+    pub base_keys: Arc<ApiKeys>,
     pub freshness: Arc<Freshness>,
     pub metrics: Arc<Metrics>,
     /// Where recorded consents are kept (`ConsentRecords`); none: that service refuses.
     pub evidence: Option<Arc<crate::evidence::EvidenceStore>>,
+    /// The İYS account for uploads and reconciliation (`--iys-url`).
+    pub iys: Option<crate::admin_api::IysAccount>,
+    /// SHA-256 digests of the admin keys (`--admin-key-sha256`).
+    pub admin_keys: Vec<[u8; 32]>,
 }
 
 #[derive(Deserialize)]
@@ -251,6 +405,11 @@ impl App {
                  (earliest possible deadline); configure a newer calendar file"
             );
         }
+        let admin_keys = args
+            .admin_keys
+            .iter()
+            .map(|hex| crate::auth::from_hex(hex.trim()).ok_or(StartError::AdminKey))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut key = [0u8; 16];
         getrandom::fill(&mut key).map_err(|e| StartError::Random(e.to_string()))?;
         let keyer = Arc::new(EmailKeyer::new(key));
@@ -270,6 +429,7 @@ impl App {
         Ok(App {
             checker,
             consents: Arc::new(Consents::new(index, keyer)),
+            base_keys: Arc::new(keys.clone()),
             keys: Arc::new(keys),
             freshness,
             metrics: Arc::new({
@@ -278,6 +438,8 @@ impl App {
                 Metrics::register()
             }),
             evidence: None,
+            iys: iys_account(args).map_err(StartError::Iys)?,
+            admin_keys,
         })
     }
 
@@ -345,6 +507,31 @@ pub async fn serve_grpc(
     )
     .with_evidence(app.evidence.clone());
     let service = Arc::new(service);
+    let admin = app.evidence.as_ref().map(|store| {
+        crate::admin_api::AdminService::new(
+            Arc::clone(&service),
+            Arc::clone(&app.consents),
+            Arc::clone(store),
+            app.admin_keys.clone(),
+            Arc::clone(&app.base_keys),
+            app.iys.clone(),
+        )
+        .into_server()
+    });
+    if let Some(store) = app
+        .evidence
+        .clone()
+        .filter(|_| !args.clients_reload.is_zero())
+    {
+        spawn_clients_reload(
+            Arc::clone(&service),
+            Arc::clone(&app.base_keys),
+            store,
+            args.clients_reload,
+            tasks,
+            shutdown.clone(),
+        );
+    }
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let drain_started = CancellationToken::new();
     let signal = {
@@ -381,6 +568,7 @@ pub async fn serve_grpc(
         .add_service(reflection_alpha)
         .add_service(service.into_server())
         .add_service(service.records_server())
+        .add_optional_service(admin)
         .serve_with_incoming_shutdown(incoming, signal);
     let grace = args.grace;
     tokio::select! {
@@ -390,6 +578,41 @@ pub async fn serve_grpc(
         }
     }
     Ok(())
+}
+
+/// Re-reads the stored API clients every `every` and serves them when they changed (added,
+/// granted or revoked through another replica's Admin service or the CLI).
+fn spawn_clients_reload(
+    service: Arc<ConsentService>,
+    base: Arc<ApiKeys>,
+    store: Arc<crate::evidence::EvidenceStore>,
+    every: Duration,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
+) {
+    tasks.spawn(async move {
+        let mut current: Option<ApiKeys> = None;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            match served_keys(&base, &store).await {
+                Ok(keys) if current.as_ref() != Some(&keys) => {
+                    // The first pass only notes what the start loaded.
+                    if current.is_some() {
+                        tracing::info!(clients = keys.len(), "API clients changed: reloaded");
+                        service.replace_keys(Arc::new(keys.clone()));
+                    }
+                    current = Some(keys);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reloading API clients failed; keeping the current ones"),
+            }
+        }
+    });
 }
 
 /// Health follows freshness: NOT_SERVING while the data is too old to ALLOW (rule 7).
@@ -502,6 +725,24 @@ pub fn system_clock() -> Arc<dyn Clock> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schedule_runs_at_the_next_time_of_day() {
+        let at = chrono::NaiveTime::from_hms_opt(2, 30, 0).unwrap();
+        let t = |s: &str| crate::domain::time::parse_iys(s).unwrap();
+        assert_eq!(
+            next_run(t("2026-05-20 01:00:00"), at),
+            t("2026-05-20 02:30:00")
+        );
+        assert_eq!(
+            next_run(t("2026-05-20 02:30:00"), at),
+            t("2026-05-21 02:30:00")
+        );
+        assert_eq!(
+            next_run(t("2026-05-20 23:59:59"), at),
+            t("2026-05-21 02:30:00")
+        );
+    }
 
     #[test]
     fn example_brands_file_parses() {

@@ -18,6 +18,7 @@
 //! - shutdown hands unsent claims back and a new uploader finishes them.
 
 mod common;
+#[macro_use]
 mod uploader_support;
 
 use std::sync::Arc;
@@ -38,31 +39,6 @@ use uploader_support::{
     BRAND, Harness, IYS_CODE, Schema, config, event, file_store, mock_config, now_tr, onay, phone,
     wait_for,
 };
-
-/// Runs each scenario on a fresh file store and on a fresh PostgreSQL schema.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod file {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (store, _dir) = super::file_store(stringify!($name)).await;
-                    super::$name(store).await;
-                }
-            )*
-        }
-        mod pg {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let schema = super::Schema::new(stringify!($name)).await;
-                    super::$name(schema.store().await).await;
-                    schema.drop().await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_stores!(
     onay_is_registered_and_reported_once,

@@ -597,6 +597,14 @@ pub mod types {
         pub agreement_status: bool,
     }
 
+    /// 200 of the agreement confirmation (§5.12).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct AgreementCaptured {
+        #[serde(default)]
+        pub agreement_captured: bool,
+    }
+
     /// `{"consentDate": …}` body of the single status query.
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -1125,6 +1133,35 @@ where
                 Parsed::NotMine => Parsed::NotMine,
             },
             StatusCode::NO_CONTENT => Parsed::Value(None),
+            _ => Parsed::NotMine,
+        })
+        .await
+    }
+
+    /// Records that the brand agrees with İYS's daily change file of `date` (§5.12,
+    /// `PUT …/agreements/{date}` with `{"agreementStatus":true}`). True when İYS says the
+    /// agreement was captured.
+    pub async fn confirm_agreement(
+        &self,
+        iys_code: u64,
+        brand_code: u64,
+        date: NaiveDate,
+    ) -> Result<bool, IysError> {
+        let call = Call {
+            op: "confirm_agreement",
+            method: Method::PUT,
+            path: format!(
+                "/sps/{iys_code}/brands/{brand_code}/agreements/{}",
+                date.format("%Y-%m-%d")
+            ),
+            body: Some(Bytes::from_static(br#"{"agreementStatus":true}"#)),
+        };
+        self.execute(&call, |status, body| match status {
+            StatusCode::OK => match json::<AgreementCaptured>(body) {
+                Parsed::Value(v) => Parsed::Value(v.agreement_captured),
+                Parsed::Malformed(e) => Parsed::Malformed(e),
+                Parsed::NotMine => Parsed::NotMine,
+            },
             _ => Parsed::NotMine,
         })
         .await

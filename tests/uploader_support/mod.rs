@@ -31,6 +31,32 @@ use sqlx::postgres::{PgConnectOptions, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Runs each scenario (an `async fn name(store: EvidenceStore)` of the test file, which
+/// imports `file_store` and `Schema`) on a fresh file store and on a fresh PostgreSQL schema.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (store, _dir) = super::file_store(stringify!($name)).await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod pg {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let schema = super::Schema::new(stringify!($name)).await;
+                    super::$name(schema.store().await).await;
+                    schema.drop().await;
+                }
+            )*
+        }
+    };
+}
+
 pub const IYS_CODE: u32 = 700_000;
 pub const BRAND: u32 = 700_001;
 

@@ -1,0 +1,520 @@
+//! `iysgate.v1.Admin`: brands, API clients and the daily action report over gRPC, and the
+//! reconciliation with İYS on demand. Brand and client changes go to the evidence store (so
+//! every replica has them) and take effect on this replica at once; other replicas pick them
+//! up on their next reload of the stored clients (`--clients-reload`).
+//!
+//! Admin calls need an admin key (`--admin-key-sha256`); GetDailyReport also answers a client
+//! granted the brand.
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use tonic::{Request, Response, Status};
+
+use crate::api::{self, ConsentService, pb};
+use crate::auth::{self, ApiKeys, RetailerGrant};
+use crate::domain::BrandPolicy;
+use crate::evidence::{Brand, EvidenceError, EvidenceStore};
+use crate::iys::client::IysClient;
+use crate::reconcile::{Reconciliation, Target};
+use crate::report::DailyReport;
+use crate::store::Consents;
+
+/// The İYS account reconciliation uses: its client and the provider's İYS code.
+#[derive(Clone)]
+pub struct IysAccount {
+    pub client: IysClient,
+    pub iys_code: u32,
+}
+
+pub struct AdminService {
+    consent: Arc<ConsentService>,
+    consents: Arc<Consents>,
+    store: Arc<EvidenceStore>,
+    /// SHA-256 digests of the admin keys.
+    admin_keys: Vec<[u8; 32]>,
+    /// The keys given by flags and files; stored clients are served on top of them.
+    base_keys: Arc<ApiKeys>,
+    iys: Option<IysAccount>,
+}
+
+impl AdminService {
+    pub fn new(
+        consent: Arc<ConsentService>,
+        consents: Arc<Consents>,
+        store: Arc<EvidenceStore>,
+        admin_keys: Vec<[u8; 32]>,
+        base_keys: Arc<ApiKeys>,
+        iys: Option<IysAccount>,
+    ) -> Self {
+        Self {
+            consent,
+            consents,
+            store,
+            admin_keys,
+            base_keys,
+            iys,
+        }
+    }
+
+    pub fn into_server(self) -> pb::admin_server::AdminServer<Self> {
+        pb::admin_server::AdminServer::new(self)
+    }
+
+    fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let key = api::presented_key(request)
+            .ok_or_else(|| Status::unauthenticated("missing API key (x-api-key metadata)"))?;
+        if self.admin_keys.is_empty() {
+            return Err(Status::permission_denied(
+                "no admin key is configured on this server (--admin-key-sha256)",
+            ));
+        }
+        let digest = auth::hash_key(key);
+        if self.admin_keys.contains(&digest) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied("not an admin API key"))
+        }
+    }
+
+    /// Serves the stored clients (with the flag and file keys) on this replica from now on.
+    async fn reload_clients(&self) -> Result<(), Status> {
+        let keys = crate::server::served_keys(&self.base_keys, &self.store)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        self.consent.replace_keys(Arc::new(keys));
+        Ok(())
+    }
+
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.consent.checker().clock().now_utc()
+    }
+
+    fn today(&self) -> NaiveDate {
+        self.consent.checker().clock().now_turkey().date()
+    }
+
+    async fn listed_client(&self, name: &str) -> Result<pb::AdminClient, Status> {
+        let clients = self.store.clients().await.map_err(store_status)?;
+        clients
+            .iter()
+            .find(|c| c.name == name)
+            .map(client_pb)
+            .ok_or_else(|| Status::not_found(format!("API client {name:?} is not registered")))
+    }
+}
+
+fn store_status(e: EvidenceError) -> Status {
+    match e {
+        EvidenceError::AlreadyExists { .. } | EvidenceError::KeyInUse(_) => {
+            Status::already_exists(e.to_string())
+        }
+        EvidenceError::UnknownBrand(_)
+        | EvidenceError::UnknownClient(_)
+        | EvidenceError::UnknownProvider(_) => Status::not_found(e.to_string()),
+        EvidenceError::InvalidField { field, reason } => {
+            api::invalid_status(&api::invalid(field, reason))
+        }
+        other => {
+            tracing::error!(error = %other, "evidence store call failed");
+            Status::unavailable("the evidence store is unavailable; retry")
+        }
+    }
+}
+
+fn date_field(text: &str, default: NaiveDate) -> Result<NaiveDate, Status> {
+    if text.is_empty() {
+        return Ok(default);
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        api::invalid_status(&api::invalid("date", format!("{text:?} is not YYYY-MM-DD")))
+    })
+}
+
+fn grant_of(retailers: Option<&pb::RetailerGrant>) -> RetailerGrant {
+    match retailers {
+        Some(r) if r.any => RetailerGrant::Any,
+        Some(r) if !r.codes.is_empty() => RetailerGrant::Only(r.codes.clone()),
+        _ => RetailerGrant::None,
+    }
+}
+
+fn grant_pb(brand: u32, grant: &RetailerGrant) -> pb::BrandGrant {
+    let retailers = match grant {
+        RetailerGrant::None => pb::RetailerGrant::default(),
+        RetailerGrant::Any => pb::RetailerGrant {
+            any: true,
+            codes: Vec::new(),
+        },
+        RetailerGrant::Only(codes) => pb::RetailerGrant {
+            any: false,
+            codes: codes.clone(),
+        },
+    };
+    pb::BrandGrant {
+        brand_code: brand,
+        retailers: Some(retailers),
+    }
+}
+
+fn client_pb(c: &crate::evidence::ApiClient) -> pb::AdminClient {
+    pb::AdminClient {
+        name: c.name.clone(),
+        grants: c.grants.iter().map(|(b, g)| grant_pb(*b, g)).collect(),
+        key_sha256_prefix: auth::to_hex(&c.key_sha256[..6]),
+    }
+}
+
+fn brand_pb(b: &Brand) -> pb::AdminBrand {
+    pb::AdminBrand {
+        iys_code: b.iys_code,
+        brand_code: b.brand_code,
+        name: b.name.clone(),
+        allow_unregistered_tacir: b.policy.allow_unregistered_tacir,
+    }
+}
+
+fn counts(map: &std::collections::BTreeMap<String, u64>) -> Vec<pb::Count> {
+    map.iter()
+        .map(|(key, count)| pb::Count {
+            key: key.clone(),
+            count: *count,
+        })
+        .collect()
+}
+
+fn reconciliation_pb(r: &Reconciliation) -> pb::Reconciliation {
+    pb::Reconciliation {
+        reconciled_at: r.reconciled_at.to_rfc3339(),
+        sha384: r.sha384.clone().unwrap_or_default(),
+        file_verified: r.file_verified,
+        file_rows: r.file_rows,
+        changes: r
+            .changes
+            .iter()
+            .map(|(key, t)| pb::ChangeTally {
+                key: key.clone(),
+                approvals: t.approvals,
+                rejections: t.rejections,
+            })
+            .collect(),
+        new_rets_from_iys: r.new_rets_from_iys,
+        uploads_matched: r.uploads_matched,
+        hs_from_elsewhere: r.hs_from_elsewhere,
+        mismatches: r
+            .mismatches
+            .iter()
+            .map(|m| pb::Mismatch {
+                kind: m.kind.as_str().to_owned(),
+                transaction_id: m.transaction_id.clone(),
+                recipient_masked: m.recipient.clone(),
+                channel: m.channel.clone(),
+                recipient_type: m.recipient_type.clone(),
+                event_id: m.event_id.unwrap_or_default(),
+                detail: m.detail.clone(),
+                repaired: m.repaired,
+            })
+            .collect(),
+        repaired: r.repaired,
+        agreement: r.agreement.as_str().to_owned(),
+    }
+}
+
+/// The report as the gRPC message.
+pub fn report_pb(r: &DailyReport) -> pb::DailyReport {
+    pb::DailyReport {
+        brand_code: r.brand,
+        date: r.date.format("%Y-%m-%d").to_string(),
+        recorded: counts(&r.recorded),
+        recorded_total: r.recorded_total,
+        registered: r.registered,
+        pending: r.pending,
+        expired: r.expired,
+        refused: counts(&r.refused),
+        at_risk_now: r.at_risk_now,
+        expired_now: r.expired_now,
+        reconciliation: r.reconciliation.as_ref().map(reconciliation_pb),
+    }
+}
+
+fn counts_back(list: &[pb::Count]) -> std::collections::BTreeMap<String, u64> {
+    list.iter().map(|c| (c.key.clone(), c.count)).collect()
+}
+
+/// The gRPC message back as the report (for the CLI's table, JSON and CSV).
+///
+/// # Errors
+/// A field that does not read back (names it).
+pub fn report_from_pb(p: &pb::DailyReport) -> Result<DailyReport, String> {
+    use crate::reconcile::{Agreement, Mismatch, MismatchKind, Tally};
+    let date = NaiveDate::parse_from_str(&p.date, "%Y-%m-%d")
+        .map_err(|_| format!("date {:?} is not YYYY-MM-DD", p.date))?;
+    let reconciliation = match &p.reconciliation {
+        None => None,
+        Some(r) => Some(Reconciliation {
+            brand: p.brand_code,
+            date,
+            reconciled_at: chrono::DateTime::parse_from_rfc3339(&r.reconciled_at)
+                .map_err(|_| format!("reconciled_at {:?}", r.reconciled_at))?
+                .to_utc(),
+            sha384: Some(r.sha384.clone()).filter(|h| !h.is_empty()),
+            file_verified: r.file_verified,
+            file_rows: r.file_rows,
+            changes: r
+                .changes
+                .iter()
+                .map(|c| {
+                    let t = Tally {
+                        approvals: c.approvals,
+                        rejections: c.rejections,
+                    };
+                    (c.key.clone(), t)
+                })
+                .collect(),
+            new_rets_from_iys: r.new_rets_from_iys,
+            uploads_matched: r.uploads_matched,
+            hs_from_elsewhere: r.hs_from_elsewhere,
+            mismatches: r
+                .mismatches
+                .iter()
+                .map(|m| {
+                    let kind = [
+                        MismatchKind::NotInIndex,
+                        MismatchKind::Differs,
+                        MismatchKind::MissingAtIys,
+                        MismatchKind::Unreadable,
+                    ]
+                    .into_iter()
+                    .find(|k| k.as_str() == m.kind)
+                    .ok_or_else(|| format!("mismatch kind {:?}", m.kind))?;
+                    Ok(Mismatch {
+                        kind,
+                        transaction_id: m.transaction_id.clone(),
+                        recipient: m.recipient_masked.clone(),
+                        channel: m.channel.clone(),
+                        recipient_type: m.recipient_type.clone(),
+                        event_id: Some(m.event_id).filter(|id| *id != 0),
+                        detail: m.detail.clone(),
+                        repaired: m.repaired,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+            repaired: r.repaired,
+            agreement: [
+                Agreement::Confirmed,
+                Agreement::AlreadyConfirmed,
+                Agreement::NotRequested,
+                Agreement::Withheld,
+                Agreement::NoFile,
+            ]
+            .into_iter()
+            .find(|a| a.as_str() == r.agreement)
+            .ok_or_else(|| format!("agreement {:?}", r.agreement))?,
+        }),
+    };
+    Ok(DailyReport {
+        brand: p.brand_code,
+        date,
+        recorded: counts_back(&p.recorded),
+        recorded_total: p.recorded_total,
+        registered: p.registered,
+        pending: p.pending,
+        expired: p.expired,
+        refused: counts_back(&p.refused),
+        at_risk_now: p.at_risk_now,
+        expired_now: p.expired_now,
+        reconciliation,
+    })
+}
+
+fn reconcile_status(e: crate::reconcile::ReconcileError) -> Status {
+    use crate::reconcile::ReconcileError as E;
+    match e {
+        E::NotOver { .. } | E::TooOld { .. } => {
+            api::invalid_status(&api::invalid("date", e.to_string()))
+        }
+        E::NotReady { .. } | E::Iys(_) => Status::unavailable(e.to_string()),
+        E::Store(inner) => store_status(inner),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn add_brand(
+        &self,
+        request: Request<pb::AddBrandRequest>,
+    ) -> Result<Response<pb::AdminBrand>, Status> {
+        self.admin(&request)?;
+        let r = request.into_inner();
+        if r.iys_code == 0 {
+            return Err(api::invalid_status(&api::invalid("iys_code", "required")));
+        }
+        if r.brand_code == 0 {
+            return Err(api::invalid_status(&api::invalid("brand_code", "required")));
+        }
+        let now = self.now();
+        crate::server::ensure_provider(&self.store, r.iys_code, now)
+            .await
+            .map_err(store_status)?;
+        let brand = Brand {
+            brand_code: r.brand_code,
+            iys_code: r.iys_code,
+            name: r.name,
+            policy: BrandPolicy {
+                allow_unregistered_tacir: r.allow_unregistered_tacir,
+            },
+        };
+        self.store
+            .add_brand(&brand, now)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(brand_pb(&brand)))
+    }
+
+    async fn list_brands(
+        &self,
+        request: Request<pb::ListBrandsRequest>,
+    ) -> Result<Response<pb::ListBrandsResponse>, Status> {
+        self.admin(&request)?;
+        let brands = self.store.brands().await.map_err(store_status)?;
+        Ok(Response::new(pb::ListBrandsResponse {
+            brands: brands.iter().map(brand_pb).collect(),
+        }))
+    }
+
+    async fn add_client(
+        &self,
+        request: Request<pb::AddClientRequest>,
+    ) -> Result<Response<pb::AddClientResponse>, Status> {
+        self.admin(&request)?;
+        let r = request.into_inner();
+        if r.name.is_empty() {
+            return Err(api::invalid_status(&api::invalid("name", "required")));
+        }
+        let now = self.now();
+        let secret = auth::generate_key()
+            .map_err(|e| Status::unavailable(format!("no OS randomness for the key: {e}")))?;
+        self.store
+            .add_client(&r.name, auth::hash_key(&secret), now)
+            .await
+            .map_err(store_status)?;
+        for g in &r.grants {
+            self.store
+                .grant(&r.name, g.brand_code, &grant_of(g.retailers.as_ref()), now)
+                .await
+                .map_err(store_status)?;
+        }
+        self.reload_clients().await?;
+        Ok(Response::new(pb::AddClientResponse {
+            client: Some(self.listed_client(&r.name).await?),
+            api_key: secret,
+        }))
+    }
+
+    async fn grant_brand(
+        &self,
+        request: Request<pb::GrantBrandRequest>,
+    ) -> Result<Response<pb::AdminClient>, Status> {
+        self.admin(&request)?;
+        let r = request.into_inner();
+        let grant = r
+            .grant
+            .ok_or_else(|| api::invalid_status(&api::invalid("grant", "required")))?;
+        self.store
+            .grant(
+                &r.client,
+                grant.brand_code,
+                &grant_of(grant.retailers.as_ref()),
+                self.now(),
+            )
+            .await
+            .map_err(store_status)?;
+        self.reload_clients().await?;
+        Ok(Response::new(self.listed_client(&r.client).await?))
+    }
+
+    async fn revoke_brand(
+        &self,
+        request: Request<pb::RevokeBrandRequest>,
+    ) -> Result<Response<pb::RevokeBrandResponse>, Status> {
+        self.admin(&request)?;
+        let r = request.into_inner();
+        let revoked = self
+            .store
+            .revoke(&r.client, r.brand_code)
+            .await
+            .map_err(store_status)?;
+        self.reload_clients().await?;
+        Ok(Response::new(pb::RevokeBrandResponse { revoked }))
+    }
+
+    async fn list_clients(
+        &self,
+        request: Request<pb::ListClientsRequest>,
+    ) -> Result<Response<pb::ListClientsResponse>, Status> {
+        self.admin(&request)?;
+        let clients = self.store.clients().await.map_err(store_status)?;
+        Ok(Response::new(pb::ListClientsResponse {
+            clients: clients.iter().map(client_pb).collect(),
+        }))
+    }
+
+    async fn reconcile(
+        &self,
+        request: Request<pb::ReconcileRequest>,
+    ) -> Result<Response<pb::DailyReport>, Status> {
+        self.admin(&request)?;
+        let r = request.into_inner();
+        let date = date_field(&r.date, self.today() - chrono::Duration::days(1))?;
+        let Some(iys) = &self.iys else {
+            return Err(Status::failed_precondition(
+                "this server has no İYS account configured (--iys-url, --iys-code)",
+            ));
+        };
+        let brands = self.store.brands().await.map_err(store_status)?;
+        let brand = brands
+            .iter()
+            .find(|b| b.brand_code == r.brand_code)
+            .ok_or_else(|| {
+                Status::not_found(format!("brand {} is not registered", r.brand_code))
+            })?;
+        if brand.iys_code != iys.iys_code {
+            return Err(Status::failed_precondition(format!(
+                "brand {} belongs to provider {}; this server holds İYS credentials of {}",
+                brand.brand_code, brand.iys_code, iys.iys_code
+            )));
+        }
+        let target = Target {
+            iys_code: iys.iys_code,
+            brand: brand.brand_code,
+            date,
+            confirm: r.confirm,
+        };
+        let report = crate::report::reconcile_day(
+            &iys.client,
+            &self.store,
+            &*self.consents,
+            target,
+            self.now(),
+        )
+        .await
+        .map_err(reconcile_status)?;
+        Ok(Response::new(report_pb(&report)))
+    }
+
+    async fn get_daily_report(
+        &self,
+        request: Request<pb::GetDailyReportRequest>,
+    ) -> Result<Response<pb::DailyReport>, Status> {
+        if self.admin(&request).is_err() {
+            let client = self.consent.client(&request)?;
+            api::permission(&client, request.get_ref().brand_code, None)?;
+        }
+        let r = request.into_inner();
+        let date = date_field(&r.date, self.today())?;
+        let report = crate::report::daily_report(&self.store, r.brand_code, date, self.now())
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(report_pb(&report)))
+    }
+}
