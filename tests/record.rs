@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use iysgate::api::pb;
+use iysgate::api::pb::admin_client::AdminClient;
 use iysgate::api::pb::consent_check_client::ConsentCheckClient;
 use iysgate::api::pb::consent_records_client::ConsentRecordsClient;
 use iysgate::auth::{hash_key, to_hex};
@@ -22,6 +23,7 @@ use tonic_types::StatusExt;
 
 const KEY: &str = "iysk_record_test";
 const STORED_KEY: &str = "iysk_record_test_stored_client";
+const ADMIN_KEY: &str = "iysk_record_test_admin";
 const BRAND: u32 = 600_001;
 const UNREGISTERED_BRAND: u32 = 600_009;
 const NOW: &str = "2026-05-20 12:00:00";
@@ -32,6 +34,7 @@ struct ManualClockHandle(Arc<ManualClock>);
 
 struct Server {
     records: ConsentRecordsClient<Channel>,
+    admin: AdminClient<Channel>,
     checks: ConsentCheckClient<Channel>,
     app: Arc<App>,
     _stop: tokio_util::sync::DropGuard,
@@ -66,6 +69,8 @@ async fn start_with(extra: &[String], mock: Option<&ManualClockHandle>) -> Serve
             "name=crm;sha256={};brands={BRAND},{UNREGISTERED_BRAND},{MOCK_BRAND}",
             to_hex(&hash_key(KEY))
         ),
+        "--admin-key-sha256".into(),
+        to_hex(&hash_key(ADMIN_KEY)),
     ]
     .into_iter()
     .chain(extra.iter().cloned())
@@ -139,10 +144,42 @@ async fn start_with(extra: &[String], mock: Option<&ManualClockHandle>) -> Serve
         .unwrap();
     Server {
         records: ConsentRecordsClient::new(channel.clone()),
+        admin: AdminClient::new(channel.clone()),
         checks: ConsentCheckClient::new(channel),
         app,
         _stop: stop.drop_guard(),
     }
+}
+
+/// A server uploading to a mock İYS (provider 700000, brands 700000 and 700001) that shares
+/// its manual clock.
+async fn start_with_mock() -> (Server, iysgate::iys::mock::MockIys, ManualClockHandle) {
+    use iysgate::iys::mock::{Account, MockConfig, MockIys};
+    let clock = ManualClockHandle(Arc::new(ManualClock::at_turkey(parse_iys(NOW).unwrap())));
+    let mock = MockIys::new(MockConfig {
+        accounts: vec![Account::new(
+            "mock",
+            "mock",
+            700_000,
+            vec![700_000, 700_001],
+        )],
+        ..MockConfig::for_tests(clock.0.clone())
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(mock.clone().serve(listener));
+    let extra = [
+        "--iys-url".to_owned(),
+        url,
+        "--iys-code".into(),
+        "700000".into(),
+        "--iys-username".into(),
+        "mock".into(),
+        "--iys-password".into(),
+        "mock".into(),
+    ];
+    let s = start_with(&extra, Some(&clock)).await;
+    (s, mock, clock)
 }
 
 fn keyed<T>(message: T) -> Request<T> {
@@ -427,31 +464,7 @@ async fn bad_input_is_refused_as_iys_would_naming_each_field_and_nothing_is_stor
 
 #[tokio::test]
 async fn a_recorded_onay_becomes_allow_only_once_iys_accepts_it() {
-    use iysgate::iys::mock::{Account, MockConfig, MockIys};
-    let clock = ManualClockHandle(Arc::new(ManualClock::at_turkey(parse_iys(NOW).unwrap())));
-    let mock = MockIys::new(MockConfig {
-        accounts: vec![Account::new(
-            "mock",
-            "mock",
-            700_000,
-            vec![700_000, 700_001],
-        )],
-        ..MockConfig::for_tests(clock.0.clone())
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(mock.clone().serve(listener));
-    let extra = [
-        "--upload-iys-url".to_owned(),
-        url,
-        "--iys-code".into(),
-        "700000".into(),
-        "--iys-username".into(),
-        "mock".into(),
-        "--iys-password".into(),
-        "mock".into(),
-    ];
-    let mut s = start_with(&extra, Some(&clock)).await;
+    let (mut s, mock, _clock) = start_with_mock().await;
     let phone = "+905321239999";
     let recorded = s
         .records
@@ -530,5 +543,217 @@ async fn clients_kept_in_the_store_are_served_with_their_grants() {
         .unwrap();
     assert_eq!(d.reason(), pb::Reason::NoConsent);
     let err = s.checks.check(ask(MOCK_BRAND)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+fn admin<T>(message: T) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut()
+        .insert("x-api-key", ADMIN_KEY.parse().unwrap());
+    r
+}
+
+async fn check_mock_brand(s: &mut Server, phone: &str) -> pb::Decision {
+    s.checks
+        .check(keyed(pb::CheckRequest {
+            brand_code: MOCK_BRAND,
+            recipient: phone.into(),
+            channel: pb::Channel::Mesaj.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap()
+}
+
+#[tokio::test]
+async fn reconcile_finds_a_ret_the_index_missed_enforces_it_and_confirms_the_clean_day() {
+    use iysgate::iys::mock::CitizenSource;
+    use iysgate::iys::wire::{ConsentStatus, ConsentType, RecipientType};
+    let (mut s, mock, clock) = start_with_mock().await;
+    let phone = "+905321238888";
+    s.records
+        .record_consent(keyed(pb::RecordConsentRequest {
+            brand_code: MOCK_BRAND,
+            consent: Some(input(
+                phone,
+                pb::ConsentStatus::Onay,
+                "2026-05-20 09:00:00",
+                "rc-1",
+            )),
+        }))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while check_mock_brand(&mut s, phone).await.verdict() != pb::Verdict::Allow {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "uploaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The recipient withdraws in İYS; nothing syncs it here (no sync worker): the index would
+    // still ALLOW. This is the mismatch the day's reconciliation must find.
+    clock
+        .0
+        .set_turkey(parse_iys("2026-05-20 15:00:00").unwrap());
+    mock.citizen_change(
+        u64::from(MOCK_BRAND),
+        phone,
+        RecipientType::Bireysel,
+        ConsentType::Mesaj,
+        ConsentStatus::Ret,
+        CitizenSource::KisaMesaj,
+    )
+    .unwrap();
+    clock
+        .0
+        .set_turkey(parse_iys("2026-05-21 02:30:00").unwrap());
+    s.app.freshness.mark_confirmed(clock.0.now_utc());
+    assert_eq!(
+        check_mock_brand(&mut s, phone).await.verdict(),
+        pb::Verdict::Allow
+    );
+    let ask = pb::ReconcileRequest {
+        brand_code: MOCK_BRAND,
+        date: "2026-05-20".into(),
+        confirm: true,
+    };
+    let err = s.admin.reconcile(keyed(ask.clone())).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "not an admin key");
+
+    let report = s
+        .admin
+        .reconcile(admin(ask.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let r = report.reconciliation.unwrap();
+    assert!(r.file_verified);
+    assert_eq!(
+        (r.file_rows, r.uploads_matched, r.new_rets_from_iys),
+        (2, 1, 1)
+    );
+    assert_eq!(r.mismatches.len(), 1, "{:?}", r.mismatches);
+    assert_eq!(r.mismatches[0].kind, "not_in_index");
+    assert!(r.mismatches[0].repaired);
+    assert_eq!(r.mismatches[0].recipient_masked, "+90532*****88");
+    assert_eq!(r.agreement, "withheld");
+    let d = check_mock_brand(&mut s, phone).await;
+    assert_eq!(d.verdict(), pb::Verdict::Deny, "{d:?}");
+
+    let clean = s.admin.reconcile(admin(ask)).await.unwrap().into_inner();
+    let r = clean.reconciliation.unwrap();
+    assert!(r.mismatches.is_empty(), "{:?}", r.mismatches);
+    assert_eq!(r.agreement, "confirmed");
+
+    // Compliance staff of the brand read the stored report with their own key.
+    let stored = s
+        .admin
+        .get_daily_report(keyed(pb::GetDailyReportRequest {
+            brand_code: MOCK_BRAND,
+            date: "2026-05-20".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stored.recorded_total, stored.registered), (1, 1));
+    assert_eq!(stored.reconciliation.unwrap().agreement, "confirmed");
+    let err = s
+        .admin
+        .get_daily_report(keyed(pb::GetDailyReportRequest {
+            brand_code: 600_002,
+            date: "2026-05-20".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "not granted that brand");
+    let err = s
+        .admin
+        .get_daily_report(admin(pb::GetDailyReportRequest {
+            brand_code: MOCK_BRAND,
+            date: "20.05.2026".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.get_details_bad_request().unwrap().field_violations[0].field,
+        "date"
+    );
+}
+
+#[tokio::test]
+async fn clients_added_granted_and_revoked_through_admin_take_effect_at_once() {
+    let mut s = start().await;
+    let added = s
+        .admin
+        .add_client(admin(pb::AddClientRequest {
+            name: "ops".into(),
+            grants: vec![pb::BrandGrant {
+                brand_code: BRAND,
+                retailers: None,
+            }],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(added.api_key.starts_with("iysk_"));
+    assert_eq!(added.client.unwrap().grants[0].brand_code, BRAND);
+    let ask = |key: &str| {
+        let mut r = Request::new(pb::CheckRequest {
+            brand_code: BRAND,
+            recipient: "+905321234567".into(),
+            channel: pb::Channel::Mesaj.into(),
+            ..Default::default()
+        });
+        r.metadata_mut().insert("x-api-key", key.parse().unwrap());
+        r
+    };
+    let d = s.checks.check(ask(&added.api_key)).await.unwrap();
+    assert_eq!(
+        d.into_inner().decision.unwrap().reason(),
+        pb::Reason::NoConsent
+    );
+    let revoked = s
+        .admin
+        .revoke_brand(admin(pb::RevokeBrandRequest {
+            client: "ops".into(),
+            brand_code: BRAND,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.revoked);
+    let err = s.checks.check(ask(&added.api_key)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "revoked at once");
+
+    let clients = s
+        .admin
+        .list_clients(admin(pb::ListClientsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .clients;
+    let names: Vec<_> = clients.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["ops", "stored"]);
+    let dup = s
+        .admin
+        .add_brand(admin(pb::AddBrandRequest {
+            iys_code: 600_000,
+            brand_code: BRAND,
+            name: "again".into(),
+            allow_unregistered_tacir: false,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), Code::AlreadyExists);
+    let err = s
+        .admin
+        .list_brands(keyed(pb::ListBrandsRequest {}))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 }
