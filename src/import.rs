@@ -4,11 +4,17 @@
 //! is the file's SHA-256 and its line number, so running the same file again after a crash
 //! stores only what is missing: nothing twice.
 //!
-//! The file is CSV with this header (no quoted fields; commas are not allowed in values;
-//! `retailer_access` is a `;`-separated list; `document_ref` may be empty):
+//! The file is CSV (RFC 4180 quoting: a field holding a comma or a quote is written in double
+//! quotes, a quote inside doubled; one row per line) with this header, `retailer_access` a
+//! `;`-separated list and `document_ref` possibly empty:
 //! `recipient,recipient_type,channel,status,source,consent_date,retailer_access,method,location,document_ref,capturing_system`
+//!
+//! The file is read twice as a stream (once for its hash, once for the rows), so its size is
+//! not bounded by memory.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use serde::Serialize;
@@ -73,7 +79,7 @@ fn enum_value<T: Into<i32>>(text: &str, parse: impl Fn(&str) -> Option<T>) -> i3
 }
 
 /// One CSV row as the API's input.
-fn row_input(fields: &[&str], key: String) -> pb::ConsentInput {
+fn row_input(fields: &[Cow<'_, str>], key: String) -> pb::ConsentInput {
     let get = |i: usize| fields.get(i).map_or("", |f| f.trim());
     pb::ConsentInput {
         recipient: get(0).to_owned(),
@@ -105,8 +111,68 @@ fn row_input(fields: &[&str], key: String) -> pb::ConsentInput {
     }
 }
 
+/// How far an import has got, for a progress bar.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImportProgress {
+    pub rows: usize,
+    pub bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// Splits one CSV line into fields (RFC 4180 quoting). `None` when a quote is not closed.
+pub fn split_csv(line: &str) -> Option<Vec<Cow<'_, str>>> {
+    let mut fields = Vec::with_capacity(11);
+    let mut rest = line;
+    loop {
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let mut value = String::new();
+            let mut tail = quoted;
+            loop {
+                let end = tail.find('"')?;
+                value.push_str(&tail[..end]);
+                tail = &tail[end + 1..];
+                if let Some(after) = tail.strip_prefix('"') {
+                    value.push('"');
+                    tail = after;
+                } else {
+                    break;
+                }
+            }
+            fields.push(Cow::Owned(value));
+            match tail.strip_prefix(',') {
+                Some(next) => rest = next,
+                // Text after the closing quote is not CSV.
+                None if tail.trim().is_empty() => return Some(fields),
+                None => return None,
+            }
+        } else {
+            let Some(end) = rest.find(',') else {
+                fields.push(Cow::Borrowed(rest));
+                return Some(fields);
+            };
+            fields.push(Cow::Borrowed(&rest[..end]));
+            rest = &rest[end + 1..];
+        }
+    }
+}
+
+/// The first 8 bytes of the file's SHA-256, in hex: the import's identity in idempotency keys.
+fn file_id(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(crate::auth::to_hex(&hasher.finalize()[..8]))
+}
+
 /// Imports `path` into `store` for `brand`. `stop_after_chunks` ends the run early (as a
-/// crash would), for tests; `progress` is called after each chunk with rows read so far.
+/// crash would), for tests; `progress` is called after each chunk.
 ///
 /// # Errors
 /// An unreadable file, a wrong header, or a store failure (what was stored before stays).
@@ -119,17 +185,24 @@ pub async fn import_file(
     now: TurkeyTime,
     calendar: &BusinessCalendar,
     stop_after_chunks: Option<usize>,
-    mut progress: impl FnMut(usize),
+    mut progress: impl FnMut(ImportProgress),
 ) -> Result<ImportSummary, ImportError> {
     let io = |source| ImportError::Io {
         path: path.display().to_string(),
         source,
     };
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    let file_id = crate::auth::to_hex(&Sha256::digest(text.as_bytes())[..8]);
-    let mut lines = text.lines().enumerate();
+    let file_id = file_id(path).map_err(io)?;
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut position = ImportProgress {
+        total_bytes: file.metadata().map_err(io)?.len(),
+        ..ImportProgress::default()
+    };
+    let mut lines = BufReader::with_capacity(1 << 20, file).lines().enumerate();
     match lines.next() {
-        Some((_, header)) if header.trim() == HEADER => {}
+        Some((_, Ok(header))) if header.trim() == HEADER => {
+            position.bytes = header.len() as u64 + 1;
+        }
+        Some((_, Err(e))) => return Err(io(e)),
         _ => {
             return Err(ImportError::Header {
                 path: path.display().to_string(),
@@ -141,12 +214,21 @@ pub async fn import_file(
     let mut chunks = 0;
     let utc_now = chrono::Utc::now();
     for (index, line) in lines {
+        let line = line.map_err(io)?;
+        position.bytes += line.len() as u64 + 1;
         let number = index + 1;
         if line.trim().is_empty() {
             continue;
         }
         summary.rows += 1;
-        let fields: Vec<&str> = line.split(',').collect();
+        let Some(fields) = split_csv(&line) else {
+            summary.refused.push(Refusal {
+                line: number,
+                field: "line".into(),
+                reason: "a quoted field is not closed (or text follows its closing quote)".into(),
+            });
+            continue;
+        };
         let input = row_input(&fields, format!("import:{file_id}:{number}"));
         match crate::record::new_event(brand, "", &input, recorder, now, calendar) {
             Ok(event) => chunk.push((number, event)),
@@ -161,14 +243,17 @@ pub async fn import_file(
         if chunk.len() == CHUNK {
             store_chunk(store, &mut chunk, &mut summary, utc_now).await?;
             chunks += 1;
-            progress(summary.rows);
+            position.rows = summary.rows;
+            progress(position);
             if stop_after_chunks == Some(chunks) {
                 return Ok(summary);
             }
         }
     }
     store_chunk(store, &mut chunk, &mut summary, utc_now).await?;
-    progress(summary.rows);
+    position.rows = summary.rows;
+    position.bytes = position.total_bytes;
+    progress(position);
     Ok(summary)
 }
 
@@ -216,4 +301,30 @@ async fn store_chunk(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_follow_rfc_4180_quoting() {
+        let f =
+            split_csv(r#"+905321234567,BIREYSEL,"Kadıköy, İstanbul","say ""evet""",,x"#).unwrap();
+        assert_eq!(
+            f,
+            [
+                "+905321234567",
+                "BIREYSEL",
+                "Kadıköy, İstanbul",
+                r#"say "evet""#,
+                "",
+                "x"
+            ]
+        );
+        assert_eq!(split_csv(r#""a,b""#).unwrap(), ["a,b"]);
+        assert_eq!(split_csv("a,").unwrap(), ["a", ""]);
+        assert!(split_csv(r#""open,b"#).is_none());
+        assert!(split_csv(r#""a"b,c"#).is_none());
+    }
 }

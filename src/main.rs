@@ -607,11 +607,10 @@ async fn run_import(args: iysgate::config::ImportArgs) -> Result<(), String> {
         now,
         &calendar,
         None,
-        |rows| eprint!("\r{rows} rows read"),
+        import_progress(),
     )
     .await
     .map_err(|e| e.to_string())?;
-    eprintln!();
     if args.json {
         println!(
             "{}",
@@ -639,6 +638,58 @@ async fn run_import(args: iysgate::config::ImportArgs) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The import's progress on stderr: on a terminal a bar redrawn at most ten times a second
+/// (share of the file, rows, rate, time left); in a log a line per tenth of the file.
+fn import_progress() -> impl FnMut(iysgate::import::ImportProgress) {
+    use std::io::IsTerminal;
+    const WIDTH: usize = 30;
+    let terminal = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut drawn: Option<std::time::Instant> = None;
+    let mut tenths = 0;
+    move |p| {
+        let done = p.bytes >= p.total_bytes;
+        let fraction = p.bytes as f64 / p.total_bytes.max(1) as f64;
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        let rate = p.rows as f64 / secs;
+        if terminal {
+            if !done && drawn.is_some_and(|t| t.elapsed().as_millis() < 100) {
+                return;
+            }
+            drawn = Some(std::time::Instant::now());
+            let filled = ((fraction * WIDTH as f64) as usize).min(WIDTH);
+            let left = if fraction > 0.0 {
+                secs * (1.0 - fraction) / fraction
+            } else {
+                0.0
+            };
+            eprint!(
+                "\r[{}{}] {:5.1}%  {} rows  {:.0} rows/s  {:.0} s left   ",
+                "#".repeat(filled),
+                " ".repeat(WIDTH - filled),
+                fraction * 100.0,
+                p.rows,
+                rate,
+                left
+            );
+            if done {
+                eprintln!();
+            }
+        } else {
+            let tenth = (fraction * 10.0) as u32;
+            if tenth > tenths || done {
+                tenths = tenth;
+                eprintln!(
+                    "import: {:.0}% of the file, {} rows, {:.0} rows/s",
+                    fraction * 100.0,
+                    p.rows,
+                    rate
+                );
+            }
+        }
+    }
 }
 
 /// The non-empty lines of a file named by `flag`, trimmed.

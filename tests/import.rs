@@ -58,7 +58,8 @@ async fn store(dir: &std::path::Path) -> EvidenceStore {
     store
 }
 
-/// `good` valid rows, with a future date on line 3 and a bad phone on line 6.
+/// `good` valid rows (every other one with a quoted location holding a comma), with a future
+/// date on line 3, a bad phone on line 6 and an unclosed quote on line 8.
 fn csv(good: usize) -> String {
     let mut text = format!("{HEADER}\n");
     let mut n = 0;
@@ -66,9 +67,15 @@ fn csv(good: usize) -> String {
         let row = match line {
             3 => "+905320000003,BIREYSEL,MESAJ,ONAY,HS_WEB,2026-06-01 10:00:00,,web form,https://ornek.com.tr,,crm".to_owned(),
             6 => "0000,BIREYSEL,MESAJ,RET,HS_WEB,2026-05-19 10:00:00,,web form,https://ornek.com.tr,,crm".to_owned(),
+            8 => "+905320000008,BIREYSEL,MESAJ,ONAY,HS_WEB,2026-05-19 10:00:00,,web form,\"Kadıköy, İstanbul,,crm".to_owned(),
             _ if n < good => {
                 n += 1;
-                format!("+9053210{n:05},BIREYSEL,MESAJ,ONAY,HS_WEB,2026-05-19 10:00:00,,web form,https://ornek.com.tr,form-7,crm")
+                let location = if n % 2 == 0 {
+                    "\"Kadıköy mağazası, İstanbul\""
+                } else {
+                    "https://ornek.com.tr"
+                };
+                format!("+9053210{n:05},BIREYSEL,MESAJ,ONAY,HS_WEB,2026-05-19 10:00:00,,web form,{location},form-7,crm")
             }
             _ => break,
         };
@@ -109,22 +116,13 @@ async fn bad_rows_are_reported_by_line_and_an_interrupted_run_resumes_without_du
 
     // Running the file again stores only the rest, and reports both bad rows by line.
     let mut seen = 0;
-    let second = import_file(
-        &store,
-        &file,
-        BRAND,
-        &recorder,
-        now,
-        &calendar,
-        None,
-        |rows| {
-            seen = rows;
-        },
-    )
+    let second = import_file(&store, &file, BRAND, &recorder, now, &calendar, None, |p| {
+        seen = p.rows;
+    })
     .await
     .unwrap();
-    assert_eq!(second.rows, 2_502);
-    assert_eq!(seen, 2_502, "progress reports every row read");
+    assert_eq!(second.rows, 2_503);
+    assert_eq!(seen, 2_503, "progress reports every row read");
     assert_eq!(second.already_stored, 1_000);
     assert_eq!(second.stored, 1_500);
     let refused: Vec<(usize, &str)> = second
@@ -132,7 +130,10 @@ async fn bad_rows_are_reported_by_line_and_an_interrupted_run_resumes_without_du
         .iter()
         .map(|r| (r.line, r.field.as_str()))
         .collect();
-    assert_eq!(refused, vec![(3, "consent_date"), (6, "recipient")]);
+    assert_eq!(
+        refused,
+        vec![(3, "consent_date"), (6, "recipient"), (8, "line")]
+    );
     assert!(
         second.refused[0].reason.starts_with("H162"),
         "{:?}",
@@ -147,6 +148,11 @@ async fn bad_rows_are_reported_by_line_and_an_interrupted_run_resumes_without_du
         .await
         .unwrap();
     assert_eq!(stored.len(), 2_500);
+    let quoted = stored
+        .iter()
+        .filter(|e| e.event.evidence.location == "Kadıköy mağazası, İstanbul")
+        .count();
+    assert_eq!(quoted, 1_250, "quoted fields keep their commas");
     let third = import_file(
         &store,
         &file,
