@@ -212,7 +212,7 @@ pub async fn import_file(
     let mut summary = ImportSummary::default();
     let mut chunk: Vec<(usize, NewEvent)> = Vec::with_capacity(CHUNK);
     let mut chunks = 0;
-    let utc_now = chrono::Utc::now();
+    let utc_now = crate::domain::time::from_turkey(now);
     for (index, line) in lines {
         let line = line.map_err(io)?;
         position.bytes += line.len() as u64 + 1;
