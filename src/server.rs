@@ -133,8 +133,64 @@ pub fn spawn_uploader(
         on_registered,
     )
     .map_err(|e| format!("uploader: {e}"))?;
-    tasks.spawn(uploader.run(shutdown));
+    spawn_led(
+        "uploader",
+        Arc::clone(store),
+        tasks,
+        shutdown,
+        move |stop| uploader.clone().run(stop),
+    );
     Ok(())
+}
+
+/// Runs `work` in this process only while it is the deployment's one `role` process
+/// ([`crate::evidence::Leadership`]: a PostgreSQL advisory lock shared by every replica on
+/// the same database; with the file store, always). A process that is not the leader tries
+/// again every 5 s; one that loses the lock cancels the work and goes back to trying, so the
+/// uploader and the daily reconciliation run once per deployment however many replicas are
+/// given `--iys-url`.
+fn spawn_led<F, Fut>(
+    role: &'static str,
+    store: Arc<crate::evidence::EvidenceStore>,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
+    work: F,
+) where
+    F: Fn(CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    const CHECK: Duration = Duration::from_secs(5);
+    tasks.spawn(async move {
+        while !shutdown.is_cancelled() {
+            let lead = store.try_lead(role).await.unwrap_or_else(|e| {
+                tracing::warn!(role, error = %e, "cannot ask for leadership");
+                None
+            });
+            let Some(mut lead) = lead else {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(CHECK) => continue,
+                }
+            };
+            tracing::info!(role, "this process now leads");
+            metrics::gauge!("iysgate_leader", "role" => role).set(1.0);
+            let stop = shutdown.child_token();
+            let running = tokio::spawn(work(stop.clone()));
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(CHECK) => {}
+                }
+                if !lead.still_held().await {
+                    tracing::warn!(role, "lost leadership (database connection ended)");
+                    break;
+                }
+            }
+            stop.cancel();
+            let _ = running.await;
+            metrics::gauge!("iysgate_leader", "role" => role).set(0.0);
+        }
+    });
 }
 
 /// Each day at `--reconcile-at` (Turkey time), reconciles the day before for every stored
@@ -146,7 +202,6 @@ pub fn spawn_reconcile_schedule(
     tasks: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    const RETRY: chrono::Duration = chrono::Duration::minutes(15);
     let Some(at) = args.reconcile_at else {
         return Ok(());
     };
@@ -156,45 +211,73 @@ pub fn spawn_reconcile_schedule(
     let confirm = args.reconcile_confirm;
     let clock = Arc::clone(app.checker.clock_arc());
     let consents = Arc::clone(&app.consents);
-    tasks.spawn(async move {
-        let mut retry: Option<(chrono::NaiveDate, Vec<u32>)> = None;
-        loop {
-            let now = clock.now_turkey();
-            let next = next_run(now, at);
-            let wake = match &retry {
-                Some(_) => next.min(now + RETRY),
-                None => next,
-            };
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep((wake - now).to_std().unwrap_or_default()) => {}
-            }
-            let now = clock.now_turkey();
-            let (date, brands) = if now >= next {
-                match store.brands().await {
-                    Ok(all) => (
-                        now.date() - chrono::Duration::days(1),
-                        all.into_iter()
-                            .filter(|b| b.iys_code == account.iys_code)
-                            .map(|b| b.brand_code)
-                            .collect(),
-                    ),
-                    Err(e) => {
-                        tracing::error!(error = %e, "reconciliation: cannot list brands");
-                        continue;
-                    }
-                }
-            } else if let Some(pending) = retry.take() {
-                pending
-            } else {
-                continue;
-            };
-            let failed =
-                reconcile_brands(&account, &store, &consents, date, brands, confirm, &*clock).await;
-            retry = (!failed.is_empty()).then_some((date, failed));
-        }
-    });
+    spawn_led(
+        "reconcile",
+        Arc::clone(&store),
+        tasks,
+        shutdown,
+        move |stop| {
+            reconcile_daily(
+                account.clone(),
+                Arc::clone(&store),
+                Arc::clone(&consents),
+                at,
+                confirm,
+                Arc::clone(&clock),
+                stop,
+            )
+        },
+    );
     Ok(())
+}
+
+/// The schedule of [`spawn_reconcile_schedule`], until `stop`.
+async fn reconcile_daily(
+    account: crate::admin_api::IysAccount,
+    store: Arc<crate::evidence::EvidenceStore>,
+    consents: Arc<Consents>,
+    at: chrono::NaiveTime,
+    confirm: bool,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
+    const RETRY: chrono::Duration = chrono::Duration::minutes(15);
+    let mut retry: Option<(chrono::NaiveDate, Vec<u32>)> = None;
+    loop {
+        let now = clock.now_turkey();
+        let next = next_run(now, at);
+        let wake = match &retry {
+            Some(_) => next.min(now + RETRY),
+            None => next,
+        };
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep((wake - now).to_std().unwrap_or_default()) => {}
+        }
+        let now = clock.now_turkey();
+        let (date, brands) = if now >= next {
+            match store.brands().await {
+                Ok(all) => (
+                    now.date() - chrono::Duration::days(1),
+                    all.into_iter()
+                        .filter(|b| b.iys_code == account.iys_code)
+                        .map(|b| b.brand_code)
+                        .collect(),
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "reconciliation: cannot list brands");
+                    continue;
+                }
+            }
+        } else if let Some(pending) = retry.take() {
+            pending
+        } else {
+            continue;
+        };
+        let failed =
+            reconcile_brands(&account, &store, &consents, date, brands, confirm, &*clock).await;
+        retry = (!failed.is_empty()).then_some((date, failed));
+    }
 }
 
 /// The first `at` (time of day) after `now`.

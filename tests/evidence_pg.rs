@@ -275,6 +275,51 @@ async fn reporting_role_cannot_read_recipients() {
 
 /// A claimer skips the uploads another claimer holds mid-claim, without waiting for it, and
 /// gets them once they are free: several replicas drain one outbox, never sharing an upload.
+/// One process of a deployment leads a role (the uploader): a second process on the same
+/// database does not, until the first's connection ends; another deployment (schema) is not
+/// blocked.
+#[tokio::test]
+async fn one_process_leads_a_role_until_its_connection_ends() {
+    let schema = Schema::new("leadership").await;
+    let other = Schema::new("leadership_other").await;
+    let (a, b) = (
+        EvidenceStore::from(schema.store().await),
+        EvidenceStore::from(schema.store().await),
+    );
+    let mut first = a
+        .try_lead("uploader")
+        .await
+        .unwrap()
+        .expect("free: a leads");
+    assert!(first.still_held().await);
+    assert!(
+        b.try_lead("uploader").await.unwrap().is_none(),
+        "a holds it"
+    );
+    assert!(
+        b.try_lead("reconcile").await.unwrap().is_some(),
+        "another role is free"
+    );
+    let elsewhere = EvidenceStore::from(other.store().await);
+    assert!(
+        elsewhere.try_lead("uploader").await.unwrap().is_some(),
+        "another deployment's schema is not blocked"
+    );
+    drop(first);
+    let mut taken = None;
+    for _ in 0..100 {
+        taken = b.try_lead("uploader").await.unwrap();
+        if taken.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(taken.is_some(), "b leads once a's connection is gone");
+    drop(taken);
+    schema.drop().await;
+    other.drop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_skips_uploads_another_claimer_holds() {
     let schema = Schema::new("skip_locked").await;

@@ -331,6 +331,41 @@ impl EvidenceStore {
     }
 }
 
+/// The one process of a deployment that does a job (the uploader, the scheduled
+/// reconciliation) while it holds this. With PostgreSQL: a session advisory lock, released
+/// when its connection ends (the process died or lost the database); with the file store:
+/// always, since the file is locked by one process.
+pub enum Leadership {
+    Sole,
+    Pg(sqlx::PgConnection),
+}
+
+impl Leadership {
+    /// Whether the lock is still held (its connection answers).
+    pub async fn still_held(&mut self) -> bool {
+        match self {
+            Leadership::Sole => true,
+            Leadership::Pg(conn) => sqlx::query("SELECT 1").execute(conn).await.is_ok(),
+        }
+    }
+}
+
+impl EvidenceStore {
+    /// Becomes the deployment's one `role` process if no other holds the role now.
+    ///
+    /// # Errors
+    /// The database cannot be reached.
+    pub async fn try_lead(&self, role: &str) -> Result<Option<Leadership>, EvidenceError> {
+        match self {
+            EvidenceStore::File(_) => Ok(Some(Leadership::Sole)),
+            EvidenceStore::Pg(store) => Ok(store
+                .try_advisory_lock(&format!("iysgate:{role}"))
+                .await?
+                .map(Leadership::Pg)),
+        }
+    }
+}
+
 impl From<PgStore> for EvidenceStore {
     fn from(store: PgStore) -> Self {
         EvidenceStore::Pg(store)

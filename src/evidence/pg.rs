@@ -92,6 +92,26 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// Takes the session advisory lock named `name` (within this schema: two deployments in
+    /// one database do not block each other) on a connection of its own, if no other session
+    /// holds it; the lock lasts as long as the returned connection.
+    ///
+    /// # Errors
+    /// No connection.
+    pub async fn try_advisory_lock(
+        &self,
+        name: &str,
+    ) -> Result<Option<PgConnection>, EvidenceError> {
+        let mut conn = self.pool.acquire().await?.detach();
+        let held: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtextextended(current_schema() || ':' || $1, 0))",
+        )
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await?;
+        Ok(held.then_some(conn))
+    }
+
     /// Connects to `url` (`postgres://user@host:port/db`) and applies pending migrations.
     ///
     /// # Errors
