@@ -183,6 +183,7 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
             &app,
         );
     }
+    server::share_iys_token(&mut app, &args).await?;
     server::spawn_uploader(&app, &args, &tasks, shutdown.clone())?;
     server::spawn_reconcile_schedule(&app, &args, &tasks, shutdown.clone())?;
     match &args.redis_url {

@@ -105,6 +105,32 @@ pub fn iys_account(args: &ServeArgs) -> Result<Option<crate::admin_api::IysAccou
     }))
 }
 
+/// With `--redis-url`, the İYS account keeps its token in Redis beside the sync worker's, so
+/// the deployment holds one token (İYS limits how often tokens may be asked for).
+pub async fn share_iys_token(app: &mut App, args: &ServeArgs) -> Result<(), String> {
+    use crate::iys::client::{Credentials, IysClient, RetryPolicy};
+    let (Some(redis), Some(url), Some(account)) =
+        (&args.redis_url, &args.upload_iys_url, &mut app.iys)
+    else {
+        return Ok(());
+    };
+    let tokens =
+        crate::iys::token::RedisTokenStore::connect(redis, &args.redis_prefix, &args.iys_username)
+            .await
+            .map_err(|e| format!("İYS token store: {e}"))?;
+    account.client = IysClient::new(
+        url,
+        Credentials {
+            username: args.iys_username.clone(),
+            password: args.iys_password.clone(),
+        },
+        Arc::new(tokens),
+        RetryPolicy::default(),
+    )
+    .map_err(|e| format!("İYS client: {e}"))?;
+    Ok(())
+}
+
 /// Starts the uploader when the app has an İYS account and an evidence store: it drains the
 /// evidence outbox to İYS, and each registration it records is applied to this process's
 /// index (the pending ONAY becomes ALLOW).
