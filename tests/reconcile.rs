@@ -58,6 +58,24 @@ fn target(date: &str, confirm: bool) -> Target {
     }
 }
 
+/// Reconciles `date` of the harness's brand at the clock's now.
+async fn run(
+    h: &Harness,
+    index: &Consents,
+    date: &str,
+    confirm: bool,
+    clock: &ManualClock,
+) -> Result<iysgate::reconcile::Reconciliation, iysgate::reconcile::ReconcileError> {
+    reconcile(
+        &h.client,
+        &h.store,
+        index,
+        target(date, confirm),
+        clock.now_utc(),
+    )
+    .await
+}
+
 /// The mock and the store on a manual clock at 10:00 of `DAY`; one ONAY uploaded through the
 /// uploader and applied to `index` as the server would.
 async fn day_with_one_upload(store: EvidenceStore) -> (Harness, Arc<ManualClock>, Consents) {
@@ -128,15 +146,7 @@ async fn planted_mismatches_are_found_reported_and_the_rets_repaired(store: Evid
     );
 
     clock.set_turkey(parse_iys("2026-05-21 02:30:00").unwrap());
-    let r = reconcile(
-        &h.client,
-        &h.store,
-        &index,
-        target(DAY, true),
-        clock.now_utc(),
-    )
-    .await
-    .unwrap();
+    let r = run(&h, &index, DAY, true, &clock).await.unwrap();
     assert!(r.file_verified);
     assert_eq!(r.file_rows, 3, "our ONAY and two RETs from İYS");
     assert_eq!(r.uploads_matched, 1);
@@ -183,58 +193,20 @@ async fn planted_mismatches_are_found_reported_and_the_rets_repaired(store: Evid
 async fn a_clean_day_is_agreed_and_a_quiet_day_has_no_file(store: EvidenceStore) {
     let (h, clock, index) = day_with_one_upload(store).await;
     clock.set_turkey(parse_iys("2026-05-21 02:30:00").unwrap());
-    let asked = reconcile(
-        &h.client,
-        &h.store,
-        &index,
-        target(DAY, false),
-        clock.now_utc(),
-    )
-    .await
-    .unwrap();
+    let asked = run(&h, &index, DAY, false, &clock).await.unwrap();
     assert!(asked.clean(), "{:#?}", asked.mismatches);
     assert_eq!(asked.agreement, Agreement::NotRequested);
-    let r = reconcile(
-        &h.client,
-        &h.store,
-        &index,
-        target(DAY, true),
-        clock.now_utc(),
-    )
-    .await
-    .unwrap();
+    let r = run(&h, &index, DAY, true, &clock).await.unwrap();
     assert!(r.clean() && r.file_verified && r.uploads_matched == 1);
     assert_eq!(r.agreement, Agreement::Confirmed);
-    let again = reconcile(
-        &h.client,
-        &h.store,
-        &index,
-        target(DAY, true),
-        clock.now_utc(),
-    )
-    .await
-    .unwrap();
+    let again = run(&h, &index, DAY, true, &clock).await.unwrap();
     assert_eq!(again.agreement, Agreement::AlreadyConfirmed, "İYS kept it");
-    let quiet = reconcile(
-        &h.client,
-        &h.store,
-        &index,
-        target("2026-05-19", true),
-        clock.now_utc(),
-    )
-    .await
-    .unwrap();
+    let quiet = run(&h, &index, "2026-05-19", true, &clock).await.unwrap();
     assert_eq!((quiet.agreement, quiet.file_rows), (Agreement::NoFile, 0));
     assert!(quiet.clean());
-    let today = reconcile(
-        &h.client,
-        &h.store,
-        &index,
-        target("2026-05-21", true),
-        clock.now_utc(),
-    )
-    .await
-    .unwrap_err();
+    let today = run(&h, &index, "2026-05-21", true, &clock)
+        .await
+        .unwrap_err();
     assert!(today.to_string().contains("not over"), "{today}");
 }
 
@@ -248,29 +220,13 @@ async fn a_file_cut_in_transit_fails_its_hash_and_nothing_is_compared(store: Evi
         ..Faults::default()
     };
     h.mock.set_faults(cut(2));
-    let r = reconcile(
-        &h.client,
-        &h.store,
-        &index,
-        target(DAY, true),
-        clock.now_utc(),
-    )
-    .await
-    .unwrap();
+    let r = run(&h, &index, DAY, true, &clock).await.unwrap();
     assert!(!r.file_verified && r.sha384.is_some());
     assert_eq!((r.file_rows, r.uploads_matched), (0, 0), "nothing compared");
     assert_eq!(r.agreement, Agreement::Withheld);
     assert!(!r.clean());
     h.mock.set_faults(cut(1));
-    let r = reconcile(
-        &h.client,
-        &h.store,
-        &index,
-        target(DAY, true),
-        clock.now_utc(),
-    )
-    .await
-    .unwrap();
+    let r = run(&h, &index, DAY, true, &clock).await.unwrap();
     assert!(r.file_verified && r.clean(), "second fetch whole");
     assert_eq!(r.agreement, Agreement::Confirmed);
 }

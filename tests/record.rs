@@ -183,8 +183,12 @@ async fn start_with_mock() -> (Server, iysgate::iys::mock::MockIys, ManualClockH
 }
 
 fn keyed<T>(message: T) -> Request<T> {
+    with_key(message, KEY)
+}
+
+fn with_key<T>(message: T, key: &str) -> Request<T> {
     let mut r = Request::new(message);
-    r.metadata_mut().insert("x-api-key", KEY.parse().unwrap());
+    r.metadata_mut().insert("x-api-key", key.parse().unwrap());
     r
 }
 
@@ -220,9 +224,13 @@ async fn record(
 }
 
 async fn check(s: &mut Server, recipient: &str) -> pb::Decision {
+    check_brand(s, BRAND, recipient).await
+}
+
+async fn check_brand(s: &mut Server, brand: u32, recipient: &str) -> pb::Decision {
     s.checks
         .check(keyed(pb::CheckRequest {
-            brand_code: BRAND,
+            brand_code: brand,
             recipient: recipient.into(),
             channel: pb::Channel::Mesaj.into(),
             ..Default::default()
@@ -547,25 +555,11 @@ async fn clients_kept_in_the_store_are_served_with_their_grants() {
 }
 
 fn admin<T>(message: T) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut()
-        .insert("x-api-key", ADMIN_KEY.parse().unwrap());
-    r
+    with_key(message, ADMIN_KEY)
 }
 
 async fn check_mock_brand(s: &mut Server, phone: &str) -> pb::Decision {
-    s.checks
-        .check(keyed(pb::CheckRequest {
-            brand_code: MOCK_BRAND,
-            recipient: phone.into(),
-            channel: pb::Channel::Mesaj.into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .decision
-        .unwrap()
+    check_brand(s, MOCK_BRAND, phone).await
 }
 
 #[tokio::test]
