@@ -6,80 +6,14 @@
 //! append-only triggers, and the reporting role that cannot read recipients.
 
 mod evidence_suite;
-
-use std::str::FromStr;
+mod pg_support;
 
 use evidence_suite::{BRAND, at, onay, setup};
 use iysgate::domain::BusinessCalendar;
 use iysgate::evidence::{EvidenceStore, PgStore, UploadAnswer, UploadOutcome};
-use sqlx::postgres::{PgConnectOptions, PgPool};
+use pg_support::{Schema, admin};
+use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, Row};
-
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A database connection for setting up and inspecting; panics with how to get one.
-async fn admin() -> PgPool {
-    let url = database_url();
-    PgPool::connect(&url).await.unwrap_or_else(|e| {
-        panic!(
-            "these tests need PostgreSQL at {url} (set DATABASE_URL, or run `.ci/run`, which \
-             installs and starts it; by hand: `pg_ctlcluster 15 main start` and \
-             `createdb -U postgres test`): {e}"
-        )
-    })
-}
-
-/// A fresh schema for one test, and the options that put the store in it.
-struct Schema {
-    name: String,
-    options: PgConnectOptions,
-    admin: PgPool,
-}
-
-impl Schema {
-    async fn new(test: &str) -> Self {
-        let admin = admin().await;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        // PostgreSQL cuts identifiers at 63 bytes: the unique part goes first, so a long test
-        // name cannot make two runs' schemas collide.
-        let name = format!(
-            "ev_{}_{nanos}_{}",
-            std::process::id(),
-            &test[..test.len().min(30)]
-        );
-        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let options = PgConnectOptions::from_str(&database_url())
-            .unwrap()
-            .options([("search_path", name.as_str())]);
-        Self {
-            name,
-            options,
-            admin,
-        }
-    }
-
-    async fn store(&self) -> PgStore {
-        PgStore::connect_with(self.options.clone(), BusinessCalendar::embedded())
-            .await
-            .expect("connect and migrate")
-    }
-
-    async fn drop(self) {
-        sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", self.name)))
-            .execute(&self.admin)
-            .await
-            .unwrap();
-    }
-}
 
 /// Runs suite functions, each on a fresh schema that is dropped when it passes.
 macro_rules! suite {
@@ -87,7 +21,7 @@ macro_rules! suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             let schema = Schema::new(stringify!($name)).await;
-            evidence_suite::$name(EvidenceStore::from(schema.store().await)).await;
+            evidence_suite::$name(schema.store().await).await;
             schema.drop().await;
         }
     )*};
@@ -111,7 +45,7 @@ suite!(
 #[tokio::test]
 async fn recorded_events_survive_a_new_pool() {
     let schema = Schema::new("reopen").await;
-    let store = EvidenceStore::from(schema.store().await);
+    let store = schema.store().await;
     setup(&store).await;
     let now = at("2026-05-20 10:00:00");
     let events = [
@@ -150,7 +84,7 @@ async fn recorded_events_survive_a_new_pool() {
     };
     pg.pool().close().await;
 
-    let reopened = EvidenceStore::from(schema.store().await);
+    let reopened = schema.store().await;
     let after = [
         reopened.event(ids[0]).await.unwrap(),
         reopened.event(ids[1]).await.unwrap(),
@@ -175,7 +109,7 @@ async fn recorded_events_survive_a_new_pool() {
 #[tokio::test]
 async fn events_and_attempts_are_append_only() {
     let schema = Schema::new("append_only").await;
-    let store = EvidenceStore::from(schema.store().await);
+    let store = schema.store().await;
     setup(&store).await;
     let now = at("2026-05-20 10:00:00");
     let id = store
@@ -227,7 +161,7 @@ async fn events_and_attempts_are_append_only() {
 #[tokio::test]
 async fn reporting_role_cannot_read_recipients() {
     let schema = Schema::new("report_role").await;
-    let store = EvidenceStore::from(schema.store().await);
+    let store = schema.store().await;
     setup(&store).await;
     store
         .record(
@@ -282,10 +216,7 @@ async fn reporting_role_cannot_read_recipients() {
 async fn one_process_leads_a_role_until_its_connection_ends() {
     let schema = Schema::new("leadership").await;
     let other = Schema::new("leadership_other").await;
-    let (a, b) = (
-        EvidenceStore::from(schema.store().await),
-        EvidenceStore::from(schema.store().await),
-    );
+    let (a, b) = (schema.store().await, schema.store().await);
     let mut first = a
         .try_lead("uploader")
         .await
@@ -300,7 +231,7 @@ async fn one_process_leads_a_role_until_its_connection_ends() {
         b.try_lead("reconcile").await.unwrap().is_some(),
         "another role is free"
     );
-    let elsewhere = EvidenceStore::from(other.store().await);
+    let elsewhere = other.store().await;
     assert!(
         elsewhere.try_lead("uploader").await.unwrap().is_some(),
         "another deployment's schema is not blocked"
@@ -323,7 +254,7 @@ async fn one_process_leads_a_role_until_its_connection_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_skips_uploads_another_claimer_holds() {
     let schema = Schema::new("skip_locked").await;
-    let store = EvidenceStore::from(schema.store().await);
+    let store = schema.store().await;
     setup(&store).await;
     let now = at("2026-05-20 10:00:00");
     let events: Vec<_> = (0..6)

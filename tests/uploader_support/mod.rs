@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,15 +18,12 @@ use iysgate::domain::{
     RecipientType, Source, SystemClock, TurkeyTime,
 };
 use iysgate::evidence::{
-    Brand, EventId, Evidence, EvidenceStore, FileStore, NewEvent, PgStore, Provider, Recorder,
-    UploadState,
+    Brand, EventId, Evidence, EvidenceStore, FileStore, NewEvent, Provider, Recorder, UploadState,
 };
 use iysgate::iys::client::{Credentials, IysClient, RetryPolicy};
 use iysgate::iys::mock::{Account, Faults, MockConfig, MockIys};
 use iysgate::iys::token::MemoryTokenStore;
 use iysgate::uploader::{Backoff, Uploader, UploaderConfig};
-use sqlx::AssertSqlSafe;
-use sqlx::postgres::{PgConnectOptions, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -365,64 +361,6 @@ impl Drop for TempDir {
     }
 }
 
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A fresh PostgreSQL schema for one test.
-pub struct Schema {
-    name: String,
-    options: PgConnectOptions,
-    admin: PgPool,
-}
-
-impl Schema {
-    pub async fn new(test: &str) -> Self {
-        let url = database_url();
-        let admin = PgPool::connect(&url).await.unwrap_or_else(|e| {
-            panic!(
-                "these tests need PostgreSQL at {url} (set DATABASE_URL, or run `.ci/run`, \
-                 which installs and starts it; by hand: `pg_ctlcluster 15 main start` and \
-                 `createdb -U postgres test`): {e}"
-            )
-        });
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        // PostgreSQL cuts identifiers at 63 bytes: the unique part goes first, so a long test
-        // name cannot make two runs' schemas collide.
-        let name = format!(
-            "up_{}_{nanos}_{}",
-            std::process::id(),
-            &test[..test.len().min(30)]
-        );
-        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let options = PgConnectOptions::from_str(&url)
-            .unwrap()
-            .options([("search_path", name.as_str())]);
-        Self {
-            name,
-            options,
-            admin,
-        }
-    }
-
-    pub async fn store(&self) -> EvidenceStore {
-        let store = PgStore::connect_with(self.options.clone(), BusinessCalendar::embedded())
-            .await
-            .expect("connect and migrate");
-        EvidenceStore::from(store)
-    }
-
-    pub async fn drop(self) {
-        sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", self.name)))
-            .execute(&self.admin)
-            .await
-            .unwrap();
-    }
-}
+#[path = "../pg_support/mod.rs"]
+mod pg_support;
+pub use pg_support::Schema;
