@@ -16,7 +16,7 @@ use crate::domain::recipient::normalise_recipient;
 use crate::domain::time::format_iys;
 use crate::domain::{ConsentEvent, ConsentKey, ConsentStatus, Purpose, Registration, Source};
 use crate::evidence::{Evidence, EvidenceError, EvidenceStore, NewEvent, Recorded, Recorder};
-use crate::iys::mock::validate;
+use crate::iys::validate;
 
 /// Most consents in one RecordConsents call (İYS's own batch limit).
 pub const MAX_RECORDS: usize = 1_000;

@@ -13,12 +13,9 @@
 //!
 //! Never logs recipients: log lines carry brand codes, counts and codes only.
 
-mod codes;
 mod handlers;
 mod net;
 mod store;
-/// İYS's field validation (H-codes), shared with the `ConsentRecords` write path.
-pub mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -37,6 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::domain::calendar::BusinessCalendar;
+use crate::iys::{codes, validate};
 use crate::domain::time::{Clock, SystemClock, format_iys};
 use crate::iys::wire::{
     ChangeItem, ConsentStatus, ConsentType, IYS_SOURCES, PollItem, PollStatus, PushItem,
