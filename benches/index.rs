@@ -56,16 +56,12 @@ fn sizes() -> Vec<usize> {
     }
 }
 
-/// splitmix64: deterministic, no dependency.
-struct Prng(u64);
+/// Deterministic synthetic data.
+struct Prng(iysgate::rng::SplitMix64);
 
 impl Prng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     fn below(&mut self, n: usize) -> usize {
@@ -111,7 +107,7 @@ struct PhoneFixture {
 fn phone_fixture(n: usize) -> &'static PhoneFixture {
     static FIXTURES: [OnceLock<PhoneFixture>; 2] = [OnceLock::new(), OnceLock::new()];
     FIXTURES[usize::from(n == BIG)].get_or_init(|| {
-        let mut rng = Prng(n as u64);
+        let mut rng = Prng(iysgate::rng::SplitMix64::new(n as u64));
         let records: Vec<Record> = (0..n)
             .map(|i| {
                 let minute = u32::try_from(i).unwrap_or(u32::MAX);
@@ -169,7 +165,7 @@ fn email_fixture(n: usize) -> &'static EmailFixture {
     static FIXTURES: [OnceLock<EmailFixture>; 2] = [OnceLock::new(), OnceLock::new()];
     FIXTURES[usize::from(n == BIG)].get_or_init(|| {
         let keyer = EmailKeyer::new(*b"bench-secret-key");
-        let mut rng = Prng(n as u64 + 1);
+        let mut rng = Prng(iysgate::rng::SplitMix64::new(n as u64 + 1));
         let address = |i: usize| format!("musteri.{i}@ornek-{}.com.tr", i % 97);
         let index = ConsentIndex::new();
         let records = (0..n).map(|i| (keyer.key(RecipientType::Bireysel, &address(i)), onay(1)));
@@ -271,7 +267,7 @@ fn phone_hit_while_writing<const RATE: u64>(bencher: Bencher, n: usize) {
             .map(|&(rtype, digits, _)| (rtype, digits))
             .collect();
         std::thread::spawn(move || {
-            let mut rng = Prng(99);
+            let mut rng = Prng(iysgate::rng::SplitMix64::new(99));
             let batch = (RATE / 1000).max(1);
             let mut next_tick = Instant::now();
             let mut minute = 0_u32;

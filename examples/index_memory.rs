@@ -28,16 +28,12 @@ const PREFIXES: [u64; 27] = [
 ];
 const PAGE_SIZE: usize = 4096;
 
-/// splitmix64: deterministic, no dependency.
-struct Prng(u64);
+/// Deterministic synthetic data.
+struct Prng(iysgate::rng::SplitMix64);
 
 impl Prng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     fn below(&mut self, n: u64) -> u64 {
@@ -122,7 +118,7 @@ fn main() {
 
     let rss_before = rss_bytes();
     let index = ConsentIndex::new();
-    let mut rng = Prng(2024);
+    let mut rng = Prng(iysgate::rng::SplitMix64::new(2024));
 
     let started = Instant::now();
     for (brand, percent) in BRANDS {

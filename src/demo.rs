@@ -66,26 +66,7 @@ pub const BRANDS: [DemoBrand; 4] = [
 /// Retailer codes of the demo brands (8 digits, as İYS assigns them).
 pub const RETAILERS: [u32; 4] = [10_000_001, 10_000_002, 10_000_003, 10_000_004];
 
-/// SplitMix64: small, fast, good enough for synthetic data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn percent(&mut self) -> u32 {
-        self.below(100) as u32
-    }
-}
+use crate::rng::SplitMix64 as Rng;
 
 /// Kinds of outcome worth showing a newcomer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,7 +90,7 @@ pub struct Summary {
 
 /// Generates `records` records into `consents` and rebuilds the index. `now` is Turkey time.
 pub fn generate(consents: &Consents, records: usize, seed: u64, now: TurkeyTime) -> Summary {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut summary = Summary {
         records,
         ..Summary::default()
@@ -232,7 +213,7 @@ fn synthetic_event(rng: &mut Rng, now: TurkeyTime) -> (ConsentEvent, Sample) {
         let creation = consent + Duration::seconds(rng.below(3 * 86_400) as i64);
         let mut tx = [0u8; 32];
         for chunk in tx.chunks_mut(8) {
-            chunk.copy_from_slice(&rng.next().to_le_bytes());
+            chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
         }
         Registration::Registered {
             creation_date: creation.min(now),

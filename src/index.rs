@@ -1282,20 +1282,7 @@ mod tests {
     const BRAND: u32 = 7001;
     const NUMBER: u64 = 905_321_234_567;
 
-    /// splitmix64: small, deterministic, good enough to drive model tests.
-    struct Prng(u64);
-    impl Prng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::rng::SplitMix64 as Prng;
 
     fn onay(minute: u32) -> ChannelState {
         ChannelState::new(IndexStatus::Onay, Source::HsWeb, minute)
@@ -1693,7 +1680,7 @@ mod tests {
     fn model_run(seed: u64) {
         let index = ConsentIndex::with_min_delta(40);
         let k = keyer();
-        let mut rng = Prng(seed);
+        let mut rng = Prng::new(seed);
         let mut phones: StdHashMap<(u32, RecipientType, u64), [ChannelState; 2]> =
             StdHashMap::new();
         let mut emails: StdHashMap<(u32, EmailKey), ChannelState> = StdHashMap::new();
@@ -1803,7 +1790,7 @@ mod tests {
 
     #[test]
     fn build_sizes_directory_and_finds_every_entry() {
-        let mut rng = Prng(7);
+        let mut rng = Prng::new(7);
         let entries: Vec<PhoneEntry> = (0..100_000)
             .map(|i| {
                 Phones::entry(
@@ -1891,7 +1878,7 @@ mod tests {
                 let (index, mails, done) =
                     (Arc::clone(&index), Arc::clone(&mails), Arc::clone(&done));
                 std::thread::spawn(move || {
-                    let mut rng = Prng(seed);
+                    let mut rng = Prng::new(seed);
                     let mut seen = vec![[0_u32; 3]; KEYS as usize];
                     let mut reads = 0_u64;
                     while !done.load(Ordering::Relaxed) {
@@ -1926,7 +1913,7 @@ mod tests {
         let batch_reader = {
             let (index, mails, done) = (Arc::clone(&index), Arc::clone(&mails), Arc::clone(&done));
             std::thread::spawn(move || {
-                let mut rng = Prng(7);
+                let mut rng = Prng::new(7);
                 let mut seen = vec![[0_u32; 3]; KEYS as usize];
                 let (mut phones, mut emails) = (Vec::new(), Vec::new());
                 let mut batches = 0_u64;

@@ -41,6 +41,7 @@ pub mod quota;
 pub mod reconcile;
 pub mod record;
 pub mod report;
+pub mod rng;
 pub mod server;
 pub mod shared;
 pub mod store;

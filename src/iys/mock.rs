@@ -34,12 +34,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::domain::calendar::BusinessCalendar;
-use crate::iys::{codes, validate};
 use crate::domain::time::{Clock, SystemClock, format_iys};
 use crate::iys::wire::{
     ChangeItem, ConsentStatus, ConsentType, IYS_SOURCES, PollItem, PollStatus, PushItem,
     PushPayload, RecipientType, StatusResponse,
 };
+use crate::iys::{codes, validate};
 use store::{Batch, BrandState, Event, FoldMap};
 
 pub use codes::NOT_FOUND_CODE;
