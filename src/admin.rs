@@ -135,19 +135,34 @@ pub async fn report(args: ReportArgs) -> Result<(), String> {
     let date = args
         .date
         .unwrap_or_else(|| iysgate::domain::time::to_turkey(now).date());
-    let store = open(&args.store).await?;
-    let report = iysgate::report::daily_report(&store, args.brand, date, now)
-        .await
+    let report = if let Some(addr) = &args.addr {
+        let request = iysgate::client::with_key(
+            iysgate::api::pb::GetDailyReportRequest {
+                brand_code: args.brand,
+                date: date.format("%Y-%m-%d").to_string(),
+            },
+            &args.api_key,
+        )
         .map_err(|e| e.to_string())?;
+        let reply = admin_client(addr)
+            .await?
+            .get_daily_report(request)
+            .await
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+        iysgate::admin_api::report_from_pb(reply.get_ref())?
+    } else {
+        let store = open(&args.store).await?;
+        iysgate::report::daily_report(&store, args.brand, date, now)
+            .await
+            .map_err(|e| e.to_string())?
+    };
     print_report(&report, &args.format)
 }
 
 /// `iysgate reconcile`: Admin.Reconcile on a running server, the report printed.
 pub async fn reconcile(args: ReconcileArgs) -> Result<(), String> {
     use iysgate::api::pb;
-    let mut admin = pb::admin_client::AdminClient::connect(args.addr.clone())
-        .await
-        .map_err(|e| format!("connecting to {}: {e}", args.addr))?;
+    let mut admin = admin_client(&args.addr).await?;
     let request = iysgate::client::with_key(
         pb::ReconcileRequest {
             brand_code: args.brand,
@@ -166,6 +181,14 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<(), String> {
         .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
     let report = iysgate::admin_api::report_from_pb(reply.get_ref())?;
     print_report(&report, &args.format)
+}
+
+async fn admin_client(
+    addr: &str,
+) -> Result<iysgate::api::pb::admin_client::AdminClient<tonic::transport::Channel>, String> {
+    iysgate::api::pb::admin_client::AdminClient::connect(addr.to_owned())
+        .await
+        .map_err(|e| format!("connecting to {addr}: {e}"))
 }
 
 fn print_report(report: &iysgate::report::DailyReport, format: &str) -> Result<(), String> {

@@ -104,6 +104,13 @@ pub enum Command {
 pub struct ReportArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Ask a running server (Admin.GetDailyReport) instead of opening the store; needed with
+    /// the embedded evidence file, which the server keeps locked.
+    #[arg(long, env = ENV_ADDR)]
+    pub addr: Option<String>,
+    /// With `--addr`: an admin key, or an API key granted the brand.
+    #[arg(long, env = ENV_API_KEY, hide_env_values = true, default_value = "")]
+    pub api_key: String,
     #[arg(long)]
     pub brand: u32,
     /// The day (Turkey time), YYYY-MM-DD; default today.
