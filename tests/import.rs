@@ -142,7 +142,7 @@ async fn bad_rows_are_reported_by_line_and_an_interrupted_run_resumes_without_du
 
     // Everything is stored once.
     let day = chrono::Duration::days(1);
-    let utc = chrono::Utc::now();
+    let utc = iysgate::domain::time::from_turkey(now);
     let stored = store
         .events_between(BRAND, utc - day, utc + day)
         .await

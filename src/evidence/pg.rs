@@ -47,21 +47,43 @@ macro_rules! event_columns {
     };
 }
 
-/// Inserts an event and its pending upload in one statement; no row when the brand already
-/// has the idempotency key.
-const INSERT_EVENT: &str = "\
-    WITH e AS ( \
+/// Inserts a batch of events (arrays, one element per event, `$16` the recording time) and
+/// their pending uploads in one statement; returns (id, brand, key) of each row inserted.
+/// A key already taken, or repeated in the batch, inserts nothing the second time.
+const INSERT_EVENTS: &str = "\
+    WITH input AS ( \
+        SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
+            $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], \
+            $12::text[], $13::text[], $14::bytea[], $15::text[], $17::timestamptz[]) \
+            WITH ORDINALITY AS t(brand_code, recipient, recipient_type, channel, status, \
+            source, consent_date, retailer_access, capture_method, capture_location, \
+            document_ref, capturing_system, client_name, client_key_sha256, idempotency_key, \
+            deadline, ord)), \
+    e AS ( \
         INSERT INTO consent_events (brand_code, recipient, recipient_type, channel, status, \
             source, consent_date, retailer_access, capture_method, capture_location, \
             document_ref, capturing_system, client_name, client_key_sha256, idempotency_key, \
             recorded_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+        SELECT brand_code, recipient, recipient_type, channel, status, source, consent_date, \
+            retailer_access::bigint[], capture_method, capture_location, document_ref, \
+            capturing_system, client_name, client_key_sha256, idempotency_key, $16 \
+        FROM input ORDER BY ord \
         ON CONFLICT (brand_code, idempotency_key) DO NOTHING \
-        RETURNING id, brand_code) \
-    INSERT INTO upload_outbox (event_id, brand_code, state, deadline, attempts, \
-        next_attempt_at, updated_at) \
-    SELECT id, brand_code, 'pending', $17, 0, $16, $16 FROM e \
-    RETURNING event_id";
+        RETURNING id, brand_code, idempotency_key), \
+    o AS ( \
+        INSERT INTO upload_outbox (event_id, brand_code, state, deadline, attempts, \
+            next_attempt_at, updated_at) \
+        SELECT DISTINCT ON (e.id) e.id, e.brand_code, 'pending', i.deadline, 0, $16, $16 \
+        FROM e JOIN input i ON i.brand_code = e.brand_code \
+            AND i.idempotency_key = e.idempotency_key \
+        ORDER BY e.id, i.ord) \
+    SELECT id, brand_code, idempotency_key FROM e";
+
+/// `{1,2,3}`: a bigint array as text, for passing arrays of arrays through UNNEST.
+fn array_literal(codes: &[i64]) -> String {
+    let items: Vec<String> = codes.iter().map(i64::to_string).collect();
+    format!("{{{}}}", items.join(","))
+}
 
 /// Picks due uploads (skipping rows another claimer holds), puts them in flight and returns
 /// them with their events.
@@ -154,52 +176,161 @@ impl PgStore {
         let now = micros(now);
         let mut tx = self.pool.begin().await?;
         require_brands(&mut tx, &events).await?;
-        let mut recorded = Vec::with_capacity(events.len());
-        for (index, event) in events.iter().enumerate() {
-            let deadline = from_turkey(self.calendar.registration_deadline(event.consent_date));
-            let new_id: Option<i64> = sqlx::query_scalar(INSERT_EVENT)
-                .bind(i64::from(event.brand))
-                .bind(event.recipient.to_string())
-                .bind(event.recipient_type.as_str())
-                .bind(event.channel.as_str())
-                .bind(event.status.as_str())
-                .bind(event.source.as_str())
-                .bind(from_turkey(event.consent_date))
-                .bind(codes_to_db(&event.retailer_access))
-                .bind(&event.evidence.method)
-                .bind(&event.evidence.location)
-                .bind(event.evidence.document_ref.as_deref())
-                .bind(&event.evidence.capturing_system)
-                .bind(&event.recorder.client)
-                .bind(event.recorder.key_sha256.map(Vec::from))
-                .bind(&event.idempotency_key)
-                .bind(now)
-                .bind(deadline)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(id) = new_id {
-                recorded.push(Recorded::New(EventId(id)));
-                continue;
-            }
-            // The key is taken (by an earlier call, or earlier in this batch).
-            let row = sqlx::query(concat!(
+        // One statement for the whole batch (an import sends 1 000 at a time): the keys it
+        // inserted come back; every other key was taken before (or earlier in this batch).
+        let inserted: Vec<(i64, i64, String)> = sqlx::query_as(INSERT_EVENTS)
+            .bind(
+                events
+                    .iter()
+                    .map(|e| i64::from(e.brand))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.recipient.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.recipient_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.channel.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|e| e.status.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.source.as_str()).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| from_turkey(e.consent_date))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| array_literal(&codes_to_db(&e.retailer_access)))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.evidence.method.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.evidence.location.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.evidence.document_ref.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.evidence.capturing_system.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.recorder.client.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.recorder.key_sha256.map(Vec::from))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.idempotency_key.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(now)
+            .bind(
+                events
+                    .iter()
+                    .map(|e| from_turkey(self.calendar.registration_deadline(e.consent_date)))
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut new: std::collections::HashMap<(i64, &str), i64> = inserted
+            .iter()
+            .map(|(id, brand, key)| ((*brand, key.as_str()), *id))
+            .collect();
+        let taken: Vec<&NewEvent> = events
+            .iter()
+            .filter(|e| !new.contains_key(&(i64::from(e.brand), e.idempotency_key.as_str())))
+            .collect();
+        let mut earlier = std::collections::HashMap::new();
+        if !taken.is_empty() {
+            let rows = sqlx::query(concat!(
                 "SELECT ",
                 event_columns!(),
                 " FROM consent_events e JOIN upload_outbox o ON o.event_id = e.id \
-                 WHERE e.brand_code = $1 AND e.idempotency_key = $2"
+                 JOIN UNNEST($1::bigint[], $2::text[]) AS k(brand_code, idempotency_key) \
+                 ON e.brand_code = k.brand_code AND e.idempotency_key = k.idempotency_key"
             ))
-            .bind(i64::from(event.brand))
-            .bind(&event.idempotency_key)
-            .fetch_one(&mut *tx)
+            .bind(taken.iter().map(|e| i64::from(e.brand)).collect::<Vec<_>>())
+            .bind(
+                taken
+                    .iter()
+                    .map(|e| e.idempotency_key.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *tx)
             .await?;
-            let original = stored_event(&row)?;
-            if !original.event.same_event(event) {
+            for row in &rows {
+                let stored = stored_event(row)?;
+                earlier.insert(
+                    (stored.event.brand, stored.event.idempotency_key.clone()),
+                    (stored.id, stored.event),
+                );
+            }
+        }
+        let mut recorded = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            // The first event of a key inserted by this batch is new; a later one with the
+            // same key is a duplicate of it.
+            if let Some(id) = new.remove(&(i64::from(event.brand), event.idempotency_key.as_str()))
+            {
+                recorded.push(Recorded::New(EventId(id)));
+                earlier.insert(
+                    (event.brand, event.idempotency_key.clone()),
+                    (EventId(id), event.clone()),
+                );
+                continue;
+            }
+            let (id, original) = earlier
+                .get(&(event.brand, event.idempotency_key.clone()))
+                .ok_or_else(|| {
+                    super::corrupt(
+                        format!("batch item {index}"),
+                        "idempotency_key",
+                        "neither inserted nor found",
+                    )
+                })?;
+            if !original.same_event(event) {
                 return Err(EvidenceError::IdempotencyConflict {
                     index,
                     brand: event.brand,
                 });
             }
-            recorded.push(Recorded::Duplicate(original.id));
+            recorded.push(Recorded::Duplicate(*id));
         }
         tx.commit().await?;
         Ok(recorded)
