@@ -77,7 +77,7 @@ pub async fn open_evidence(
 
 /// Starts the uploader when `--upload-iys-url` is set: it drains the evidence outbox to İYS,
 /// and each registration it records is applied to this process's index (the pending ONAY
-/// becomes ALLOW).
+/// becomes ALLOW) and, on a replica, published to the others (`record::on_registered`).
 pub fn spawn_uploader(
     app: &App,
     args: &ServeArgs,
@@ -101,10 +101,8 @@ pub fn spawn_uploader(
         RetryPolicy::default(),
     )
     .map_err(|e| format!("İYS client: {e}"))?;
-    let consents = Arc::clone(&app.consents);
-    let on_registered: crate::uploader::OnRegistered = Arc::new(move |key, event| {
-        let _ = consents.apply(key, event);
-    });
+    let on_registered =
+        crate::record::on_registered(Arc::clone(&app.consents), app.shared.clone(), tasks);
     let config = crate::uploader::UploaderConfig {
         poll_delay: args.upload_poll_delay,
         ..crate::uploader::UploaderConfig::default()
@@ -187,6 +185,10 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Where recorded consents are kept (`ConsentRecords`); none: that service refuses.
     pub evidence: Option<Arc<crate::evidence::EvidenceStore>>,
+    /// A replica's shared state (`--redis-url`): what this process records, and the
+    /// registrations its uploader sees, are published there for the other replicas. None: they
+    /// stay in this process.
+    pub shared: Option<crate::shared::SharedState>,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +280,7 @@ impl App {
                 Metrics::register()
             }),
             evidence: None,
+            shared: None,
         })
     }
 
@@ -343,7 +346,8 @@ pub async fn serve_grpc(
             quota_hold: args.quota_hold,
         },
     )
-    .with_evidence(app.evidence.clone());
+    .with_evidence(app.evidence.clone())
+    .with_shared(app.shared.clone());
     let service = Arc::new(service);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let drain_started = CancellationToken::new();
