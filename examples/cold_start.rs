@@ -53,10 +53,10 @@ async fn main() {
 
         let started = Instant::now();
         let date = parse_iys("2026-01-05 10:00:00").expect("valid date");
-        let leader = Consents::new(
+        let leader = Arc::new(Consents::new(
             Arc::new(ConsentIndex::new()),
             Arc::new(EmailKeyer::new([4; 16])),
-        );
+        ));
         let mut batch = Vec::with_capacity(5_000);
         for i in 0..n {
             let digits = 905_300_000_000 + (i as u64 * 7_919) % 99_999_999;
@@ -97,7 +97,12 @@ async fn main() {
             started.elapsed().as_secs_f64()
         );
         let started = Instant::now();
-        let written = shared.write_checkpoint(&leader).await.expect("checkpoint");
+        // From the start of the stream: the leader replays it before writing (its own entries
+        // here), as a leader catches up with what replicas published.
+        let (written, _) = shared
+            .write_checkpoint(&leader, "0-0")
+            .await
+            .expect("checkpoint");
         println!(
             "wrote a checkpoint of {written} records in {:.1} s",
             started.elapsed().as_secs_f64()

@@ -16,9 +16,8 @@ use crate::auth::{self, ApiKeys, RetailerGrant};
 use crate::domain::BrandPolicy;
 use crate::evidence::{Brand, EvidenceError, EvidenceStore};
 use crate::iys::client::IysClient;
-use crate::reconcile::{Reconciliation, Target};
+use crate::reconcile::{Reconciliation, Serving, Target};
 use crate::report::DailyReport;
-use crate::store::Consents;
 
 /// The İYS account reconciliation uses: its client and the provider's İYS code.
 #[derive(Clone)]
@@ -29,7 +28,7 @@ pub struct IysAccount {
 
 pub struct AdminService {
     consent: Arc<ConsentService>,
-    consents: Arc<Consents>,
+    holdings: Serving,
     store: Arc<EvidenceStore>,
     /// SHA-256 digests of the admin keys.
     admin_keys: Vec<[u8; 32]>,
@@ -41,7 +40,7 @@ pub struct AdminService {
 impl AdminService {
     pub fn new(
         consent: Arc<ConsentService>,
-        consents: Arc<Consents>,
+        holdings: Serving,
         store: Arc<EvidenceStore>,
         admin_keys: Vec<[u8; 32]>,
         base_keys: Arc<ApiKeys>,
@@ -49,7 +48,7 @@ impl AdminService {
     ) -> Self {
         Self {
             consent,
-            consents,
+            holdings,
             store,
             admin_keys,
             base_keys,
@@ -493,7 +492,7 @@ impl pb::admin_server::Admin for AdminService {
         let report = crate::report::reconcile_day(
             &iys.client,
             &self.store,
-            &*self.consents,
+            &self.holdings,
             target,
             self.now(),
         )

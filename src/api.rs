@@ -124,6 +124,7 @@ pub struct ConsentService {
     in_flight: Arc<AtomicUsize>,
     limits: Limits,
     evidence: Option<Arc<crate::evidence::EvidenceStore>>,
+    shared: Option<crate::shared::SharedState>,
 }
 
 impl ConsentService {
@@ -143,6 +144,7 @@ impl ConsentService {
             in_flight: Arc::default(),
             limits,
             evidence: None,
+            shared: None,
         }
     }
 
@@ -150,6 +152,13 @@ impl ConsentService {
     #[must_use]
     pub fn with_evidence(mut self, store: Option<Arc<crate::evidence::EvidenceStore>>) -> Self {
         self.evidence = store;
+        self
+    }
+
+    /// Publishes what it records to the other replicas through `shared` (a replica's Redis).
+    #[must_use]
+    pub fn with_shared(mut self, shared: Option<crate::shared::SharedState>) -> Self {
+        self.shared = shared;
         self
     }
 
@@ -176,6 +185,10 @@ impl ConsentService {
 
     pub(crate) fn evidence(&self) -> Option<Arc<crate::evidence::EvidenceStore>> {
         self.evidence.clone()
+    }
+
+    pub(crate) fn shared(&self) -> Option<&crate::shared::SharedState> {
+        self.shared.as_ref()
     }
 
     pub(crate) fn admit(&self) -> Result<InFlight, Status> {

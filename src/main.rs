@@ -183,15 +183,18 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
             &app,
         );
     }
+    if let Some(url) = &args.redis_url {
+        let shared = iysgate::shared::SharedState::connect(url, &args.redis_prefix)
+            .await
+            .map_err(|e| format!("redis: {e}"))?;
+        app.shared = Some(shared);
+    }
     server::share_iys_token(&mut app, &args).await?;
     server::spawn_uploader(&app, &args, &tasks, shutdown.clone())?;
     server::spawn_reconcile_schedule(&app, &args, &tasks, shutdown.clone())?;
-    match &args.redis_url {
+    match app.shared.clone() {
         // A replica: the sync leader's heartbeats on the change stream confirm freshness.
-        Some(url) => {
-            let shared = iysgate::shared::SharedState::connect(url, &args.redis_prefix)
-                .await
-                .map_err(|e| format!("redis: {e}"))?;
+        Some(shared) => {
             let (consents, freshness, stop) = (
                 Arc::clone(&app.consents),
                 Arc::clone(&app.freshness),

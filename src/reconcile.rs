@@ -55,6 +55,32 @@ impl Holdings for Consents {
     }
 }
 
+/// A serving process's holdings: its own records and, on a replica (`--redis-url`), the
+/// shared state a repair is published to, so that every replica enforces it.
+#[derive(Clone)]
+pub struct Serving {
+    pub consents: std::sync::Arc<Consents>,
+    pub shared: Option<crate::shared::SharedState>,
+}
+
+impl Holdings for Serving {
+    fn current(&self, key: &ConsentKey) -> Option<ConsentEvent> {
+        self.consents.current(key)
+    }
+
+    async fn repair(&self, key: ConsentKey, event: ConsentEvent) {
+        let _ = self.consents.apply(key.clone(), event);
+        if let (Some(shared), Some(record)) = (&self.shared, self.consents.get(&key)) {
+            crate::record::publish_for_replicas(
+                shared,
+                &[(key, record)],
+                crate::record::Published::Reconciled,
+            )
+            .await;
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     #[error("İYS has not finished the file of {date} yet (processStatus {status}); try later")]

@@ -3,7 +3,12 @@
 //! refused here, naming the field, before it could ever reach İYS), stored durably with its
 //! evidence in the [`EvidenceStore`] before the answer, and applied to the index at once: a
 //! RET is DENY on the next check, an ONAY is PENDING_REGISTRATION until İYS accepts it (the
-//! uploader then applies the registered event).
+//! uploader then applies the registered event, [`on_registered`]).
+//!
+//! On a replica (`serve --redis-url`) both are also published to the shared state before the
+//! answer, so every replica's next check sees them through the change stream. Redis is not the
+//! system of record: a failed publish is logged and counted, never refused (see
+//! [`publish_for_replicas`] for how the record still gets there).
 
 use std::sync::Arc;
 
@@ -14,9 +19,13 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::api::{self, ConsentService, pb};
 use crate::domain::recipient::normalise_recipient;
 use crate::domain::time::format_iys;
-use crate::domain::{ConsentEvent, ConsentKey, ConsentStatus, Purpose, Registration, Source};
+use crate::domain::{
+    ConsentEvent, ConsentKey, ConsentRecord, ConsentStatus, Purpose, Registration, Source,
+};
 use crate::evidence::{Evidence, EvidenceError, EvidenceStore, NewEvent, Recorded, Recorder};
 use crate::iys::validate;
+use crate::shared::SharedState;
+use crate::store::Consents;
 
 /// Most consents in one RecordConsents call (İYS's own batch limit).
 pub const MAX_RECORDS: usize = 1_000;
@@ -225,6 +234,7 @@ impl ConsentService {
             })?;
         // Durable: now the index. A RET is DENY from the next check on; an ONAY is pending.
         let mut out = Vec::with_capacity(events.len());
+        let mut keys = Vec::with_capacity(events.len());
         for (event, outcome) in events.into_iter().zip(recorded) {
             let (id, duplicate) = match outcome {
                 Recorded::New(id) => (id, false),
@@ -237,6 +247,7 @@ impl ConsentService {
                 recipient_type: event.recipient_type,
                 channel: event.channel,
             };
+            keys.push(key.clone());
             // Applying an event twice changes nothing (the latest-event rule), so a duplicate
             // is applied too: harmless, and it heals an index that missed the first.
             let _ = self.consents().apply(
@@ -269,6 +280,24 @@ impl ConsentService {
                 decision,
             });
         }
+        // Then every other replica: each key's current record here, which is the event just
+        // recorded unless this replica already held a newer one.
+        if let Some(shared) = self.shared() {
+            let current: Vec<(ConsentKey, ConsentRecord)> = keys
+                .into_iter()
+                .filter_map(|key| self.consents().get(&key).map(|record| (key, record)))
+                .collect();
+            let published = publish_for_replicas(shared, &current, Published::Recorded);
+            if tokio::time::timeout(PUBLISH_WAIT, published).await.is_err() {
+                tracing::error!(
+                    brand,
+                    records = current.len(),
+                    "publishing to the other replicas took too long; answering without it"
+                );
+                metrics::counter!("iysgate_record_publish_failures_total", "what" => Published::Recorded.as_str())
+                    .increment(current.len() as u64);
+            }
+        }
         Ok(out)
     }
 
@@ -277,6 +306,107 @@ impl ConsentService {
             Status::unimplemented("this server records no consents (no evidence store)")
         })
     }
+}
+
+/// How long a RecordConsent(s) call waits for its publish to the other replicas before it
+/// answers anyway (the events are durable; see [`publish_for_replicas`]). Redis answers a
+/// publish in about a millisecond; this bounds the answer when it does not answer at all.
+const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a publish to the other replicas carried, for its failure metric.
+#[derive(Debug, Clone, Copy)]
+pub enum Published {
+    /// Consents just recorded (pending registration).
+    Recorded,
+    /// Recorded consents İYS has accepted.
+    Registered,
+    /// Changes the daily reconciliation found missing and applied.
+    Reconciled,
+}
+
+impl Published {
+    fn as_str(self) -> &'static str {
+        match self {
+            Published::Recorded => "recorded",
+            Published::Registered => "registered",
+            Published::Reconciled => "reconciled",
+        }
+    }
+}
+
+/// Publishes the current records of keys this process changed to the other replicas (each only
+/// if newer than Redis's, so it is safe whatever they hold). The events are durable in the
+/// evidence store already, so a failure is not the caller's: it is logged (brand codes only:
+/// recipients are personal data) and counted in `iysgate_record_publish_failures_total`, and
+/// the record reaches the others later, in the first of these ways: this replica republishes
+/// its records pending registration when it next reloads the snapshot (after losing Redis,
+/// which is what a failed publish usually means); the uploader's registration of the event is
+/// published; the sync leader pulls the registered event from İYS. Until then the other
+/// replicas hold the older record (if Redis is down for them too, their data ages and ALLOWs
+/// turn UNAVAILABLE).
+pub async fn publish_for_replicas(
+    shared: &SharedState,
+    records: &[(ConsentKey, ConsentRecord)],
+    what: Published,
+) {
+    if records.is_empty() {
+        return;
+    }
+    if let Err(e) = shared
+        .publish_many(records.iter().map(|(k, r)| (k, r)))
+        .await
+    {
+        let brands: std::collections::BTreeSet<u32> =
+            records.iter().map(|(k, _)| k.brand).collect();
+        tracing::error!(
+            error = %e,
+            records = records.len(),
+            ?brands,
+            what = what.as_str(),
+            "publishing to the other replicas failed; the events are stored and applied here"
+        );
+        metrics::counter!("iysgate_record_publish_failures_total", "what" => what.as_str())
+            .increment(records.len() as u64);
+    }
+}
+
+/// Registrations waiting for their publish; past this the uploader's callback drops them
+/// (counted as failed: the sync leader still brings them from İYS).
+const REGISTERED_QUEUE: usize = 10_000;
+
+/// The uploader's callback for a serving process: applies each event İYS accepted here (the
+/// pending ONAY becomes ALLOW) and, on a replica, hands the key's current record to a task on
+/// `tasks` that publishes them to the other replicas in batches. The callback is synchronous
+/// and runs on the uploader's task, so it never waits for Redis; the publishing task ends once
+/// the uploader, and with it the callback, is gone.
+pub fn on_registered(
+    consents: Arc<Consents>,
+    shared: Option<SharedState>,
+    tasks: &tokio_util::task::TaskTracker,
+) -> crate::uploader::OnRegistered {
+    let queue = shared.map(|shared| {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<(ConsentKey, ConsentRecord)>(REGISTERED_QUEUE);
+        tasks.spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, 1_000).await > 0 {
+                publish_for_replicas(&shared, &batch, Published::Registered).await;
+                batch.clear();
+            }
+        });
+        tx
+    });
+    Arc::new(move |key, event| {
+        let _ = consents.apply(key.clone(), event);
+        let (Some(queue), Some(record)) = (&queue, consents.get(&key)) else {
+            return;
+        };
+        if queue.try_send((key, record)).is_err() {
+            tracing::error!("too many registrations waiting for their publish; dropped one");
+            metrics::counter!("iysgate_record_publish_failures_total", "what" => Published::Registered.as_str())
+                .increment(1);
+        }
+    })
 }
 
 fn refuse(violations: &[Violation]) -> Status {

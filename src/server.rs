@@ -133,7 +133,8 @@ pub async fn share_iys_token(app: &mut App, args: &ServeArgs) -> Result<(), Stri
 
 /// Starts the uploader when the app has an İYS account and an evidence store: it drains the
 /// evidence outbox to İYS, and each registration it records is applied to this process's
-/// index (the pending ONAY becomes ALLOW).
+/// index (the pending ONAY becomes ALLOW) and, on a replica, published to the others
+/// (`record::on_registered`).
 pub fn spawn_uploader(
     app: &App,
     args: &ServeArgs,
@@ -143,10 +144,8 @@ pub fn spawn_uploader(
     let (Some(account), Some(store)) = (&app.iys, &app.evidence) else {
         return Ok(());
     };
-    let consents = Arc::clone(&app.consents);
-    let on_registered: crate::uploader::OnRegistered = Arc::new(move |key, event| {
-        let _ = consents.apply(key, event);
-    });
+    let on_registered =
+        crate::record::on_registered(Arc::clone(&app.consents), app.shared.clone(), tasks);
     let config = crate::uploader::UploaderConfig {
         poll_delay: args.upload_poll_delay,
         ..crate::uploader::UploaderConfig::default()
@@ -236,7 +235,7 @@ pub fn spawn_reconcile_schedule(
     };
     let confirm = args.reconcile_confirm;
     let clock = Arc::clone(app.checker.clock_arc());
-    let consents = Arc::clone(&app.consents);
+    let holdings = app.serving();
     spawn_led(
         "reconcile",
         Arc::clone(&store),
@@ -246,7 +245,7 @@ pub fn spawn_reconcile_schedule(
             reconcile_daily(
                 account.clone(),
                 Arc::clone(&store),
-                Arc::clone(&consents),
+                holdings.clone(),
                 at,
                 confirm,
                 Arc::clone(&clock),
@@ -261,7 +260,7 @@ pub fn spawn_reconcile_schedule(
 async fn reconcile_daily(
     account: crate::admin_api::IysAccount,
     store: Arc<crate::evidence::EvidenceStore>,
-    consents: Arc<Consents>,
+    holdings: crate::reconcile::Serving,
     at: chrono::NaiveTime,
     confirm: bool,
     clock: Arc<dyn Clock>,
@@ -301,7 +300,7 @@ async fn reconcile_daily(
             continue;
         };
         let failed =
-            reconcile_brands(&account, &store, &consents, date, brands, confirm, &*clock).await;
+            reconcile_brands(&account, &store, &holdings, date, brands, confirm, &*clock).await;
         retry = (!failed.is_empty()).then_some((date, failed));
     }
 }
@@ -320,7 +319,7 @@ fn next_run(now: crate::domain::TurkeyTime, at: chrono::NaiveTime) -> crate::dom
 async fn reconcile_brands(
     account: &crate::admin_api::IysAccount,
     store: &crate::evidence::EvidenceStore,
-    consents: &Consents,
+    holdings: &crate::reconcile::Serving,
     date: chrono::NaiveDate,
     brands: Vec<u32>,
     confirm: bool,
@@ -337,7 +336,7 @@ async fn reconcile_brands(
         match crate::report::reconcile_day(
             &account.client,
             store,
-            consents,
+            holdings,
             target,
             clock.now_utc(),
         )
@@ -450,6 +449,10 @@ pub struct App {
     pub iys: Option<crate::admin_api::IysAccount>,
     /// SHA-256 digests of the admin keys (`--admin-key-sha256`).
     pub admin_keys: Vec<[u8; 32]>,
+    /// A replica's shared state (`--redis-url`): what this process records, and the
+    /// registrations its uploader sees, are published there for the other replicas. None: they
+    /// stay in this process.
+    pub shared: Option<crate::shared::SharedState>,
 }
 
 #[derive(Deserialize)]
@@ -492,6 +495,15 @@ pub fn load_policies(path: &Path) -> Result<HashMap<u32, BrandPolicy>, StartErro
 }
 
 impl App {
+    /// What the reconciliation compares with and repairs: this process's records, published
+    /// to the other replicas when there are any.
+    pub fn serving(&self) -> crate::reconcile::Serving {
+        crate::reconcile::Serving {
+            consents: Arc::clone(&self.consents),
+            shared: self.shared.clone(),
+        }
+    }
+
     /// The embedded default: records in memory, the given clock.
     pub fn embedded(args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<App, StartError> {
         let mut keys = match &args.api_keys {
@@ -549,6 +561,7 @@ impl App {
             evidence: None,
             iys: iys_account(args).map_err(StartError::Iys)?,
             admin_keys,
+            shared: None,
         })
     }
 
@@ -614,12 +627,13 @@ pub async fn serve_grpc(
             quota_hold: args.quota_hold,
         },
     )
-    .with_evidence(app.evidence.clone());
+    .with_evidence(app.evidence.clone())
+    .with_shared(app.shared.clone());
     let service = Arc::new(service);
     let admin = app.evidence.as_ref().map(|store| {
         crate::admin_api::AdminService::new(
             Arc::clone(&service),
-            Arc::clone(&app.consents),
+            app.serving(),
             Arc::clone(store),
             app.admin_keys.clone(),
             Arc::clone(&app.base_keys),

@@ -1,10 +1,15 @@
 //! The serving state shared by many replicas, in Redis: the current record of every key and
-//! a change stream that fans every change out. The sync leader writes both in one
-//! transaction; a replica loads the snapshot, then tails the stream from the position it noted
-//! *before* loading, so no change falls between the two (changes seen twice are applied
-//! idempotently by the latest-event rule). Redis is never on the check path: checks read the
-//! replica's own index. Redis holds nothing that cannot be rebuilt: the leader republishes its
-//! records when it finds Redis empty.
+//! a change stream that fans every change out. Every writer (the sync leader, and each replica
+//! for the consents it records and the registrations its uploader sees) publishes through one
+//! Lua script that writes a record, and announces it on the stream, only when it is newer than
+//! the record Redis holds, by the same latest-event rule as `Consents::apply`: writers that
+//! each know part of the story can never put an older record over a newer one. A replica loads
+//! the snapshot, then tails the stream from the position it noted *before* loading, so no
+//! change falls between the two (changes seen twice are applied idempotently by the
+//! latest-event rule). Redis is never on the check path: checks read the replica's own index.
+//! Redis holds nothing that cannot be rebuilt: the leader republishes its records when it finds
+//! Redis empty, and replicas republish the records still pending registration (which only they
+//! and the evidence store hold) whenever they reload.
 //!
 //! Keys (under a prefix, default `iysgate`): `{p}:rec:{brand}` hash of records,
 //! `{p}:brands` set, `{p}:changes` stream (record entries and leader heartbeats),
@@ -33,6 +38,42 @@ const STREAM_MAXLEN: usize = 1_000_000;
 const CHECKPOINT_CHUNK: usize = 20_000;
 /// Records per HSCAN step when loading the snapshot.
 const SCAN_COUNT: usize = 5_000;
+
+/// Writes one record and its stream entry only if it is newer than the stored one (returns 1),
+/// else nothing (returns 0). KEYS: the brand's record hash, the change stream. ARGV: the field,
+/// the value as stored (see [`stored_value`]), the stream's approximate length bound.
+///
+/// Keys are compared byte by byte in a loop: Lua's `<` on strings uses the server's locale
+/// (`strcoll`), which need not be byte order. A stored value without an order key (written
+/// before they existed) is replaced, as the blind write of that time would have.
+const PUBLISH_SCRIPT: &str = r"
+local function split(value)
+  local colon = string.find(value, ':', 1, true)
+  local n = colon and tonumber(string.sub(value, 1, colon - 1))
+  if not n then return nil, value end
+  return string.sub(value, colon + 1, colon + n), string.sub(value, colon + n + 1)
+end
+local key, record = split(ARGV[2])
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if stored then
+  local old = split(stored)
+  if old then
+    if old == key then return 0 end
+    local newer = #key > #old
+    for i = 1, math.min(#key, #old) do
+      local a, b = string.byte(key, i), string.byte(old, i)
+      if a ~= b then
+        newer = a > b
+        break
+      end
+    end
+    if not newer then return 0 end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'v', record)
+return 1
+";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SharedError {
@@ -98,6 +139,26 @@ fn encode(key: &ConsentKey, event: &ConsentEvent) -> String {
         ra: event.retailer_access.clone(),
     };
     serde_json::to_string(&wire).expect("a record always serialises")
+}
+
+/// A record as kept in its hash: `<n>:<order key of n bytes><record JSON>`, so the publish
+/// script compares keys without parsing JSON. Only the hash carries the key: stream entries and
+/// checkpoints are the bare JSON, so what a cold start decodes did not grow.
+fn stored_value(key: &ConsentKey, event: &ConsentEvent) -> String {
+    let order = event.order_key();
+    format!("{}:{order}{}", order.len(), encode(key, event))
+}
+
+/// The record JSON of a value kept in a hash ([`stored_value`]; a bare JSON value from before
+/// order keys is taken as it is).
+fn record_json(value: &str) -> Result<&str, SharedError> {
+    if value.starts_with('{') {
+        return Ok(value);
+    }
+    let bad = || SharedError::Decode("stored value without its order key".into());
+    let (n, rest) = value.split_once(':').ok_or_else(bad)?;
+    let n: usize = n.parse().map_err(|_| bad())?;
+    rest.get(n..).ok_or_else(bad)
 }
 
 /// The same fields as [`Wire`], borrowed from the text where it has no escapes (always, for
@@ -207,6 +268,7 @@ pub struct SharedState {
     client: redis::Client,
     conn: ConnectionManager,
     prefix: Arc<str>,
+    publish_script: Arc<redis::Script>,
 }
 
 impl SharedState {
@@ -217,6 +279,7 @@ impl SharedState {
             client,
             conn,
             prefix: prefix.into(),
+            publish_script: Arc::new(redis::Script::new(PUBLISH_SCRIPT)),
         })
     }
 
@@ -224,57 +287,83 @@ impl SharedState {
         format!("{}:{suffix}", self.prefix)
     }
 
-    /// Writes the current record of a key and announces it on the stream, atomically.
+    /// Publishes the current record of a key: see [`Self::publish_many`]. True when it was
+    /// newer than Redis's and so written.
     pub async fn publish(
         &self,
         key: &ConsentKey,
         record: &ConsentRecord,
-    ) -> Result<(), SharedError> {
-        self.publish_many(std::iter::once((key, record))).await
+    ) -> Result<bool, SharedError> {
+        Ok(self.publish_many(std::iter::once((key, record))).await? == 1)
     }
 
-    /// Writes many records and their stream entries in one transaction (one round trip).
+    /// Publishes records in one round trip: each is written, and announced on the stream, only
+    /// if it is newer than the record Redis holds for its key (the publish script, atomic per
+    /// record), so a writer that missed a newer change (the leader never sees what replicas
+    /// record; a replica may lag) cannot replace it. Returns how many were written. Publishing a
+    /// record again changes nothing and announces nothing, so a failed call is simply repeated.
     pub async fn publish_many<'a>(
         &self,
         records: impl IntoIterator<Item = (&'a ConsentKey, &'a ConsentRecord)>,
-    ) -> Result<(), SharedError> {
+    ) -> Result<usize, SharedError> {
         let mut pipe = redis::pipe();
-        pipe.atomic();
+        // Loaded in the same round trip, since Redis forgets scripts when it restarts; loading
+        // a script it has costs Redis one SHA-1 of it.
+        pipe.load_script(&self.publish_script).ignore();
+        let stream = self.key("changes");
         let mut brands = std::collections::BTreeSet::new();
-        let mut any = false;
+        let mut calls = Vec::new();
         for (key, record) in records {
-            any = true;
-            let value = encode(key, &record.current);
             brands.insert(key.brand);
-            pipe.hset(self.key(&format!("rec:{}", key.brand)), field(key), &value)
-                .ignore()
-                .cmd("XADD")
-                .arg(self.key("changes"))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(STREAM_MAXLEN)
-                .arg("*")
-                .arg("v")
-                .arg(&value)
-                .ignore();
+            let mut call = self.publish_script.prepare_invoke();
+            call.key(self.key(&format!("rec:{}", key.brand)))
+                .key(&stream)
+                .arg(field(key))
+                .arg(stored_value(key, &record.current))
+                .arg(STREAM_MAXLEN);
+            calls.push(call);
         }
-        if !any {
-            return Ok(());
+        if calls.is_empty() {
+            return Ok(0);
         }
+        // The brands first: a replica scanning the hashes of the listed brands must find them.
         for brand in brands {
             pipe.sadd(self.key("brands"), brand).ignore();
         }
+        for call in &calls {
+            pipe.invoke_script(call);
+        }
         let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await?;
-        Ok(())
+        // Each script answers 1 when it wrote, 0 when Redis held the record or a newer one.
+        let written: Vec<usize> = pipe.query_async(&mut conn).await?;
+        Ok(written.into_iter().sum())
     }
 
     /// Republishes every local record (after Redis lost its data), a few thousand at a time.
+    /// Records Redis holds in a newer version stay as they are.
     pub async fn republish(&self, consents: &Consents) -> Result<usize, SharedError> {
+        self.republish_where(consents, |_| true).await
+    }
+
+    /// Republishes the local records still pending registration: recorded by some replica and
+    /// not yet accepted by İYS, so no sync leader has them, and after Redis lost its data (or
+    /// when this replica's own publish failed) only replicas and the evidence store do.
+    pub async fn republish_pending(&self, consents: &Consents) -> Result<usize, SharedError> {
+        self.republish_where(consents, |r| r.current.is_pending())
+            .await
+    }
+
+    async fn republish_where(
+        &self,
+        consents: &Consents,
+        wanted: impl Fn(&ConsentRecord) -> bool,
+    ) -> Result<usize, SharedError> {
         let mut all = Vec::new();
-        consents
-            .records()
-            .for_each(|k, r| all.push((k.clone(), r.clone())));
+        consents.records().for_each(|k, r| {
+            if wanted(r) {
+                all.push((k.clone(), r.clone()));
+            }
+        });
         for chunk in all.chunks(2_000) {
             self.publish_many(chunk.iter().map(|(k, r)| (k, r))).await?;
         }
@@ -390,32 +479,80 @@ impl SharedState {
         Ok((current.unwrap_or(fresh), set))
     }
 
-    /// The id of the newest stream entry ("0-0" when the stream is empty or missing).
-    async fn last_stream_id(&self) -> Result<String, SharedError> {
+    /// Whether stream entries after `from` (the id of an entry once read, or "0-0") may have
+    /// been trimmed away. Trimming removes the oldest entries, so they were exactly when the
+    /// oldest entry left is after `from`, or none is left of some added after it; on Redis 7 an
+    /// `entries-added` equal to the length says nothing was ever removed. True may be
+    /// needlessly careful (the entry at `from` trimmed, the next one not), never wrong.
+    async fn trimmed_after(&self, from: &str) -> Result<bool, SharedError> {
         let mut conn = self.conn.clone();
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+        if !conn.exists::<_, bool>(self.key("changes")).await? {
+            // No stream: nothing was ever trimmed from it.
+            return Ok(false);
+        }
+        let info: std::collections::HashMap<String, redis::Value> = redis::cmd("XINFO")
+            .arg("STREAM")
             .arg(self.key("changes"))
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
             .query_async(&mut conn)
             .await?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .next()
-            .map_or_else(|| "0-0".to_owned(), |e| e.id))
+        let int = |name: &str| match info.get(name) {
+            Some(redis::Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        let id = |value: Option<&redis::Value>| match value {
+            Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Some(redis::Value::SimpleString(s)) => Some(s.clone()),
+            _ => None,
+        };
+        if int("entries-added").is_some() && int("entries-added") == int("length") {
+            return Ok(false);
+        }
+        let last = id(info.get("last-generated-id")).unwrap_or_else(|| "0-0".to_owned());
+        if !stream_id_after(&last, from) {
+            return Ok(false);
+        }
+        Ok(match info.get("first-entry") {
+            Some(redis::Value::Array(entry)) => {
+                id(entry.first()).is_none_or(|first| stream_id_after(&first, from))
+            }
+            _ => true,
+        })
     }
 
-    /// Writes a checkpoint of `consents` (the leader's records): the records as a few large
-    /// values plus the stream id they include everything up to. A replica starting later
-    /// loads the checkpoint (large GETs, decoded in parallel) and replays the stream from
-    /// there, instead of scanning the per-key hashes record by record.
-    pub async fn write_checkpoint(&self, consents: &Consents) -> Result<usize, SharedError> {
-        // Noted before reading the records: everything published up to here is in them, and
-        // what comes after is replayed (idempotently) from the stream.
-        let stream_id = self.last_stream_id().await?;
+    /// Brings `consents`, which hold everything published up to stream id `from`, up to the
+    /// end of the stream: replays the entries after `from`, or, if some were trimmed away,
+    /// first merges every record of the hashes. Returns the id everything up to which they now
+    /// hold. The leader calls this before a checkpoint: its own records lack what replicas
+    /// published (recorded consents, registrations), and a checkpoint must not.
+    pub async fn catch_up(
+        &self,
+        consents: &Arc<Consents>,
+        from: &str,
+    ) -> Result<String, SharedError> {
+        if self.trimmed_after(from).await? {
+            tracing::warn!(
+                "the change stream was trimmed past this process: rescanning the records"
+            );
+            let (noted, _) = self.scan_records(consents).await?;
+            return self.replay(consents, &noted).await;
+        }
+        self.replay(consents, from).await
+    }
+
+    /// Writes a checkpoint of `consents` (the leader's records, which hold everything published
+    /// up to stream id `from`): first brings them up to the end of the stream
+    /// ([`Self::catch_up`]), then writes them as a few large values plus the stream id they
+    /// include everything up to, which it returns with the number of records. A replica
+    /// starting later loads the checkpoint (large GETs, decoded in parallel) and replays the
+    /// stream from there, instead of scanning the per-key hashes record by record.
+    pub async fn write_checkpoint(
+        &self,
+        consents: &Arc<Consents>,
+        from: &str,
+    ) -> Result<(usize, String), SharedError> {
+        // Caught up before reading the records: everything published up to here is in them,
+        // and what comes after is replayed (idempotently) from the stream.
+        let stream_id = self.catch_up(consents, from).await?;
         let mut lines = Vec::new();
         consents
             .records()
@@ -446,7 +583,7 @@ impl SharedState {
             &[
                 ("generation", generation.clone()),
                 ("chunks", count.to_string()),
-                ("stream_id", stream_id),
+                ("stream_id", stream_id.clone()),
                 ("records", lines.len().to_string()),
                 ("epoch", epoch),
             ],
@@ -463,7 +600,7 @@ impl SharedState {
                     .await?;
             }
         }
-        Ok(lines.len())
+        Ok((lines.len(), stream_id))
     }
 
     /// Loads the checkpoint if there is a usable one: of the current epoch, and with the
@@ -619,7 +756,7 @@ impl SharedState {
                 let target = Arc::clone(consents);
                 pending.push_back(tokio::task::spawn_blocking(move || {
                     for (_, value) in entries {
-                        let (key, event) = decode(&value)?;
+                        let (key, event) = decode(record_json(&value)?)?;
                         target.records().apply(key, event);
                     }
                     Ok::<(), SharedError>(())
@@ -657,15 +794,22 @@ impl SharedState {
     /// Loads the snapshot, then applies the stream until `shutdown`. Leader heartbeats
     /// confirm freshness; a changed or missing epoch (Redis lost its data) reloads. A lost
     /// connection (Redis restarted, a network fault) is retried every second for as long as it
-    /// takes; meanwhile the data ages and ALLOWs turn UNAVAILABLE on their own.
+    /// takes; meanwhile the data ages and ALLOWs turn UNAVAILABLE on their own. After every
+    /// load but the first, the records still pending registration are republished
+    /// ([`Self::republish_pending`]): Redis may have lost them, or this replica may have failed
+    /// to publish what it recorded while Redis was out of reach.
     pub async fn follow(
         &self,
         consents: Arc<Consents>,
         freshness: Arc<Freshness>,
         shutdown: CancellationToken,
     ) -> Result<(), SharedError> {
+        let mut first_load = true;
         loop {
-            match self.follow_once(&consents, &freshness, &shutdown).await {
+            match self
+                .follow_once(&consents, &freshness, &shutdown, &mut first_load)
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::error!(error = %e, "following the shared state failed; retrying in 1 s");
@@ -684,6 +828,7 @@ impl SharedState {
         consents: &Arc<Consents>,
         freshness: &Arc<Freshness>,
         shutdown: &CancellationToken,
+        first_load: &mut bool,
     ) -> Result<(), SharedError> {
         let mut reader = self.reader().await?;
         'reload: loop {
@@ -694,6 +839,10 @@ impl SharedState {
                 "loaded the shared snapshot; following changes"
             );
             metrics::counter!("iysgate_replica_snapshot_loads_total").increment(1);
+            if !std::mem::replace(first_load, false) {
+                let n = self.republish_pending(consents).await?;
+                tracing::info!(records = n, "republished the records pending registration");
+            }
             loop {
                 if shutdown.is_cancelled() {
                     return Ok(());

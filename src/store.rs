@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::domain::time::to_minute;
@@ -47,7 +48,7 @@ impl MemoryStore {
     }
 
     pub fn apply(&self, key: ConsentKey, event: ConsentEvent) -> Applied {
-        self.apply_then(key, event, |_| {})
+        self.apply_then(key, event, |_, _| {})
     }
 
     /// Applies `event` and, if it became the current record, calls `on_change` while the
@@ -58,7 +59,7 @@ impl MemoryStore {
         &self,
         key: ConsentKey,
         event: ConsentEvent,
-        on_change: impl FnOnce(&ConsentEvent),
+        on_change: impl FnOnce(&ConsentKey, &ConsentEvent),
     ) -> Applied {
         use std::collections::hash_map::Entry;
         let mut shard = self.shard(&key);
@@ -69,13 +70,13 @@ impl MemoryStore {
                 if !event.supersedes(&slot.get().current) {
                     return Applied::Ignored;
                 }
-                on_change(&event);
+                on_change(slot.key(), &event);
                 slot.get_mut().current = event;
                 Applied::Changed
             }
             Entry::Vacant(slot) => {
-                let record = slot.insert(ConsentRecord { current: event });
-                on_change(&record.current);
+                on_change(slot.key(), &event);
+                slot.insert(ConsentRecord { current: event });
                 Applied::Changed
             }
         }
@@ -94,6 +95,14 @@ impl MemoryStore {
 
     pub fn get(&self, key: &ConsentKey) -> Option<ConsentRecord> {
         self.shard(key).get(key).cloned()
+    }
+
+    /// Calls `f` with the key's record while its shard is locked, so what `f` writes is
+    /// ordered with what `apply_then` derives from the same key's changes.
+    fn with_record(&self, key: &ConsentKey, f: impl FnOnce(&ConsentRecord)) {
+        if let Some(record) = self.shard(key).get(key) {
+            f(record);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -120,6 +129,13 @@ impl MemoryStore {
     }
 }
 
+/// Locks a mutex whose holder cannot leave it half-written (a push, a take).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The index state of an event.
 pub fn channel_state(event: &ConsentEvent) -> ChannelState {
     let status = match (event.status, event.is_pending()) {
@@ -136,6 +152,12 @@ pub struct Consents {
     records: MemoryStore,
     index: Arc<ConsentIndex>,
     keyer: Arc<EmailKeyer>,
+    /// Set while [`Self::rebuild_index`] runs. Its bulk load replaces whatever the index held,
+    /// writes made meanwhile included, and on a replica `apply` may run then (a consent
+    /// recorded while the snapshot reloads): such writes note their key in `rebuilt_late`,
+    /// and the rebuild writes those keys' entries again once its bulk load is in.
+    rebuilding: AtomicBool,
+    rebuilt_late: Mutex<Vec<ConsentKey>>,
 }
 
 impl Consents {
@@ -144,6 +166,8 @@ impl Consents {
             records: MemoryStore::default(),
             index,
             keyer,
+            rebuilding: AtomicBool::new(false),
+            rebuilt_late: Mutex::default(),
         }
     }
 
@@ -171,7 +195,14 @@ impl Consents {
         }
         let (brand, rtype, channel) = (key.brand, key.recipient_type, key.channel);
         let address = self.address(&key.recipient, rtype);
-        Ok(self.records.apply_then(key, event, |current| {
+        Ok(self.records.apply_then(key, event, |key, current| {
+            // Read under the key's shard lock, which a rebuild takes after setting the flag:
+            // a write that sees it unset is in the records the rebuild reads. Noted before
+            // the index is written: a key noted after the rebuild took the list is written
+            // after its bulk load, and needs nothing more.
+            if self.rebuilding.load(AtomicOrdering::SeqCst) {
+                lock(&self.rebuilt_late).push(key.clone());
+            }
             let state = channel_state(current);
             self.write_index(
                 brand,
@@ -208,9 +239,32 @@ impl Consents {
     }
 
     /// Rebuilds the index from the records in one pass per brand (cold start and the demo
-    /// loader use this: much faster than one write at a time). Run it while nothing else
-    /// writes: a write that lands during the rebuild may be replaced by the bulk load.
+    /// loader use this: much faster than one write at a time). Writes through
+    /// [`Self::apply`] meanwhile are kept: their index entries are written again after the
+    /// bulk load. (Writes to [`Self::records`] alone never reach the index; a rebuild is how
+    /// they do.)
     pub fn rebuild_index(&self) {
+        lock(&self.rebuilt_late).clear();
+        self.rebuilding.store(true, AtomicOrdering::SeqCst);
+        self.bulk_load_index();
+        self.rebuilding.store(false, AtomicOrdering::SeqCst);
+        let late = std::mem::take(&mut *lock(&self.rebuilt_late));
+        for key in late {
+            let address = self.address(&key.recipient, key.recipient_type);
+            self.records.with_record(&key, |record| {
+                self.write_index(
+                    key.brand,
+                    key.recipient_type,
+                    address,
+                    key.channel,
+                    channel_state(&record.current),
+                    &record.current.retailer_access,
+                );
+            });
+        }
+    }
+
+    fn bulk_load_index(&self) {
         const TACIR: u64 = 1 << 63;
         // (digits with the TACIR bit, channel slot, state): sorted, then merged per key. A
         // flat vector and one sort cost far less than a map of millions of entries.
@@ -273,4 +327,84 @@ impl Consents {
 #[error("{channel} needs a {}", match channel.address_kind() { AddressKind::Phone => "phone number", AddressKind::Email => "e-mail address" })]
 pub struct KindMismatch {
     pub channel: Channel,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::time::parse_iys;
+    use crate::domain::{PhoneNumber, Registration, Source};
+
+    fn key(i: u64) -> ConsentKey {
+        ConsentKey {
+            brand: 600_001,
+            recipient: Recipient::Phone(
+                PhoneNumber::from_e164_digits(905_320_000_000 + i).unwrap(),
+            ),
+            recipient_type: RecipientType::Bireysel,
+            channel: Channel::Mesaj,
+        }
+    }
+
+    fn event(status: ConsentStatus, date: &str) -> ConsentEvent {
+        ConsentEvent {
+            status,
+            source: Source::HsWeb,
+            consent_date: parse_iys(date).unwrap(),
+            registration: Registration::Pending,
+            retailer_access: vec![],
+        }
+    }
+
+    /// On a replica a consent may be recorded while the snapshot reloads: a write through
+    /// `apply` during a rebuild must be in the index afterwards, not replaced by the bulk load.
+    #[test]
+    fn writes_during_a_rebuild_reach_the_index() {
+        const N: u64 = 20_000;
+        let consents = Arc::new(Consents::new(
+            Arc::new(ConsentIndex::new()),
+            Arc::new(EmailKeyer::new([3; 16])),
+        ));
+        for i in 0..N {
+            consents
+                .records()
+                .apply(key(i), event(ConsentStatus::Onay, "2026-05-01 10:00:00"));
+        }
+        consents.rebuild_index();
+        let done = Arc::new(AtomicBool::new(false));
+        let rebuilder = {
+            let (consents, done) = (Arc::clone(&consents), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut rebuilds = 0;
+                while !done.load(AtomicOrdering::SeqCst) || rebuilds == 0 {
+                    consents.rebuild_index();
+                    rebuilds += 1;
+                }
+                rebuilds
+            })
+        };
+        for i in 0..N {
+            consents
+                .apply(key(i), event(ConsentStatus::Ret, "2026-05-02 10:00:00"))
+                .unwrap();
+        }
+        done.store(true, AtomicOrdering::SeqCst);
+        let rebuilds = rebuilder.join().unwrap();
+        let lost = (0..N)
+            .filter(|&i| {
+                let Recipient::Phone(p) = key(i).recipient else {
+                    unreachable!()
+                };
+                let [_, mesaj] =
+                    consents
+                        .index()
+                        .phone(600_001, RecipientType::Bireysel, p.digits());
+                mesaj.status() != IndexStatus::RetPending
+            })
+            .count();
+        assert_eq!(
+            lost, 0,
+            "RETs written during {rebuilds} rebuilds lost from the index"
+        );
+    }
 }

@@ -537,26 +537,29 @@ impl<S: ChangeSource> SyncWorker<S> {
 
     /// Takes up the shared state as the new leader: starts an epoch if Redis has none (and
     /// then republishes every local record, since Redis lost its data), and continues from
-    /// the cursors the previous leader stored.
+    /// the cursors the previous leader stored. Returns the stream id the local records hold
+    /// everything up to ("0-0": the start of the stream).
     async fn take_over(
         &self,
         shared: &crate::shared::SharedState,
-    ) -> Result<(), crate::shared::SharedError> {
+    ) -> Result<String, crate::shared::SharedError> {
         let (_, new_epoch) = shared.ensure_epoch().await?;
-        if new_epoch {
+        let held = if new_epoch {
             let n = shared.republish(&self.consents).await?;
             tracing::warn!(
                 records = n,
                 "shared state was empty: republished local records"
             );
+            "0-0".to_owned()
         } else {
-            // Publishing writes this process's current record of a key over Redis's, so the
-            // local records must first hold everything the previous leader published: else a
-            // late, older change would replace a newer record in the shared snapshot.
+            // Publishing never replaces a newer record in Redis, but the checkpoints are
+            // written from the local records, so they must hold everything the previous
+            // leader and the replicas published.
             let (from, n) = shared.load_snapshot(&self.consents).await?;
-            shared.replay(&self.consents, &from).await?;
+            let held = shared.replay(&self.consents, &from).await?;
             tracing::info!(records = n, "loaded the shared records before leading");
-        }
+            held
+        };
         for &brand in &self.brands {
             for source in PullSource::BOTH {
                 if let Some(c) = shared.load_cursor(brand, source).await? {
@@ -570,7 +573,7 @@ impl<S: ChangeSource> SyncWorker<S> {
                 }
             }
         }
-        Ok(())
+        Ok(held)
     }
 
     /// Runs as one candidate for the sync lease: passes only while holding it, with a
@@ -582,20 +585,27 @@ impl<S: ChangeSource> SyncWorker<S> {
         };
         let mut leading = false;
         let mut last_checkpoint: Option<tokio::time::Instant> = None;
+        // The stream id the local records hold everything up to: what replicas published
+        // (recorded consents) reaches them only by catching up from here before a checkpoint.
+        let mut held = "0-0".to_owned();
         loop {
             match shared.hold_lease(&holder, lease).await {
                 Ok(true) => {
                     if !leading {
                         tracing::info!(holder, "took the sync lease");
-                        if let Err(e) = self.take_over(&shared).await {
-                            tracing::warn!(error = %e, "taking over the shared state failed");
-                            tokio::time::sleep(self.config.interval).await;
-                            continue;
+                        match self.take_over(&shared).await {
+                            Ok(id) => held = id,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "taking over the shared state failed");
+                                tokio::time::sleep(self.config.interval).await;
+                                continue;
+                            }
                         }
                         leading = true;
                     }
                     // Redis may have lost its data while we led: a new epoch, then our records.
                     if let Ok((_, true)) = shared.ensure_epoch().await {
+                        "0-0".clone_into(&mut held);
                         match shared.republish(&self.consents).await {
                             Ok(n) => tracing::warn!(
                                 records = n,
@@ -614,8 +624,9 @@ impl<S: ChangeSource> SyncWorker<S> {
                         && last_checkpoint
                             .is_none_or(|at| at.elapsed() >= self.config.checkpoint_every)
                     {
-                        match shared.write_checkpoint(&self.consents).await {
-                            Ok(n) => {
+                        match shared.write_checkpoint(&self.consents, &held).await {
+                            Ok((n, id)) => {
+                                held = id;
                                 tracing::info!(
                                     records = n,
                                     "wrote a checkpoint for replica starts"

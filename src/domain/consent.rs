@@ -1,7 +1,7 @@
 //! Consent events and the one rule that orders them: the latest event wins, ordered by
 //! consentDate, then İYS creationDate, then transactionId. Every store applies events through
 //! [`ConsentRecord::apply`], so a repeated or late event changes nothing, whatever the order
-//! of arrival.
+//! of arrival. [`ConsentEvent::order_key`] writes that order as text, for Redis to compare.
 
 use std::cmp::Ordering;
 
@@ -69,6 +69,69 @@ impl ConsentEvent {
     /// True when `self` is newer than `other` and must replace it.
     pub fn supersedes(&self, other: &ConsentEvent) -> bool {
         self.order().cmp(&other.order()) == Ordering::Greater
+    }
+
+    /// [`Self::order`] as text: two keys compared byte by byte compare as their events do,
+    /// so a store that cannot run this code (the Redis publish script, `shared.rs`) decides
+    /// "newer" exactly as [`Self::supersedes`] does. Distinct events have distinct keys.
+    ///
+    /// The fields of `order()`, in its order, each of fixed width or terminated:
+    /// consentDate as `YYYYMMDDhhmmss`; `1` for RET, `0` for ONAY; `0` when pending, else `1`,
+    /// the creationDate, and the transactionId escaped and terminated (below); the source code
+    /// as two hex digits; each retailer code as eight hex digits (last, so a shorter list that
+    /// is a prefix of a longer one sorts first, as slices do).
+    ///
+    /// The transactionId is free text (UUIDs in older records), so it must not end where a
+    /// longer id goes on: each character up to U+0020 becomes a space followed by the
+    /// character 0x21 above it, and the id ends with two spaces, which sort below every escape
+    /// and every other character. Dates count whole seconds in years 0–9999: all that the İYS date format,
+    /// and so the record in Redis, carries.
+    pub fn order_key(&self) -> String {
+        use std::fmt::Write;
+        fn date(key: &mut String, t: TurkeyTime) {
+            use chrono::{Datelike, Timelike};
+            let _ = write!(
+                key,
+                "{:04}{:02}{:02}{:02}{:02}{:02}",
+                t.year().clamp(0, 9999),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+        }
+        let mut key = String::with_capacity(104 + 8 * self.retailer_access.len());
+        date(&mut key, self.consent_date);
+        key.push(if self.status == ConsentStatus::Ret {
+            '1'
+        } else {
+            '0'
+        });
+        match &self.registration {
+            Registration::Pending => key.push('0'),
+            Registration::Registered {
+                creation_date,
+                transaction_id,
+            } => {
+                key.push('1');
+                date(&mut key, *creation_date);
+                for c in transaction_id.chars() {
+                    if c <= ' ' {
+                        key.push(' ');
+                        key.push(char::from(b'!' + c as u8));
+                    } else {
+                        key.push(c);
+                    }
+                }
+                key.push_str("  ");
+            }
+        }
+        let _ = write!(key, "{:02x}", self.source.code());
+        for code in &self.retailer_access {
+            let _ = write!(key, "{code:08x}");
+        }
+        key
     }
 
     pub fn is_pending(&self) -> bool {
@@ -246,6 +309,118 @@ mod tests {
             for e in shuffled { ConsentRecord::apply(&mut b, e); }
             prop_assert_eq!(a, b);
         }
+    }
+
+    /// Events that tie on as many fields as possible, so every step of the order is reached.
+    fn arb_close_event() -> impl Strategy<Value = ConsentEvent> {
+        let tx = proptest::sample::select(vec![
+            "",
+            "a",
+            "ab",
+            "a ",
+            "a!",
+            "a\u{0}",
+            "a\u{1f}",
+            "aA",
+            "a b",
+            "ş",
+            "a\u{7f}",
+            "b",
+            "0000000000000000000000000000000000000000000000000000000000000001",
+            "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+        ]);
+        let retailers = proptest::sample::select(vec![
+            vec![],
+            vec![0],
+            vec![7],
+            vec![7, 0],
+            vec![7, 8],
+            vec![u32::MAX],
+            vec![0x1000_0000],
+        ]);
+        (
+            any::<bool>(),
+            0u32..2,
+            0u32..60,
+            proptest::option::of((0u32..2, tx)),
+            proptest::sample::select(Source::ALL.to_vec()),
+            retailers,
+        )
+            .prop_map(|(ret, day, second, reg, source, retailers)| ConsentEvent {
+                status: if ret {
+                    ConsentStatus::Ret
+                } else {
+                    ConsentStatus::Onay
+                },
+                source,
+                consent_date: parse_iys(&format!("2026-01-0{} 10:00:{:02}", day + 1, second % 2))
+                    .unwrap(),
+                registration: reg.map_or(Registration::Pending, |(c, tx)| {
+                    Registration::Registered {
+                        creation_date: parse_iys(&format!("2026-01-0{} 11:00:00", c + 1)).unwrap(),
+                        transaction_id: tx.into(),
+                    }
+                }),
+                retailer_access: retailers,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        /// Comparing order keys byte by byte is comparing the events.
+        #[test]
+        fn order_keys_compare_as_the_events_do(a in arb_close_event(), b in arb_close_event()) {
+            let (ka, kb) = (a.order_key(), b.order_key());
+            prop_assert_eq!(ka.as_bytes().cmp(kb.as_bytes()), a.order().cmp(&b.order()), "{} / {}", ka, kb);
+            prop_assert_eq!(ka == kb, a == b);
+        }
+    }
+
+    #[test]
+    fn order_keys_of_every_close_pair_compare_as_the_events_do() {
+        // Every pair of a fixed grid, as a check the random pairs cannot miss by chance.
+        let date = |s: &str| parse_iys(s).unwrap();
+        let mut events = Vec::new();
+        for consent_date in ["2025-12-31 23:59:59", "2026-01-01 00:00:00"] {
+            for status in [ConsentStatus::Onay, ConsentStatus::Ret] {
+                for reg in [
+                    None,
+                    Some(("2026-01-01 00:00:00", "")),
+                    Some(("2026-01-01 00:00:00", "a")),
+                    Some(("2026-01-01 00:00:00", "a ")),
+                    Some(("2026-01-01 00:00:00", "a\u{0}")),
+                    Some(("2026-01-01 00:00:00", "ab")),
+                    Some(("2026-01-01 00:00:01", "")),
+                ] {
+                    for source in [Source::HsWeb, Source::IysWeb] {
+                        for retailers in [&[][..], &[1], &[1, 0], &[2]] {
+                            events.push(ConsentEvent {
+                                status,
+                                source,
+                                consent_date: date(consent_date),
+                                registration: reg.map_or(Registration::Pending, |(c, tx)| {
+                                    Registration::Registered {
+                                        creation_date: date(c),
+                                        transaction_id: tx.into(),
+                                    }
+                                }),
+                                retailer_access: retailers.to_vec(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let keys: Vec<String> = events.iter().map(ConsentEvent::order_key).collect();
+        for (a, ka) in events.iter().zip(&keys) {
+            for (b, kb) in events.iter().zip(&keys) {
+                assert_eq!(ka.cmp(kb), a.order().cmp(&b.order()), "{ka:?} / {kb:?}");
+            }
+        }
+        assert_eq!(
+            keys[0], "202512312359590003",
+            "pending ONAY from HS_WEB, no retailers"
+        );
     }
 
     #[test]
