@@ -189,6 +189,19 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
             .map_err(|e| format!("redis: {e}"))?;
         app.shared = Some(shared);
     }
+    if app.shared.is_none() {
+        // The embedded default: what was recorded before this start is enforced again.
+        let started = std::time::Instant::now();
+        let store = app.evidence.as_ref().expect("opened above");
+        let n = server::apply_recorded(store, &app.consents, clock.now_utc())
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            events = n,
+            took_ms = started.elapsed().as_millis() as u64,
+            "recorded consents applied to the index"
+        );
+    }
     server::share_iys_token(&mut app, &args).await?;
     server::spawn_uploader(&app, &args, &tasks, shutdown.clone())?;
     server::spawn_reconcile_schedule(&app, &args, &tasks, shutdown.clone())?;

@@ -392,6 +392,54 @@ pub async fn add_stored_clients(
     Ok(stored)
 }
 
+/// Applies every event kept in the evidence store to the index, as the process that recorded
+/// it did: registered when İYS accepted it, else pending (a RET stays DENY whether or not İYS
+/// took it). The embedded default runs this at start, so a recorded RET survives a restart;
+/// a replica gets the same from Redis instead. Returns how many events were applied.
+///
+/// # Errors
+/// A store failure.
+pub async fn apply_recorded(
+    store: &crate::evidence::EvidenceStore,
+    consents: &Consents,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<usize, crate::evidence::EvidenceError> {
+    use crate::domain::{ConsentEvent, Registration};
+    use crate::evidence::UploadState;
+    let mut applied = 0;
+    for brand in store.brands().await? {
+        let events = store
+            .events_between(
+                brand.brand_code,
+                chrono::DateTime::UNIX_EPOCH,
+                now + chrono::Duration::days(1),
+            )
+            .await?;
+        for stored in events {
+            let (key, event) = if let UploadState::Registered {
+                transaction_id,
+                creation_date,
+            } = &stored.upload.state
+            {
+                crate::uploader::registered_event(&stored.event, transaction_id, *creation_date)
+            } else {
+                let e = &stored.event;
+                let pending = ConsentEvent {
+                    status: e.status,
+                    source: e.source,
+                    consent_date: e.consent_date,
+                    registration: Registration::Pending,
+                    retailer_access: e.retailer_access.clone(),
+                };
+                (crate::uploader::key_of(e), pending)
+            };
+            let _ = consents.apply(key, event);
+            applied += 1;
+        }
+    }
+    Ok(applied)
+}
+
 /// Registers provider `iys_code` unless it is already there.
 pub async fn ensure_provider(
     store: &crate::evidence::EvidenceStore,

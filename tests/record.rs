@@ -751,3 +751,69 @@ async fn clients_added_granted_and_revoked_through_admin_take_effect_at_once() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn recorded_events_are_enforced_again_after_a_restart_of_the_embedded_default() {
+    use iysgate::domain::{ConsentStatus, Registration};
+    let (mut s, _mock, clock) = start_with_mock().await;
+    let (ret_phone, onay_phone) = ("+905321237771", "+905321237772");
+    s.records
+        .record_consent(keyed(pb::RecordConsentRequest {
+            brand_code: MOCK_BRAND,
+            consent: Some(input(
+                onay_phone,
+                pb::ConsentStatus::Onay,
+                "2026-05-20 09:00:00",
+                "restart-1",
+            )),
+        }))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while check_mock_brand(&mut s, onay_phone).await.verdict() != pb::Verdict::Allow {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "uploaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    record(
+        &mut s,
+        input(
+            ret_phone,
+            pb::ConsentStatus::Ret,
+            "2026-05-20 10:00:00",
+            "restart-2",
+        ),
+    )
+    .await
+    .unwrap();
+
+    // A restarted process starts with an empty index; `serve` applies the store to it.
+    let fresh = iysgate::store::Consents::new(
+        Arc::new(iysgate::index::ConsentIndex::new()),
+        Arc::new(iysgate::index::EmailKeyer::new([3; 16])),
+    );
+    let store = s.app.evidence.clone().unwrap();
+    let n = server::apply_recorded(&store, &fresh, clock.0.now_utc())
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let key = |brand, phone: &str| iysgate::domain::ConsentKey {
+        brand,
+        recipient: iysgate::domain::recipient::normalise_recipient(
+            phone,
+            iysgate::domain::AddressKind::Phone,
+        )
+        .unwrap(),
+        recipient_type: iysgate::domain::RecipientType::Bireysel,
+        channel: iysgate::domain::Channel::Mesaj,
+    };
+    let ret = fresh.get(&key(BRAND, ret_phone)).unwrap().current;
+    assert_eq!(ret.status, ConsentStatus::Ret, "the recorded RET holds");
+    let onay = fresh.get(&key(MOCK_BRAND, onay_phone)).unwrap().current;
+    assert!(
+        matches!(onay.registration, Registration::Registered { .. }),
+        "the ONAY İYS accepted is ALLOW again: {onay:?}"
+    );
+}
