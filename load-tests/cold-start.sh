@@ -6,7 +6,10 @@
 # heartbeat, so the loaded data counts as fresh. Uses the Redis at REDIS_URL (default local);
 # its keys (prefix iysgate-coldstart) are deleted at the end. 10 M records need ~3 GB of Redis.
 #
-# Run: bash load-tests/cold-start.sh [records=1000000]
+# Run: bash load-tests/cold-start.sh [records=1000000]. KEEP=1 leaves the records in Redis
+# afterwards; REUSE=1 starts the replica against records a KEEP=1 run left (no writing), so
+# the start can be measured several times. BIN=path starts that binary as the replica instead
+# of this tree's release build (to compare two builds on the same records).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000000}
@@ -14,15 +17,19 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 PREFIX=iysgate-coldstart
 cargo build --release --quiet --example cold_start
 cargo build --release --quiet
-BIN=target/release/iysgate
+BIN=${BIN:-target/release/iysgate}
 out=$(mktemp -d)
 cleanup() {
   kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
-  redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX*" | xargs -r -n 1000 redis-cli -u "$REDIS_URL" del > /dev/null
+  if [ "${KEEP:-0}" != 1 ]; then
+    redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX*" | xargs -r -n 1000 redis-cli -u "$REDIS_URL" del > /dev/null
+  fi
 }
 trap cleanup EXIT
-echo "writing $N records and a checkpoint (examples/cold_start.rs)..."
-IYSGATE_COLDSTART_KEEP=1 IYSGATE_COLDSTART_WRITE_ONLY=1 target/release/examples/cold_start "$N"
+if [ "${REUSE:-0}" != 1 ]; then
+  echo "writing $N records and a checkpoint (examples/cold_start.rs)..."
+  IYSGATE_COLDSTART_KEEP=1 IYSGATE_COLDSTART_WRITE_ONLY=1 target/release/examples/cold_start "$N"
+fi
 redis-cli -u "$REDIS_URL" XADD "$PREFIX:changes" '*' hb "$(date +%s%6N)" > /dev/null
 read -r _ flag <<< "$($BIN keygen --name cold --brands 600001 | awk '/^secret/ {s=$NF} /^flag/ {sub(/^flag: *--client /, ""); gsub(/\x27/, ""); f=$0} END {print s, f}')"
 started=$(date +%s%3N)
