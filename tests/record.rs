@@ -562,12 +562,9 @@ async fn check_mock_brand(s: &mut Server, phone: &str) -> pb::Decision {
     check_brand(s, MOCK_BRAND, phone).await
 }
 
-#[tokio::test]
-async fn reconcile_finds_a_ret_the_index_missed_enforces_it_and_confirms_the_clean_day() {
-    use iysgate::iys::mock::CitizenSource;
-    use iysgate::iys::wire::{ConsentStatus, ConsentType, RecipientType};
-    let (mut s, mock, clock) = start_with_mock().await;
-    let phone = "+905321238888";
+/// Records an ONAY of the mock brand (consent at 09:00 of the test day) and waits until the
+/// uploader got it registered and it is ALLOW.
+async fn record_registered_onay(s: &mut Server, phone: &str, key: &str) {
     s.records
         .record_consent(keyed(pb::RecordConsentRequest {
             brand_code: MOCK_BRAND,
@@ -575,19 +572,28 @@ async fn reconcile_finds_a_ret_the_index_missed_enforces_it_and_confirms_the_cle
                 phone,
                 pb::ConsentStatus::Onay,
                 "2026-05-20 09:00:00",
-                "rc-1",
+                key,
             )),
         }))
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    while check_mock_brand(&mut s, phone).await.verdict() != pb::Verdict::Allow {
+    while check_mock_brand(s, phone).await.verdict() != pb::Verdict::Allow {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(20),
             "uploaded"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn reconcile_finds_a_ret_the_index_missed_enforces_it_and_confirms_the_clean_day() {
+    use iysgate::iys::mock::CitizenSource;
+    use iysgate::iys::wire::{ConsentStatus, ConsentType, RecipientType};
+    let (mut s, mock, clock) = start_with_mock().await;
+    let phone = "+905321238888";
+    record_registered_onay(&mut s, phone, "rc-1").await;
     // The recipient withdraws in İYS; nothing syncs it here (no sync worker): the index would
     // still ALLOW. This is the mismatch the day's reconciliation must find.
     clock
@@ -757,26 +763,7 @@ async fn recorded_events_are_enforced_again_after_a_restart_of_the_embedded_defa
     use iysgate::domain::{ConsentStatus, Registration};
     let (mut s, _mock, clock) = start_with_mock().await;
     let (ret_phone, onay_phone) = ("+905321237771", "+905321237772");
-    s.records
-        .record_consent(keyed(pb::RecordConsentRequest {
-            brand_code: MOCK_BRAND,
-            consent: Some(input(
-                onay_phone,
-                pb::ConsentStatus::Onay,
-                "2026-05-20 09:00:00",
-                "restart-1",
-            )),
-        }))
-        .await
-        .unwrap();
-    let started = std::time::Instant::now();
-    while check_mock_brand(&mut s, onay_phone).await.verdict() != pb::Verdict::Allow {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "uploaded"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    record_registered_onay(&mut s, onay_phone, "restart-1").await;
     record(
         &mut s,
         input(

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,40 +13,12 @@ use iysgate::shared::SharedState;
 use iysgate::sync::{BrandRef, MemoryCursors, SyncConfig, SyncWorker};
 use tokio_util::sync::CancellationToken;
 
-use common::{ListSource, node, wait_for};
+use common::{ListSource, node, start_redis, wait_for};
 
 const BRAND: BrandRef = BrandRef {
     iys_code: 600_000,
     brand_code: 600_001,
 };
-
-fn start_redis(port: u16) -> Child {
-    let mut child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("this test needs redis-server on the PATH (apt-get install redis-server)");
-    // Wait until it answers.
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("redis-server on port {port} did not start");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarting_empty_is_detected_and_recovered_from() {

@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 use tonic::Request;
 use tonic::transport::Channel;
 
-use common::{ListSource, prefix, redis_url, replica, shared, wait_for, wipe};
+use common::{ListSource, prefix, redis_url, replica, shared, start_redis, wait_for, wipe};
 
 const KEY: &str = "iysk_replicas_test";
 const BRAND: BrandRef = BrandRef {
@@ -725,35 +725,6 @@ async fn catching_up_past_trimmed_stream_entries_rescans_the_records() {
         );
     }
     wipe(&p).await;
-}
-
-/// A Redis server of the test's own on `port`, so the test can take it away
-/// (`redis-server` must be installed; the test fails without it).
-fn start_redis(port: u16) -> std::process::Child {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("this test needs redis-server on the PATH (apt-get install redis-server)");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("redis-server on port {port} did not start");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -218,3 +218,34 @@ pub async fn demo_server(
     });
     addr
 }
+
+/// A Redis server of the test's own on `port` (no persistence), so the test can stop and
+/// restart it; `redis-server` must be installed (the test fails without it).
+pub fn start_redis(port: u16) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("this test needs redis-server on the PATH (apt-get install redis-server)");
+    // Wait until it answers.
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("redis-server on port {port} did not start");
+}
