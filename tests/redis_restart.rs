@@ -22,7 +22,7 @@ const BRAND: BrandRef = BrandRef {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarting_empty_is_detected_and_recovered_from() {
-    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    let port = common::private_port(20_000);
     let url = format!("redis://127.0.0.1:{port}");
     let mut redis = start_redis(port);
     let stop = CancellationToken::new();

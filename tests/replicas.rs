@@ -35,7 +35,9 @@ use tokio_util::task::TaskTracker;
 use tonic::Request;
 use tonic::transport::Channel;
 
-use common::{ListSource, prefix, redis_url, replica, shared, start_redis, wait_for, wipe};
+use common::{
+    ListSource, prefix, private_port, redis_url, replica, shared, start_redis, wait_for, wipe,
+};
 
 const KEY: &str = "iysk_replicas_test";
 const BRAND: BrandRef = BrandRef {
@@ -729,7 +731,7 @@ async fn catching_up_past_trimmed_stream_entries_rescans_the_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ret_recorded_while_redis_is_away_is_answered_and_reaches_the_others_once_it_is_back() {
-    let port = 40_000 + (std::process::id() % 20_000) as u16;
+    let port = private_port(26_000);
     let url = format!("redis://127.0.0.1:{port}");
     let mut server = start_redis(port);
     let p = "iysgate";

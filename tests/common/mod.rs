@@ -239,7 +239,8 @@ pub fn start_redis(port: u16) -> std::process::Child {
         .spawn()
         .expect("this test needs redis-server on the PATH (apt-get install redis-server)");
     // Wait until it answers.
-    for _ in 0..100 {
+    // Up to 5 s: the whole suite runs on two cores.
+    for _ in 0..250 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return child;
         }
@@ -248,4 +249,15 @@ pub fn start_redis(port: u16) -> std::process::Child {
     let _ = child.kill();
     let _ = child.wait();
     panic!("redis-server on port {port} did not start");
+}
+
+/// A port for a server of the test's own, in `base .. base + 6000`, kept below the kernel's
+/// ephemeral range (32768 and up): a client reconnecting to a stopped server on an ephemeral
+/// port can connect to itself and hold the port, and the server then cannot start again.
+pub fn private_port(base: u16) -> u16 {
+    assert!(
+        base + 6_000 <= 32_768,
+        "stay below the ephemeral port range"
+    );
+    base + (std::process::id() % 6_000) as u16
 }
