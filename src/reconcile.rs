@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha384};
 
 use crate::domain::time::from_turkey;
-use crate::domain::{ConsentEvent, ConsentKey, Recipient};
+use crate::domain::{ConsentEvent, ConsentKey};
 use crate::evidence::{EvidenceError, EvidenceStore, StoredEvent, UploadState};
 use crate::iys::client::{IysClient, IysError};
 use crate::store::Consents;
@@ -225,10 +225,6 @@ pub fn mask(recipient: &str) -> String {
     format!("{head}{}{tail}", "*".repeat(chars.len() - 8))
 }
 
-fn recipient_text(recipient: &Recipient) -> String {
-    recipient.to_string()
-}
-
 /// Reconciles `target` at `now` and returns the result (the daily report stores it:
 /// [`crate::report::reconcile_day`]).
 ///
@@ -334,7 +330,7 @@ pub async fn reconcile<H: Holdings>(
         result.mismatches.push(Mismatch {
             kind: MismatchKind::MissingAtIys,
             transaction_id: u.transaction_id,
-            recipient: mask(&recipient_text(&e.recipient)),
+            recipient: mask(&e.recipient.to_string()),
             channel: e.channel.as_str().to_owned(),
             recipient_type: e.recipient_type.as_str().to_owned(),
             event_id: Some(u.stored.id.0),
@@ -469,11 +465,9 @@ async fn compare_row<H: Holdings>(
             None => result.hs_from_elsewhere += 1,
         }
     }
-    let missed = holdings
-        .current(&key)
-        .is_none_or(|current| event.supersedes(&current));
-    if missed {
-        let detail = match holdings.current(&key) {
+    let current = holdings.current(&key);
+    if current.as_ref().is_none_or(|c| event.supersedes(c)) {
+        let detail = match current {
             None => "the index held no record of this key".to_owned(),
             Some(c) => format!(
                 "the index held an older {} of {}",

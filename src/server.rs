@@ -79,28 +79,33 @@ pub async fn open_evidence(
     ))
 }
 
+/// The İYS client of `--iys-url` with the İYS user of the flags, its token kept in `tokens`.
+fn iys_client(
+    url: &str,
+    args: &ServeArgs,
+    tokens: Arc<dyn crate::iys::token::TokenStore>,
+) -> Result<crate::iys::client::IysClient, String> {
+    use crate::iys::client::{Credentials, IysClient, RetryPolicy};
+    let credentials = Credentials {
+        username: args.iys_username.clone(),
+        password: args.iys_password.clone(),
+    };
+    IysClient::new(url, credentials, tokens, RetryPolicy::default())
+        .map_err(|e| format!("İYS client: {e}"))
+}
+
 /// The İYS account of `--iys-url`/`--iys-code`, shared by the uploader and the
 /// reconciliation (one token between them); none without `--iys-url`.
 pub fn iys_account(args: &ServeArgs) -> Result<Option<crate::admin_api::IysAccount>, String> {
-    use crate::iys::client::{Credentials, IysClient, RetryPolicy};
     let Some(url) = &args.upload_iys_url else {
         return Ok(None);
     };
     if args.iys_code == 0 || args.iys_username.is_empty() {
         return Err("--iys-url needs --iys-code and the İYS user (IYSGATE_IYS_USERNAME, IYSGATE_IYS_PASSWORD)".into());
     }
-    let client = IysClient::new(
-        url,
-        Credentials {
-            username: args.iys_username.clone(),
-            password: args.iys_password.clone(),
-        },
-        Arc::new(crate::iys::token::MemoryTokenStore::new()),
-        RetryPolicy::default(),
-    )
-    .map_err(|e| format!("İYS client: {e}"))?;
+    let tokens = Arc::new(crate::iys::token::MemoryTokenStore::new());
     Ok(Some(crate::admin_api::IysAccount {
-        client,
+        client: iys_client(url, args, tokens)?,
         iys_code: args.iys_code,
     }))
 }
@@ -108,7 +113,6 @@ pub fn iys_account(args: &ServeArgs) -> Result<Option<crate::admin_api::IysAccou
 /// With `--redis-url`, the İYS account keeps its token in Redis beside the sync worker's, so
 /// the deployment holds one token (İYS limits how often tokens may be asked for).
 pub async fn share_iys_token(app: &mut App, args: &ServeArgs) -> Result<(), String> {
-    use crate::iys::client::{Credentials, IysClient, RetryPolicy};
     let (Some(redis), Some(url), Some(account)) =
         (&args.redis_url, &args.upload_iys_url, &mut app.iys)
     else {
@@ -118,16 +122,7 @@ pub async fn share_iys_token(app: &mut App, args: &ServeArgs) -> Result<(), Stri
         crate::iys::token::RedisTokenStore::connect(redis, &args.redis_prefix, &args.iys_username)
             .await
             .map_err(|e| format!("İYS token store: {e}"))?;
-    account.client = IysClient::new(
-        url,
-        Credentials {
-            username: args.iys_username.clone(),
-            password: args.iys_password.clone(),
-        },
-        Arc::new(tokens),
-        RetryPolicy::default(),
-    )
-    .map_err(|e| format!("İYS client: {e}"))?;
+    account.client = iys_client(url, args, Arc::new(tokens))?;
     Ok(())
 }
 
