@@ -22,8 +22,9 @@ use crate::domain::{
     Purpose as DPurpose, Reason as DReason, RecipientType as DRecipientType, RecordStatus,
     Registration, Verdict as DVerdict,
 };
+use crate::listener::Arrival;
 use crate::store::Consents;
-use crate::telemetry::{Metrics, Rpc, fingerprint};
+use crate::telemetry::{Metrics, Rpc, Shed, fingerprint};
 
 /// The generated protobuf and gRPC code of `proto/iysgate/v1`.
 #[allow(clippy::pedantic, missing_docs)]
@@ -43,12 +44,21 @@ pub const MAX_BATCH: usize = 10_000;
 /// Largest Filter chunk.
 pub const MAX_CHUNK: usize = 100_000;
 
-/// Limits that keep one caller from taking the server down.
+/// Limits that keep one caller from taking the server down, and one tenant from taking the
+/// others' share.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Calls in flight across all connections; past it new calls get RESOURCE_EXHAUSTED at once
-    /// instead of queueing.
+    /// Calls being worked on across all connections; past it new calls get RESOURCE_EXHAUSTED
+    /// at once instead of queueing. A Filter stream counts only while a chunk of it is being
+    /// answered, never while it waits for the client.
     pub max_in_flight: usize,
+    /// The same, per API key: one tenant can hold at most this share of `max_in_flight`.
+    pub max_in_flight_per_key: usize,
+    /// A call that waited longer than this between its arrival (hyper accepting its stream)
+    /// and the start of its work is refused with RESOURCE_EXHAUSTED instead of being answered
+    /// late: above capacity callers get a fast refusal and the answered calls keep their
+    /// latency. Zero turns it off.
+    pub max_queue_delay: Duration,
     /// How long a call refused by its client's quota is held before the refusal is sent (never
     /// past the call's deadline). A client calling again at once, whatever the RetryInfo says,
     /// is slowed to its in-flight calls per hold instead of spending the server's CPU on
@@ -191,16 +201,24 @@ impl ConsentService {
         self.shared.as_ref()
     }
 
-    pub(crate) fn admit(&self) -> Result<InFlight, Status> {
-        let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let guard = InFlight(Arc::clone(&self.in_flight));
-        if n >= self.limits.max_in_flight {
-            self.metrics.shed();
-            return Err(Status::resource_exhausted(
-                "server at capacity; retry with backoff",
-            ));
+    /// Admits a call of `client` to be worked on now, or refuses it with RESOURCE_EXHAUSTED:
+    /// it waited too long already (`max_queue_delay`, from the [`Arrival`] stamped by the
+    /// listener), the server is at `max_in_flight`, or this API key at its share.
+    pub(crate) fn admit<'a, T>(
+        &'a self,
+        request: &Request<T>,
+        client: &'a Client,
+    ) -> Result<InFlight<'a>, Status> {
+        if let Some(waited) =
+            waited_too_long(request.extensions().get(), self.limits.max_queue_delay)
+        {
+            self.metrics.shed(Shed::QueueDelay);
+            return Err(Status::resource_exhausted(format!(
+                "server overloaded: the call waited {} ms before it could be worked on; retry with backoff",
+                waited.as_millis()
+            )));
         }
-        Ok(guard)
+        take_slot(&self.in_flight, client, &self.limits, &self.metrics)
     }
 
     /// Takes `n` decisions from the client's quota, or refuses the call with
@@ -211,7 +229,7 @@ impl ConsentService {
         client: &Client,
         n: usize,
         request: &Request<T>,
-        slot: &mut Option<InFlight>,
+        slot: &mut Option<InFlight<'_>>,
     ) -> Result<(), Status> {
         let Err(refusal) = self.quota_refusal(client, n) else {
             return Ok(());
@@ -300,12 +318,56 @@ pub(crate) fn presented_key<T>(request: &Request<T>) -> Option<&str> {
         })
 }
 
-/// Counts a call in flight until dropped.
-pub(crate) struct InFlight(Arc<AtomicUsize>);
+/// How long a call waited since its arrival, when that is more than `max` (zero: no limit).
+fn waited_too_long(arrival: Option<&Arrival>, max: Duration) -> Option<Duration> {
+    let Arrival(at) = arrival?;
+    let waited = at.elapsed();
+    (!max.is_zero() && waited > max).then_some(waited)
+}
 
-impl Drop for InFlight {
+/// A slot of the server's (`server`) and of the key's calls in flight, or RESOURCE_EXHAUSTED.
+fn take_slot<'a>(
+    server: &'a AtomicUsize,
+    client: &'a Client,
+    limits: &Limits,
+    metrics: &Metrics,
+) -> Result<InFlight<'a>, Status> {
+    let (slot, in_server, in_key) = InFlight::take(server, client.in_flight());
+    if in_server > limits.max_in_flight {
+        metrics.shed(Shed::Capacity);
+        return Err(Status::resource_exhausted(
+            "server at capacity; retry with backoff",
+        ));
+    }
+    if in_key > limits.max_in_flight_per_key {
+        metrics.shed(Shed::KeyCapacity);
+        return Err(Status::resource_exhausted(format!(
+            "this API key has {} calls in flight, its share of the server; retry with backoff",
+            limits.max_in_flight_per_key
+        )));
+    }
+    Ok(slot)
+}
+
+/// A call counted in flight, in the server's count and its API key's, until dropped.
+pub(crate) struct InFlight<'a> {
+    server: &'a AtomicUsize,
+    key: &'a AtomicUsize,
+}
+
+impl<'a> InFlight<'a> {
+    /// Counts a call in both; returns the counts including it.
+    fn take(server: &'a AtomicUsize, key: &'a AtomicUsize) -> (Self, usize, usize) {
+        let in_server = server.fetch_add(1, Ordering::AcqRel) + 1;
+        let in_key = key.fetch_add(1, Ordering::AcqRel) + 1;
+        (Self { server, key }, in_server, in_key)
+    }
+}
+
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.server.fetch_sub(1, Ordering::AcqRel);
+        self.key.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -525,8 +587,8 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let started = Instant::now();
-        let mut slot = Some(self.admit()?);
         let client = self.client(&request)?;
+        let mut slot = Some(self.admit(&request, &client)?);
         self.charge(&client, 1, &request, &mut slot).await?;
         let req = request.get_ref();
         let brand = brand(req.brand_code).map_err(|e| invalid_status(&e))?;
@@ -559,8 +621,8 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         request: Request<pb::CheckBatchRequest>,
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
         let started = Instant::now();
-        let mut slot = Some(self.admit()?);
         let client = self.client(&request)?;
+        let mut slot = Some(self.admit(&request, &client)?);
         let req = request.get_ref();
         let brand = brand(req.brand_code).map_err(|e| invalid_status(&e))?;
         permission(&client, brand, None)?;
@@ -608,10 +670,13 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         &self,
         request: Request<Streaming<pb::FilterRequest>>,
     ) -> Result<Response<Self::FilterStream>, Status> {
-        let slot = self.admit()?;
         let client = self.client(&request)?;
+        // A stream is refused when the server is overloaded as it opens; after that it holds
+        // a slot only while one of its chunks is answered, so idle streams hold nothing.
+        drop(self.admit(&request, &client)?);
         let checker = Arc::clone(&self.checker);
         let metrics = Arc::clone(&self.metrics);
+        let (in_flight, limits) = (Arc::clone(&self.in_flight), self.limits);
         let deadline = grpc_timeout(request.metadata());
         let mut state = FilterState {
             spec: None,
@@ -637,9 +702,10 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
             }
         });
         let stream = paced.map(move |chunk| {
-            let _held = &slot; // the call counts as in flight until the stream ends
+            let chunk = chunk?;
+            let _slot = take_slot(&in_flight, &client, &limits, &metrics)?;
             let started = Instant::now();
-            let reply = state.answer(&checker, &metrics, &client, &chunk?);
+            let reply = state.answer(&checker, &metrics, &client, &chunk);
             metrics.latency(Rpc::Filter, started.elapsed());
             reply
         });
@@ -654,8 +720,8 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         request: Request<pb::GetConsentRequest>,
     ) -> Result<Response<pb::GetConsentResponse>, Status> {
         let started = Instant::now();
-        let _slot = self.admit()?;
         let client = self.client(&request)?;
+        let _slot = self.admit(&request, &client)?;
         let req = request.get_ref();
         let brand = brand(req.brand_code).map_err(|e| invalid_status(&e))?;
         permission(&client, brand, None)?;
@@ -729,7 +795,12 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
 /// The caller's deadline from the `grpc-timeout` header. tonic enforces it for the response
 /// headers of every call; a Filter stream lives longer than that, so it is enforced here too.
 fn grpc_timeout(md: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let text = md.get("grpc-timeout")?.to_str().ok()?;
+    grpc_timeout_header(md.as_ref())
+}
+
+/// The `grpc-timeout` header's duration (`<digits><unit>`), if well formed.
+pub(crate) fn grpc_timeout_header(headers: &http::HeaderMap) -> Option<Duration> {
+    let text = headers.get("grpc-timeout")?.to_str().ok()?;
     let (value, unit) = text.split_at(text.len().checked_sub(1)?);
     let value: u64 = value.parse().ok()?;
     Some(match unit {
@@ -871,26 +942,24 @@ impl FilterState {
         let spec = self.spec_for(client, req)?;
         let lines = recipient_lines(&req.recipient_lines)?;
         let count = req.recipients.len() + req.phones.len() + lines.len();
-        if count > MAX_CHUNK {
+        let forms = [
+            ("recipients", req.recipients.len()),
+            ("phones", req.phones.len()),
+            ("recipient_lines", lines.len()),
+        ];
+        let mut used = forms.iter().filter(|(_, n)| *n > 0);
+        let form = used.next().map_or("recipients", |(field, _)| *field);
+        if let Some((second, _)) = used.next() {
             return Err(invalid_status(&invalid(
-                "recipients",
-                format!("{count} items in one chunk; at most {MAX_CHUNK}"),
+                second,
+                "a chunk carries one of recipients, phones or recipient_lines",
             )));
         }
-        let forms = [
-            !req.recipients.is_empty(),
-            !req.phones.is_empty(),
-            !lines.is_empty(),
-        ];
-        if forms.iter().filter(|&&used| used).count() > 1 {
-            let field = if forms[2] {
-                "recipient_lines"
-            } else {
-                "phones"
-            };
+        if count > MAX_CHUNK {
+            // Named as sent: the field the client filled.
             return Err(invalid_status(&invalid(
-                field,
-                "a chunk carries one of recipients, phones or recipient_lines",
+                form,
+                format!("{count} items in one chunk; at most {MAX_CHUNK}"),
             )));
         }
         let result = if !req.phones.is_empty() {
@@ -946,5 +1015,95 @@ impl FilterState {
         };
         self.chunk += 1;
         Ok(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(server: usize, key: usize) -> Limits {
+        Limits {
+            max_in_flight: server,
+            max_in_flight_per_key: key,
+            max_queue_delay: Duration::ZERO,
+            quota_hold: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_key_at_its_share_is_shed_while_another_key_is_admitted() {
+        let metrics = Metrics::register();
+        let server = AtomicUsize::new(0);
+        let (a, b) = (Client::new("a"), Client::new("b"));
+        let limits = limits(3, 2);
+        let a1 = take_slot(&server, &a, &limits, &metrics).unwrap();
+        let a2 = take_slot(&server, &a, &limits, &metrics).unwrap();
+        let refused = take_slot(&server, &a, &limits, &metrics).err().unwrap();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("API key"),
+            "{}",
+            refused.message()
+        );
+        // The refused call left no count behind.
+        assert_eq!(server.load(Ordering::Acquire), 2);
+        assert_eq!(a.in_flight().load(Ordering::Acquire), 2);
+        let b1 = take_slot(&server, &b, &limits, &metrics).unwrap();
+        // The server is full now: b is refused for the server's capacity, not its own.
+        let full = take_slot(&server, &b, &limits, &metrics).err().unwrap();
+        assert!(
+            full.message().contains("server at capacity"),
+            "{}",
+            full.message()
+        );
+        drop((a1, b1));
+        assert_eq!(server.load(Ordering::Acquire), 1);
+        take_slot(&server, &b, &limits, &metrics).unwrap();
+        drop(a2);
+        assert_eq!(a.in_flight().load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_call_that_waited_past_the_queue_delay_is_shed() {
+        let max = Duration::from_millis(100);
+        let late = Arrival(
+            Instant::now()
+                .checked_sub(Duration::from_millis(250))
+                .unwrap(),
+        );
+        let waited = waited_too_long(Some(&late), max).unwrap();
+        assert!(waited >= Duration::from_millis(250));
+        assert_eq!(waited_too_long(Some(&Arrival(Instant::now())), max), None);
+        assert_eq!(
+            waited_too_long(Some(&late), Duration::ZERO),
+            None,
+            "0 turns it off"
+        );
+        assert_eq!(
+            waited_too_long(None, max),
+            None,
+            "a call the listener did not stamp"
+        );
+    }
+
+    #[test]
+    fn the_grpc_timeout_header_reads_every_unit() {
+        let mut headers = http::HeaderMap::new();
+        for (text, expected) in [
+            ("2H", Duration::from_secs(7200)),
+            ("3M", Duration::from_secs(180)),
+            ("4S", Duration::from_secs(4)),
+            ("250m", Duration::from_millis(250)),
+            ("7u", Duration::from_micros(7)),
+            ("9n", Duration::from_nanos(9)),
+        ] {
+            headers.insert("grpc-timeout", text.parse().unwrap());
+            assert_eq!(grpc_timeout_header(&headers), Some(expected), "{text}");
+        }
+        for bad in ["", "S", "10x", "-1S"] {
+            headers.insert("grpc-timeout", bad.parse().unwrap());
+            assert_eq!(grpc_timeout_header(&headers), None, "{bad:?}");
+        }
     }
 }

@@ -32,7 +32,22 @@ pub struct Client {
     grants: FastMap<u32, RetailerGrant>,
     /// Decisions per second this client may ask for, shared by all its connections.
     pub quota: Option<Arc<RateLimiter>>,
+    /// Calls of this client being worked on now (its share of `--max-in-flight`).
+    in_flight: KeyInFlight,
 }
+
+/// A client's calls in flight, shared by every clone of the client (so by the keys served
+/// before and after a reload of unchanged clients). Not part of the client's identity.
+#[derive(Debug, Clone, Default)]
+struct KeyInFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl PartialEq for KeyInFlight {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for KeyInFlight {}
 
 impl Client {
     pub fn new(name: impl Into<String>) -> Self {
@@ -40,7 +55,13 @@ impl Client {
             name: name.into(),
             grants: FastMap::default(),
             quota: None,
+            in_flight: KeyInFlight::default(),
         }
+    }
+
+    /// The counter of this client's calls in flight.
+    pub fn in_flight(&self) -> &std::sync::atomic::AtomicUsize {
+        &self.in_flight.0
     }
 
     #[must_use]

@@ -299,9 +299,24 @@ pub struct ServeArgs {
     /// Past this data age, ALLOWs become UNAVAILABLE and health NOT_SERVING (e.g. 30s, 2m).
     #[arg(long, env = ENV_MAX_STALENESS, default_value = "30s", value_parser = parse_duration)]
     pub max_staleness: Duration,
-    /// Calls in flight across all connections before new ones are shed with RESOURCE_EXHAUSTED.
-    #[arg(long, default_value_t = 4096)]
+    /// Calls being worked on across all connections before new ones are shed with
+    /// RESOURCE_EXHAUSTED (a Filter stream counts only while one of its chunks is answered).
+    #[arg(long, env = "IYSGATE_MAX_IN_FLIGHT", default_value_t = 4096)]
     pub max_in_flight: usize,
+    /// The same, per API key: a tenant's share, so one key cannot take the others' capacity.
+    #[arg(long, env = "IYSGATE_MAX_IN_FLIGHT_PER_KEY", default_value_t = 1024)]
+    pub max_in_flight_per_key: usize,
+    /// A call that waited longer than this for its work to start (worker threads busy, its
+    /// body still arriving) is shed with RESOURCE_EXHAUSTED instead of answered late; 0ms
+    /// turns it off.
+    #[arg(long, env = "IYSGATE_MAX_QUEUE_DELAY", default_value = "100ms", value_parser = parse_duration)]
+    pub max_queue_delay: Duration,
+    /// A request that sends nothing for this long (a Filter stream waiting for its next
+    /// chunk, a call whose message never comes) ends with DEADLINE_EXCEEDED.
+    #[arg(long, env = "IYSGATE_STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub stream_idle_timeout: Duration,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// How long a call over its client's quota is held before RESOURCE_EXHAUSTED is sent (within
     /// the call's deadline; 0ms answers at once): a client that ignores RetryInfo is slowed
     /// instead of spending the server's CPU on refusals.
@@ -330,6 +345,34 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `info,iysgate=debug`.
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log: String,
+}
+
+/// TLS of the listeners (gRPC, metrics, push), from PEM files re-read when they change.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TlsArgs {
+    /// Certificate chain (PEM) served by every listener; with `--tls-key`.
+    #[arg(long, env = "IYSGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "IYSGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM): clients must present a certificate they signed (mTLS).
+    #[arg(long, env = "IYSGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the certificate files are looked at; a change is served to new connections.
+    #[arg(long, env = "IYSGATE_TLS_RELOAD", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload: Duration,
+}
+
+impl TlsArgs {
+    /// The files, when TLS is configured.
+    pub fn files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -447,6 +490,8 @@ pub struct SyncArgs {
     /// Prometheus metrics listen address (`/metrics`); "off" disables it.
     #[arg(long, env = ENV_METRICS_LISTEN, default_value = "127.0.0.1:9465")]
     pub metrics_listen: OptionalAddr,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log: String,
 }

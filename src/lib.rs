@@ -18,6 +18,9 @@
 //! - [`report`]: the daily action report from the evidence store.
 //! - [`record`]: `ConsentRecords`, consents the company collected: validated, stored, applied.
 //! - [`server`]: assembling and running a process; shutdown in order.
+//! - [`listener`]: accepting connections (TLS, lingering close, queueing stamps, idle
+//!   request timeouts) for the gRPC port and the HTTP listeners.
+//! - [`tls`]: certificates for every listener, re-read when their files change.
 //! - [`demo`]: the generated data set of the embedded default.
 //! - [`client`]: the command-line client.
 //! - [`config`]: command line and environment.
@@ -35,6 +38,7 @@ pub mod evidence;
 pub mod import;
 pub mod index;
 pub mod iys;
+pub mod listener;
 pub mod load;
 pub mod push;
 pub mod quota;
@@ -47,4 +51,5 @@ pub mod shared;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod tls;
 pub mod uploader;

@@ -155,9 +155,14 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
     let tasks = TaskTracker::new();
     let metrics_addr = match args.metrics_listen.0 {
         Some(addr) => Some(
-            server::serve_metrics(addr, shutdown.clone(), &tasks)
-                .await
-                .map_err(|e| e.to_string())?,
+            server::serve_metrics(
+                addr,
+                app.tls.as_ref().map(|t| Arc::clone(&t.http)),
+                shutdown.clone(),
+                &tasks,
+            )
+            .await
+            .map_err(|e| e.to_string())?,
         ),
         None => None,
     };
@@ -313,8 +318,13 @@ async fn run_sync(args: iysgate::config::SyncArgs) -> Result<(), String> {
     telemetry::init_logging(&args.log)?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let tls = server::ServerTls::load(&args.tls).map_err(|e| e.to_string())?;
+    if let Some(tls) = &tls {
+        tls.spawn_reload(args.tls.tls_reload, &tasks, &shutdown);
+    }
+    let http_tls = tls.as_ref().map(|t| Arc::clone(&t.http));
     if let Some(addr) = args.metrics_listen.0 {
-        server::serve_metrics(addr, shutdown.clone(), &tasks)
+        server::serve_metrics(addr, http_tls.clone(), shutdown.clone(), &tasks)
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -371,15 +381,12 @@ async fn run_sync(args: iysgate::config::SyncArgs) -> Result<(), String> {
             .map_err(|e| format!("redis: {e}"))?;
         let router = iysgate::push::router(shared, &args.push_username, &password);
         let listener = server::bind(addr).await.map_err(|e| e.to_string())?;
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "push receiver failed");
-            }
-        });
+        iysgate::listener::warn_if_plaintext("push", addr, http_tls.is_some());
+        let endpoint = iysgate::listener::Endpoint {
+            listener,
+            tls: http_tls.clone(),
+        };
+        iysgate::listener::spawn_http(endpoint, router, shutdown.clone(), &tasks);
         tracing::info!(%addr, "receiving İYS push at /iys/push");
     }
     let holder = format!(

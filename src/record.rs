@@ -443,8 +443,8 @@ impl pb::consent_records_server::ConsentRecords for ConsentService {
         &self,
         request: Request<pb::RecordConsentRequest>,
     ) -> Result<Response<pb::RecordConsentResponse>, Status> {
-        let mut slot = Some(self.admit()?);
         let client = self.client(&request)?;
+        let mut slot = Some(self.admit(&request, &client)?);
         self.charge(&client, 1, &request, &mut slot).await?;
         let store = self.evidence_store()?;
         let req = request.get_ref();
@@ -475,8 +475,8 @@ impl pb::consent_records_server::ConsentRecords for ConsentService {
         &self,
         request: Request<pb::RecordConsentsRequest>,
     ) -> Result<Response<pb::RecordConsentsResponse>, Status> {
-        let mut slot = Some(self.admit()?);
         let client = self.client(&request)?;
+        let mut slot = Some(self.admit(&request, &client)?);
         let req = request.get_ref();
         if req.consents.len() > MAX_RECORDS {
             return Err(refuse(&[Violation {

@@ -12,8 +12,6 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::api::{ConsentService, FILE_DESCRIPTOR_SET, Limits, pb};
 use crate::auth::{ApiKeys, KeysError};
@@ -22,8 +20,10 @@ use crate::config::ServeArgs;
 use crate::domain::calendar::CalendarError;
 use crate::domain::{BrandPolicy, BusinessCalendar, Clock, SystemClock};
 use crate::index::{ConsentIndex, EmailKeyer};
+use crate::listener::{Endpoint, GrpcSettings};
 use crate::store::Consents;
 use crate::telemetry::Metrics;
+use crate::tls::ReloadingTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -50,6 +50,8 @@ pub enum StartError {
     Reflection(String),
     #[error(transparent)]
     Evidence(#[from] crate::evidence::EvidenceError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("evidence file directory {path}: {source}")]
     EvidenceDir {
         path: String,
@@ -496,6 +498,8 @@ pub struct App {
     /// registrations its uploader sees, are published there for the other replicas. None: they
     /// stay in this process.
     pub shared: Option<crate::shared::SharedState>,
+    /// TLS of the listeners (`--tls-cert`); none: plaintext (the loopback demo).
+    pub tls: Option<ServerTls>,
 }
 
 #[derive(Deserialize)]
@@ -605,6 +609,7 @@ impl App {
             iys: iys_account(args).map_err(StartError::Iys)?,
             admin_keys,
             shared: None,
+            tls: ServerTls::load(&args.tls)?,
         })
     }
 
@@ -642,6 +647,9 @@ pub async fn serve_grpc(
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> Result<(), StartError> {
+    if let Some(tls) = &app.tls {
+        tls.spawn_reload(args.tls.tls_reload, tasks, &shutdown);
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<pb::consent_check_server::ConsentCheckServer<ConsentService>>()
@@ -667,6 +675,8 @@ pub async fn serve_grpc(
         Arc::clone(&app.metrics),
         Limits {
             max_in_flight: args.max_in_flight,
+            max_in_flight_per_key: args.max_in_flight_per_key,
+            max_queue_delay: args.max_queue_delay,
             quota_hold: args.quota_hold,
         },
     )
@@ -698,50 +708,71 @@ pub async fn serve_grpc(
             shutdown.clone(),
         );
     }
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let drain_started = CancellationToken::new();
-    let signal = {
-        let shutdown = shutdown.clone();
-        let drain_started = drain_started.clone();
-        let health = health.clone();
-        let delay = args.shutdown_delay;
-        async move {
-            shutdown.cancelled().await;
-            // Tell load balancers first, then stop accepting.
-            health
-                .set_not_serving::<pb::consent_check_server::ConsentCheckServer<ConsentService>>()
-                .await;
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-            tracing::info!(
-                delay_ms = delay.as_millis() as u64,
-                "shutting down: health NOT_SERVING"
-            );
-            tokio::time::sleep(delay).await;
-            tracing::info!("no longer accepting; draining in-flight calls");
-            drain_started.cancel();
-        }
-    };
-    let server = Server::builder()
-        .max_concurrent_streams(args.max_concurrent_streams)
-        .concurrency_limit_per_connection(args.max_in_flight_per_connection)
-        .load_shed(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(health_service)
+    let mut routes = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(service.into_server())
-        .add_service(service.records_server())
-        .add_optional_service(admin)
-        .serve_with_incoming_shutdown(incoming, signal);
+        .add_service(service.records_server());
+    if let Some(admin) = admin {
+        routes = routes.add_service(admin);
+    }
+    let routes = routes.prepare();
+    let settings = GrpcSettings {
+        max_concurrent_streams: args.max_concurrent_streams,
+        max_in_flight_per_connection: args.max_in_flight_per_connection,
+        stream_idle_timeout: args.stream_idle_timeout,
+    };
+    let tls = app.tls.as_ref().map(|t| Arc::clone(&t.grpc));
+    if let Ok(addr) = listener.local_addr() {
+        crate::listener::warn_if_plaintext("gRPC", addr, tls.is_some());
+    }
+    let endpoint = Endpoint { listener, tls };
+
+    // Shutdown in order: health NOT_SERVING, a delay for load balancers to notice, then stop
+    // accepting and let every connection finish the calls it accepted (GOAWAY, answers
+    // flushed, sockets closed lingering), all within `grace`.
+    let drain = CancellationToken::new();
+    let conns = TaskTracker::new();
+    let closing = TaskTracker::new();
+    let accepting = {
+        let drain = drain.clone();
+        let conns = conns.clone();
+        let closing = closing.clone();
+        tokio::spawn(async move {
+            crate::listener::accept(endpoint, drain, &conns, &closing, move |io, drain| {
+                crate::listener::serve_grpc_connection(io, routes.clone(), settings, drain)
+            })
+            .await;
+        })
+    };
+    shutdown.cancelled().await;
+    health
+        .set_not_serving::<pb::consent_check_server::ConsentCheckServer<ConsentService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    tracing::info!(
+        delay_ms = args.shutdown_delay.as_millis() as u64,
+        "shutting down: health NOT_SERVING"
+    );
+    tokio::time::sleep(args.shutdown_delay).await;
+    tracing::info!("no longer accepting; draining in-flight calls");
+    drain.cancel();
+    let _ = accepting.await;
+    conns.close();
+    closing.close();
     let grace = args.grace;
-    tokio::select! {
-        result = server => result?,
-        () = async { drain_started.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period expired with calls still in flight; closing");
-        }
+    let drained = tokio::time::timeout(grace, async {
+        conns.wait().await;
+        closing.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "grace period expired with calls still in flight; closing"
+        );
     }
     Ok(())
 }
@@ -820,9 +851,10 @@ fn spawn_health_watcher(
     });
 }
 
-/// Serves `/metrics` (Prometheus text) until shutdown.
+/// Serves `/metrics` (Prometheus text) until shutdown, over TLS when `tls` is given.
 pub async fn serve_metrics(
     addr: SocketAddr,
+    tls: Option<Arc<ReloadingTls>>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> Result<SocketAddr, StartError> {
@@ -846,15 +878,38 @@ pub async fn serve_metrics(
         "/metrics",
         axum::routing::get(move || std::future::ready(handle.render())),
     );
-    tasks.spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "metrics endpoint failed");
-        }
-    });
+    crate::listener::warn_if_plaintext("metrics", bound, tls.is_some());
+    crate::listener::spawn_http(Endpoint { listener, tls }, router, shutdown, tasks);
     Ok(bound)
+}
+
+/// The TLS of a process's listeners: one configuration per protocol offered (ALPN), both
+/// from the same files and kept current with them.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The gRPC port: HTTP/2 only.
+    pub grpc: Arc<ReloadingTls>,
+    /// The HTTP listeners (metrics, push): HTTP/1.1 or HTTP/2.
+    pub http: Arc<ReloadingTls>,
+}
+
+impl ServerTls {
+    /// Loads `--tls-cert`/`--tls-key`/`--tls-client-ca`; none when TLS is not configured.
+    pub fn load(args: &crate::config::TlsArgs) -> Result<Option<Self>, StartError> {
+        let Some(files) = args.files() else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            grpc: Arc::new(ReloadingTls::load(files.clone(), &[b"h2"])?),
+            http: Arc::new(ReloadingTls::load(files, &[b"h2", b"http/1.1"])?),
+        }))
+    }
+
+    /// Re-reads the files every `every` (a rotated certificate serves new connections).
+    pub fn spawn_reload(&self, every: Duration, tasks: &TaskTracker, shutdown: &CancellationToken) {
+        self.grpc.spawn_reload(every, tasks, shutdown.clone());
+        self.http.spawn_reload(every, tasks, shutdown.clone());
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -46,6 +46,43 @@ pub fn install_metrics() -> PrometheusHandle {
         .clone()
 }
 
+/// Why a call was refused with RESOURCE_EXHAUSTED before any work (`iysgate_shed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// The server's calls in flight were at `--max-in-flight`.
+    Capacity = 0,
+    /// The API key's calls in flight were at `--max-in-flight-per-key`.
+    KeyCapacity = 1,
+    /// The call waited longer than `--max-queue-delay` before its work could start.
+    QueueDelay = 2,
+    /// Its connection had `--max-in-flight-per-connection` calls in flight.
+    Connection = 3,
+}
+
+impl Shed {
+    pub const ALL: [Shed; 4] = [
+        Shed::Capacity,
+        Shed::KeyCapacity,
+        Shed::QueueDelay,
+        Shed::Connection,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shed::Capacity => "capacity",
+            Shed::KeyCapacity => "key_capacity",
+            Shed::QueueDelay => "queue_delay",
+            Shed::Connection => "connection",
+        }
+    }
+}
+
+/// Counts a refusal where no [`Metrics`] handle is at hand (the listener); a registry look-up,
+/// paid only when shedding.
+pub fn shed(reason: Shed) {
+    counter!("iysgate_shed_total", "reason" => reason.as_str()).increment(1);
+}
+
 /// The RPCs whose latency is recorded.
 #[derive(Debug, Clone, Copy)]
 pub enum Rpc {
@@ -61,7 +98,7 @@ pub struct Metrics {
     exempt: [Counter; 7],
     invalid: Counter,
     unavailable: Counter,
-    shed: Counter,
+    shed: [Counter; Shed::ALL.len()],
     expired_alerts: Counter,
     latency: [Histogram; 4],
 }
@@ -86,7 +123,7 @@ impl Metrics {
                 .map(|p| counter!("iysgate_exempt_decisions_total", "purpose" => p.as_str())),
             invalid: counter!("iysgate_invalid_items_total"),
             unavailable: counter!("iysgate_unavailable_total"),
-            shed: counter!("iysgate_shed_total"),
+            shed: Shed::ALL.map(|r| counter!("iysgate_shed_total", "reason" => r.as_str())),
             expired_alerts: counter!("iysgate_registration_expired_total"),
             latency: ["Check", "CheckBatch", "Filter", "GetConsent"]
                 .map(|m| histogram!("iysgate_rpc_duration_seconds", "method" => m)),
@@ -131,8 +168,8 @@ impl Metrics {
         counter!("iysgate_quota_exceeded_total", "client" => client.to_owned()).increment(1);
     }
 
-    pub fn shed(&self) {
-        self.shed.increment(1);
+    pub fn shed(&self, reason: Shed) {
+        self.shed[reason as usize].increment(1);
     }
 
     pub fn latency(&self, rpc: Rpc, took: Duration) {

@@ -182,6 +182,17 @@ pub async fn demo_server(
     clients: &[String],
     stop: &CancellationToken,
 ) -> String {
+    demo_server_with(records, seed, clients, &[], stop).await
+}
+
+/// [`demo_server`] with more `serve` flags.
+pub async fn demo_server_with(
+    records: usize,
+    seed: u64,
+    clients: &[String],
+    extra: &[&str],
+    stop: &CancellationToken,
+) -> String {
     use clap::Parser;
     use iysgate::config::{Cli, Command};
     use iysgate::domain::SystemClock;
@@ -198,6 +209,7 @@ pub async fn demo_server(
         argv.push("--client".into());
         argv.push(spec.clone());
     }
+    argv.extend(extra.iter().map(|a| (*a).to_owned()));
     let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
         unreachable!()
     };
