@@ -1091,8 +1091,8 @@ mod tests {
     fn the_grpc_timeout_header_reads_every_unit() {
         let mut headers = http::HeaderMap::new();
         for (text, expected) in [
-            ("2H", Duration::from_secs(7200)),
-            ("3M", Duration::from_secs(180)),
+            ("2H", Duration::from_hours(2)),
+            ("3M", Duration::from_mins(3)),
             ("4S", Duration::from_secs(4)),
             ("250m", Duration::from_millis(250)),
             ("7u", Duration::from_micros(7)),
