@@ -7,8 +7,10 @@ CARGO ?= cargo
 demo:
 	$(CARGO) run --release -- demo
 
-# The whole test suite.
+# The whole test suite. Installs what it needs when missing and starts Redis and PostgreSQL
+# when they are not running (scripts/test-services.sh, the same script .ci/run uses).
 test:
+	bash scripts/test-services.sh
 	$(CARGO) test --locked
 
 lint:
