@@ -25,6 +25,8 @@ use crate::domain::{
 use crate::store::Consents;
 use crate::telemetry::{Metrics, Rpc, fingerprint};
 
+pub mod codec;
+
 /// The generated protobuf and gRPC code of `proto/iysgate/v1`.
 #[allow(clippy::pedantic, missing_docs)]
 pub mod pb {

@@ -36,6 +36,7 @@ struct Server {
     records: ConsentRecordsClient<Channel>,
     admin: AdminClient<Channel>,
     checks: ConsentCheckClient<Channel>,
+    channel: Channel,
     app: Arc<App>,
     _stop: tokio_util::sync::DropGuard,
 }
@@ -145,7 +146,8 @@ async fn start_with(extra: &[String], mock: Option<&ManualClockHandle>) -> Serve
     Server {
         records: ConsentRecordsClient::new(channel.clone()),
         admin: AdminClient::new(channel.clone()),
-        checks: ConsentCheckClient::new(channel),
+        checks: ConsentCheckClient::new(channel.clone()),
+        channel,
         app,
         _stop: stop.drop_guard(),
     }
@@ -803,4 +805,120 @@ async fn recorded_events_are_enforced_again_after_a_restart_of_the_embedded_defa
         matches!(onay.registration, Registration::Registered { .. }),
         "the ONAY İYS accepted is ALLOW again: {onay:?}"
     );
+}
+
+/// Hand-built protobuf bytes, sent as they are: what a buggy or hostile client puts on the
+/// wire, which the generated client would never produce.
+mod raw {
+    use prost::bytes::{Buf, BufMut};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    #[derive(Default)]
+    pub struct Bytes;
+
+    pub struct Enc;
+    pub struct Dec;
+
+    impl Codec for Bytes {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Enc;
+        type Decoder = Dec;
+        fn encoder(&mut self) -> Enc {
+            Enc
+        }
+        fn decoder(&mut self) -> Dec {
+            Dec
+        }
+    }
+
+    impl Encoder for Enc {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            buf.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for Dec {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+            Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+        }
+    }
+
+    /// Calls `path` (e.g. `/iysgate.v1.ConsentCheck/Check`) with `body` as the message.
+    pub async fn unary(
+        channel: &tonic::transport::Channel,
+        path: &'static str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let request = super::with_key(body, key);
+        grpc.unary(
+            request,
+            tonic::codegen::http::uri::PathAndQuery::from_static(path),
+            Bytes,
+        )
+        .await
+        .map(tonic::Response::into_inner)
+    }
+
+    /// Opens the Filter stream with `body` as its only chunk; the first answer.
+    pub async fn filter(
+        channel: &tonic::transport::Channel,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let request = super::with_key(tokio_stream::iter([body]), key);
+        let mut answers = grpc
+            .streaming(
+                request,
+                tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/iysgate.v1.ConsentCheck/Filter",
+                ),
+                Bytes,
+            )
+            .await?
+            .into_inner();
+        match answers.message().await {
+            Ok(Some(answer)) => Ok(answer),
+            Ok(None) => Ok(Vec::new()),
+            Err(status) => Err(status),
+        }
+    }
+}
+
+/// A message that is not protobuf at all is the caller's fault, on every service of ours:
+/// INVALID_ARGUMENT, not INTERNAL (tonic-prost's default).
+#[tokio::test]
+async fn a_malformed_message_is_invalid_argument_on_every_service() {
+    let s = start().await;
+    // Field 1 as a varint whose continuation bit promises a byte that never comes.
+    let malformed = vec![0x08, 0xff];
+    let calls: [(&'static str, &str); 8] = [
+        ("/iysgate.v1.ConsentCheck/Check", KEY),
+        ("/iysgate.v1.ConsentCheck/CheckBatch", KEY),
+        ("/iysgate.v1.ConsentCheck/GetConsent", KEY),
+        ("/iysgate.v1.ConsentRecords/RecordConsent", KEY),
+        ("/iysgate.v1.ConsentRecords/RecordConsents", KEY),
+        ("/iysgate.v1.Admin/AddBrand", ADMIN_KEY),
+        ("/iysgate.v1.Admin/ListBrands", ADMIN_KEY),
+        ("/iysgate.v1.Admin/GetDailyReport", ADMIN_KEY),
+    ];
+    for (path, key) in calls {
+        let err = raw::unary(&s.channel, path, key, malformed.clone())
+            .await
+            .expect_err(path);
+        assert_eq!(err.code(), Code::InvalidArgument, "{path}: {err:?}");
+        assert!(err.message().contains("malformed"), "{path}: {err:?}");
+    }
+    let err = raw::filter(&s.channel, KEY, malformed).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "Filter: {err:?}");
 }
