@@ -116,6 +116,17 @@ pub fn new_event(
     now: crate::domain::TurkeyTime,
     calendar: &crate::domain::BusinessCalendar,
 ) -> Result<NewEvent, Vec<Violation>> {
+    let retailer_access = input
+        .retailer_access
+        .iter()
+        .map(|&code| api::narrow_code(code))
+        .collect::<Result<Vec<u32>, String>>()
+        .map_err(|why| {
+            vec![Violation {
+                field: format!("{prefix}retailer_access"),
+                description: why,
+            }]
+        })?;
     let valid = match validate::consent(&iys_body(input), now, calendar) {
         Ok(valid) => valid,
         Err(validate::Invalid::Fields(errors)) => return Err(iys_violations(prefix, errors)),
@@ -165,7 +176,7 @@ pub fn new_event(
         status,
         source,
         consent_date,
-        retailer_access: input.retailer_access.clone(),
+        retailer_access,
         evidence: Evidence {
             method: evidence.method,
             location: evidence.location,
