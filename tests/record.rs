@@ -1208,3 +1208,34 @@ async fn a_code_wider_than_32_bits_is_refused_naming_the_field_never_truncated()
     let d = check(&mut s, "+905321230078").await;
     assert_eq!(d.reason(), pb::Reason::NoConsent);
 }
+
+/// The idempotency key's limit is the proto's: at most 128 bytes, refused past it naming the
+/// field, nothing stored.
+#[tokio::test]
+async fn an_idempotency_key_is_at_most_128_bytes() {
+    let mut s = start().await;
+    let date = "2026-05-20 09:00:00";
+    let longest = "k".repeat(128);
+    record(
+        &mut s,
+        input("+905321230091", pb::ConsentStatus::Ret, date, &longest),
+    )
+    .await
+    .unwrap();
+    let too_long = "k".repeat(129);
+    let status = record(
+        &mut s,
+        input("+905321230092", pb::ConsentStatus::Ret, date, &too_long),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(refused_field(&status), "consent.idempotency_key");
+    assert!(status.message().contains("128 bytes"), "{status:?}");
+    assert_eq!(
+        check(&mut s, "+905321230092").await.reason(),
+        pb::Reason::NoConsent
+    );
+    // The one constant the validation, both stores and the docs use.
+    assert_eq!(iysgate::evidence::MAX_IDEMPOTENCY_KEY, 128);
+}
