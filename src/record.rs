@@ -45,10 +45,11 @@ fn status_word(value: i32) -> Option<&'static str> {
     }
 }
 
-/// The İYS body this input would be uploaded as, for İYS's own validation.
-fn iys_body(input: &pb::ConsentInput) -> Value {
+/// The İYS body this input would be uploaded as, for İYS's own validation; `recipient` is the
+/// normalised address when there is one.
+fn iys_body(input: &pb::ConsentInput, recipient: &str) -> Value {
     let mut body = serde_json::Map::new();
-    body.insert("recipient".into(), json!(input.recipient));
+    body.insert("recipient".into(), json!(recipient));
     if let Ok(channel) = api::channel(input.channel) {
         body.insert("type".into(), json!(channel.as_str()));
     }
@@ -127,9 +128,38 @@ pub fn new_event(
                 description: why,
             }]
         })?;
-    let valid = match validate::consent(&iys_body(input), now, calendar) {
+    // The recipient is normalised first, by the code that normalises a check's recipient and
+    // a synced record's (design rule 2), so "+90 532 999 12 34" is stored, uploaded and found
+    // as +905329991234. İYS's validation then sees the form it will be sent.
+    let normalised = api::channel(input.channel)
+        .ok()
+        .map(|channel| normalise_recipient(&input.recipient, channel.address_kind()));
+    let (recipient_text, recipient_refused) = match &normalised {
+        Some(Ok(recipient)) => (recipient.to_string(), None),
+        Some(Err(e)) => (
+            input.recipient.clone(),
+            Some(Violation {
+                field: format!("{prefix}recipient"),
+                description: e.to_string(),
+            }),
+        ),
+        None => (input.recipient.clone(), None),
+    };
+    let valid = match validate::consent(&iys_body(input, &recipient_text), now, calendar) {
         Ok(valid) => valid,
-        Err(validate::Invalid::Fields(errors)) => return Err(iys_violations(prefix, errors)),
+        Err(validate::Invalid::Fields(errors)) => {
+            // A recipient normalisation refused is named once, in our words (İYS's codes for
+            // the raw text would only repeat it).
+            let recipient_field = format!("{prefix}recipient");
+            let named = recipient_refused.is_some();
+            let mut violations: Vec<Violation> = recipient_refused.into_iter().collect();
+            violations.extend(
+                iys_violations(prefix, errors)
+                    .into_iter()
+                    .filter(|v| !named || v.field != recipient_field),
+            );
+            return Err(violations);
+        }
         // Only retailer fields stop İYS's validation outright (H267, H085).
         Err(validate::Invalid::Fatal(e)) => {
             return Err(e
@@ -289,6 +319,7 @@ impl ConsentService {
                 duplicate,
                 upload_deadline: format_iys(deadline),
                 decision,
+                stored_recipient: text,
             });
         }
         // Then every other replica: each key's current record here, which is the event just
@@ -531,13 +562,13 @@ mod tests {
             consent_date: "2026-05-20 10:00:00".into(),
             ..Default::default()
         };
-        let body = iys_body(&input);
+        let body = iys_body(&input, &input.recipient);
         assert_eq!(body["type"], "MESAJ");
         assert_eq!(body["status"], "RET");
         assert_eq!(body["source"], "HS_WEB");
         assert_eq!(body["recipientType"], "BIREYSEL");
         assert!(body.get("retailerAccess").is_none());
-        let empty = iys_body(&pb::ConsentInput::default());
+        let empty = iys_body(&pb::ConsentInput::default(), "");
         assert!(empty.get("status").is_none() && empty.get("source").is_none());
         assert_eq!(field_name("consentDate"), "consent_date");
         assert_eq!(field_name("type"), "channel");

@@ -334,3 +334,21 @@ async fn retailer_codes_that_are_not_codes_are_refused_by_field() {
     );
     assert_eq!(summary.stored, 1);
 }
+
+/// The import normalises recipients as RecordConsent and Check do.
+#[tokio::test]
+async fn the_import_stores_recipients_in_the_form_a_check_finds_them() {
+    let (summary, store) = import_rows(&[
+        "+90 532 999 12 34,BIREYSEL,MESAJ,ONAY,HS_WEB,2026-05-19 10:00:00,,web form,https://ornek.com.tr,,crm",
+    ])
+    .await;
+    assert!(summary.refused.is_empty(), "{:?}", summary.refused);
+    assert_eq!(summary.stored, 1);
+    let utc = iysgate::domain::time::from_turkey(parse_iys(NOW).unwrap());
+    let day = chrono::Duration::days(2);
+    let stored = store
+        .events_between(BRAND, utc - day, utc + day)
+        .await
+        .unwrap();
+    assert_eq!(stored[0].event.recipient.to_string(), "+905329991234");
+}

@@ -1239,3 +1239,37 @@ async fn an_idempotency_key_is_at_most_128_bytes() {
     // The one constant the validation, both stores and the docs use.
     assert_eq!(iysgate::evidence::MAX_IDEMPOTENCY_KEY, 128);
 }
+
+/// RecordConsent normalises the recipient with the same code as Check, GetConsent and Filter,
+/// before İYS's validation: what a check finds is what was recorded.
+#[tokio::test]
+async fn a_recipient_is_recorded_in_the_form_a_check_finds_it() {
+    let mut s = start().await;
+    let date = "2026-05-20 09:00:00";
+    let recorded = record(
+        &mut s,
+        input("+90 532 999 12 34", pb::ConsentStatus::Ret, date, "norm-1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(recorded.stored_recipient, "+905329991234");
+    assert_eq!(recorded.decision.unwrap().reason(), pb::Reason::LocalRet);
+    let d = check(&mut s, "+905329991234").await;
+    assert_eq!(d.reason(), pb::Reason::LocalRet);
+    let d = check(&mut s, "0532 999 12 34").await;
+    assert_eq!(d.reason(), pb::Reason::LocalRet);
+    // Refused by the normalisation: named once, in its words, nothing stored.
+    let status = record(
+        &mut s,
+        input("+90 532 999 12 3", pb::ConsentStatus::Ret, date, "norm-2"),
+    )
+    .await
+    .unwrap_err();
+    let bad = status.get_details_bad_request().unwrap();
+    assert_eq!(bad.field_violations.len(), 1, "{status:?}");
+    assert_eq!(bad.field_violations[0].field, "consent.recipient");
+    assert!(
+        bad.field_violations[0].description.contains("9 digits"),
+        "{status:?}"
+    );
+}
