@@ -551,6 +551,86 @@ impl pb::consent_records_server::ConsentRecords for ConsentService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::AddressKind;
+
+    /// The decided ambiguous inputs (`domain::recipient::ambiguous_inputs`) get the same answer
+    /// on every path: Check and GetConsent (`check::parse_recipient`), RecordConsent and the CSV
+    /// import (`new_event`, which the import calls per row), and sync (`sync::to_event`).
+    /// Filter's strings and packed phones are the domain functions the domain test covers.
+    #[test]
+    fn ambiguous_inputs_get_the_same_answer_on_every_path() {
+        let calendar = crate::domain::BusinessCalendar::embedded();
+        let now = crate::domain::time::parse_iys("2026-05-20 12:00:00").unwrap();
+        let recorder = Recorder {
+            client: "t".into(),
+            key_sha256: None,
+        };
+        for (text, kind, expected) in crate::domain::recipient::ambiguous_inputs() {
+            let (channel, pb_channel) = match kind {
+                AddressKind::Phone => (crate::domain::Channel::Mesaj, pb::Channel::Mesaj),
+                AddressKind::Email => (crate::domain::Channel::Eposta, pb::Channel::Eposta),
+            };
+            let accepted = expected.as_ref().ok().cloned();
+
+            let check = crate::check::parse_recipient(&text, channel);
+            assert_eq!(
+                check.as_ref().ok().map(ToString::to_string),
+                accepted,
+                "check {text:?}"
+            );
+            if let Err(e) = check {
+                assert_eq!(e.field, "recipient");
+            }
+
+            let input = pb::ConsentInput {
+                recipient: text.clone(),
+                channel: pb_channel.into(),
+                status: pb::ConsentStatus::Ret.into(),
+                source: pb::Source::HsWeb.into(),
+                consent_date: "2026-05-20 09:00:00".into(),
+                evidence: Some(pb::Evidence {
+                    method: "m".into(),
+                    location: "l".into(),
+                    document_ref: String::new(),
+                    capturing_system: "c".into(),
+                }),
+                idempotency_key: "k".into(),
+                ..Default::default()
+            };
+            match new_event(1, "consent.", &input, &recorder, now, &calendar) {
+                Ok(event) => assert_eq!(
+                    Some(event.recipient.to_string()),
+                    accepted,
+                    "record {text:?}"
+                ),
+                Err(v) => {
+                    assert_eq!(accepted, None, "record {text:?} refused: {v:?}");
+                    assert_eq!(v.len(), 1, "{text:?}: {v:?}");
+                    assert_eq!(v[0].field, "consent.recipient");
+                }
+            }
+
+            let change = crate::sync::Change {
+                recipient: text.clone(),
+                recipient_type: "BIREYSEL".into(),
+                channel: channel.as_str().into(),
+                status: "RET".into(),
+                source: "IYS_WEB".into(),
+                consent_date: Some("2026-05-20 09:00:00".into()),
+                creation_date: "2026-05-20 09:05:00".into(),
+                transaction_id: "tx".into(),
+            };
+            match crate::sync::to_event(1, &change) {
+                Ok((key, _)) => {
+                    assert_eq!(Some(key.recipient.to_string()), accepted, "sync {text:?}");
+                }
+                Err(e) => {
+                    assert_eq!(accepted, None, "sync {text:?} refused: {e}");
+                    assert_eq!(e.field, "recipient");
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_iys_body_carries_what_was_given() {
