@@ -138,7 +138,7 @@ pub async fn report(args: ReportArgs) -> Result<(), String> {
     let report = if let Some(addr) = &args.addr {
         let request = iysgate::client::with_key(
             iysgate::api::pb::GetDailyReportRequest {
-                brand_code: args.brand,
+                brand_code: args.brand.into(),
                 date: date.format("%Y-%m-%d").to_string(),
             },
             &args.api_key,
@@ -165,7 +165,7 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<(), String> {
     let mut admin = admin_client(&args.addr).await?;
     let request = iysgate::client::with_key(
         pb::ReconcileRequest {
-            brand_code: args.brand,
+            brand_code: args.brand.into(),
             date: args
                 .date
                 .map(|d| d.format("%Y-%m-%d").to_string())

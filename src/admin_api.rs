@@ -130,12 +130,35 @@ fn date_field(text: &str, default: NaiveDate) -> Result<NaiveDate, Status> {
     })
 }
 
-fn grant_of(retailers: Option<&pb::RetailerGrant>) -> RetailerGrant {
-    match retailers {
+/// A refused field of an Admin request; `field` may be a path (`grants[2].brand_code`).
+fn refuse_field(field: &str, why: &str) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    Status::with_error_details(
+        tonic::Code::InvalidArgument,
+        format!("{field}: {why}"),
+        ErrorDetails::with_bad_request_violation(field, why),
+    )
+}
+
+/// A code field (iys_code, brand_code, a retailer code) as a `u32`, see [`api::narrow_code`].
+fn code(field: &str, value: u64) -> Result<u32, Status> {
+    api::narrow_code(value).map_err(|why| refuse_field(field, &why))
+}
+
+/// A grant from the wire; `prefix` names it in a refusal (`grant.`, `grants[0].`).
+fn grant_of(prefix: &str, grant: &pb::BrandGrant) -> Result<(u32, RetailerGrant), Status> {
+    let brand = code(&format!("{prefix}brand_code"), grant.brand_code)?;
+    let retailers = match &grant.retailers {
         Some(r) if r.any => RetailerGrant::Any,
-        Some(r) if !r.codes.is_empty() => RetailerGrant::Only(r.codes.clone()),
+        Some(r) if !r.codes.is_empty() => RetailerGrant::Only(
+            r.codes
+                .iter()
+                .map(|&c| code(&format!("{prefix}retailers.codes"), c))
+                .collect::<Result<_, _>>()?,
+        ),
         _ => RetailerGrant::None,
-    }
+    };
+    Ok((brand, retailers))
 }
 
 fn grant_pb(brand: u32, grant: &RetailerGrant) -> pb::BrandGrant {
@@ -147,11 +170,11 @@ fn grant_pb(brand: u32, grant: &RetailerGrant) -> pb::BrandGrant {
         },
         RetailerGrant::Only(codes) => pb::RetailerGrant {
             any: false,
-            codes: codes.clone(),
+            codes: codes.iter().map(|&c| u64::from(c)).collect(),
         },
     };
     pb::BrandGrant {
-        brand_code: brand,
+        brand_code: brand.into(),
         retailers: Some(retailers),
     }
 }
@@ -345,19 +368,21 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::AdminBrand>, Status> {
         self.admin(&request)?;
         let r = request.into_inner();
-        if r.iys_code == 0 {
+        let iys_code = code("iys_code", r.iys_code)?;
+        let brand_code = code("brand_code", r.brand_code)?;
+        if iys_code == 0 {
             return Err(api::invalid_status(&api::invalid("iys_code", "required")));
         }
-        if r.brand_code == 0 {
+        if brand_code == 0 {
             return Err(api::invalid_status(&api::invalid("brand_code", "required")));
         }
         let now = self.now();
-        crate::server::ensure_provider(&self.store, r.iys_code, now)
+        crate::server::ensure_provider(&self.store, iys_code, now)
             .await
             .map_err(store_status)?;
         let brand = Brand {
-            brand_code: r.brand_code,
-            iys_code: r.iys_code,
+            brand_code,
+            iys_code,
             name: r.name,
             policy: BrandPolicy {
                 allow_unregistered_tacir: r.allow_unregistered_tacir,
@@ -390,6 +415,12 @@ impl pb::admin_server::Admin for AdminService {
         if r.name.is_empty() {
             return Err(api::invalid_status(&api::invalid("name", "required")));
         }
+        let grants = r
+            .grants
+            .iter()
+            .enumerate()
+            .map(|(i, g)| grant_of(&format!("grants[{i}]."), g))
+            .collect::<Result<Vec<_>, _>>()?;
         let now = self.now();
         let secret = auth::generate_key()
             .map_err(|e| Status::unavailable(format!("no OS randomness for the key: {e}")))?;
@@ -397,9 +428,9 @@ impl pb::admin_server::Admin for AdminService {
             .add_client(&r.name, auth::hash_key(&secret), now)
             .await
             .map_err(store_status)?;
-        for g in &r.grants {
+        for (brand, retailers) in &grants {
             self.store
-                .grant(&r.name, g.brand_code, &grant_of(g.retailers.as_ref()), now)
+                .grant(&r.name, *brand, retailers, now)
                 .await
                 .map_err(store_status)?;
         }
@@ -419,13 +450,9 @@ impl pb::admin_server::Admin for AdminService {
         let grant = r
             .grant
             .ok_or_else(|| api::invalid_status(&api::invalid("grant", "required")))?;
+        let (brand, retailers) = grant_of("grant.", &grant)?;
         self.store
-            .grant(
-                &r.client,
-                grant.brand_code,
-                &grant_of(grant.retailers.as_ref()),
-                self.now(),
-            )
+            .grant(&r.client, brand, &retailers, self.now())
             .await
             .map_err(store_status)?;
         self.reload_clients().await?;
@@ -438,9 +465,10 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::RevokeBrandResponse>, Status> {
         self.admin(&request)?;
         let r = request.into_inner();
+        let brand = code("brand_code", r.brand_code)?;
         let revoked = self
             .store
-            .revoke(&r.client, r.brand_code)
+            .revoke(&r.client, brand)
             .await
             .map_err(store_status)?;
         self.reload_clients().await?;
@@ -464,6 +492,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::DailyReport>, Status> {
         self.admin(&request)?;
         let r = request.into_inner();
+        let brand_code = code("brand_code", r.brand_code)?;
         let date = date_field(&r.date, self.today() - chrono::Duration::days(1))?;
         let Some(iys) = &self.iys else {
             return Err(Status::failed_precondition(
@@ -473,10 +502,8 @@ impl pb::admin_server::Admin for AdminService {
         let brands = self.store.brands().await.map_err(store_status)?;
         let brand = brands
             .iter()
-            .find(|b| b.brand_code == r.brand_code)
-            .ok_or_else(|| {
-                Status::not_found(format!("brand {} is not registered", r.brand_code))
-            })?;
+            .find(|b| b.brand_code == brand_code)
+            .ok_or_else(|| Status::not_found(format!("brand {brand_code} is not registered")))?;
         if brand.iys_code != iys.iys_code {
             return Err(Status::failed_precondition(format!(
                 "brand {} belongs to provider {}; this server holds İYS credentials of {}",
@@ -505,13 +532,17 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::GetDailyReportRequest>,
     ) -> Result<Response<pb::DailyReport>, Status> {
-        if self.admin(&request).is_err() {
-            let client = self.consent.client(&request)?;
-            api::permission(&client, request.get_ref().brand_code, None)?;
+        let client = match self.admin(&request) {
+            Ok(()) => None,
+            Err(_) => Some(self.consent.client(&request)?),
+        };
+        let brand = code("brand_code", request.get_ref().brand_code)?;
+        if let Some(client) = client {
+            api::permission(&client, brand, None)?;
         }
         let r = request.into_inner();
         let date = date_field(&r.date, self.today())?;
-        let report = crate::report::daily_report(&self.store, r.brand_code, date, self.now())
+        let report = crate::report::daily_report(&self.store, brand, date, self.now())
             .await
             .map_err(store_status)?;
         Ok(Response::new(report_pb(&report)))

@@ -26,6 +26,8 @@ use crate::listener::Arrival;
 use crate::store::Consents;
 use crate::telemetry::{Metrics, Rpc, Shed, fingerprint};
 
+pub mod codec;
+
 /// The generated protobuf and gRPC code of `proto/iysgate/v1`.
 #[allow(clippy::pedantic, missing_docs)]
 pub mod pb {
@@ -406,11 +408,25 @@ impl From<CheckError> for Status {
     }
 }
 
-pub(crate) fn brand(code: u32) -> Result<u32, InvalidField> {
-    if code == 0 {
-        Err(invalid("brand_code", "required (the İYS brandCode)"))
-    } else {
-        Ok(code)
+/// An İYS code (brandCode, retailerCode, iysCode) as it arrives: the proto carries codes as
+/// uint64 so that a value wider than 32 bits arrives whole and is refused here, never
+/// truncated into another brand. The one place a wire code becomes a `u32`.
+///
+/// # Errors
+/// The reason, for the caller to name its field with.
+pub(crate) fn narrow_code(value: u64) -> Result<u32, String> {
+    u32::try_from(value).map_err(|_| format!("{value} is above {}, the largest İYS code", u32::MAX))
+}
+
+/// [`narrow_code`] for a top-level field.
+pub(crate) fn code_field(field: &'static str, value: u64) -> Result<u32, InvalidField> {
+    narrow_code(value).map_err(|reason| invalid(field, reason))
+}
+
+pub(crate) fn brand(code: u64) -> Result<u32, InvalidField> {
+    match code_field("brand_code", code)? {
+        0 => Err(invalid("brand_code", "required (the İYS brandCode)")),
+        code => Ok(code),
     }
 }
 
@@ -452,7 +468,7 @@ fn purpose(value: i32) -> Result<DPurpose, InvalidField> {
 fn query(
     brand: u32,
     recipient: &str,
-    fields: (i32, i32, u32, i32),
+    fields: (i32, i32, u64, i32),
 ) -> Result<Query<'_>, InvalidField> {
     let (channel_value, rtype, retailer_code, purpose_value) = fields;
     Ok(Query {
@@ -460,13 +476,14 @@ fn query(
         recipient,
         channel: channel(channel_value)?,
         recipient_type: recipient_type(rtype)?,
-        retailer: retailer(retailer_code),
+        retailer: retailer(retailer_code)?,
         purpose: purpose(purpose_value)?,
     })
 }
 
-fn retailer(code: u32) -> Option<u32> {
-    (code != 0).then_some(code)
+/// A retailer_code: 0 is none.
+fn retailer(code: u64) -> Result<Option<u32>, InvalidField> {
+    Ok(Some(code_field("retailer_code", code)?).filter(|&c| c != 0))
 }
 
 pub fn reason_pb(reason: DReason) -> pb::Reason {
@@ -592,7 +609,11 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         self.charge(&client, 1, &request, &mut slot).await?;
         let req = request.get_ref();
         let brand = brand(req.brand_code).map_err(|e| invalid_status(&e))?;
-        permission(&client, brand, retailer(req.retailer_code))?;
+        permission(
+            &client,
+            brand,
+            retailer(req.retailer_code).map_err(|e| invalid_status(&e))?,
+        )?;
         let fields = (
             req.channel,
             req.recipient_type,
@@ -637,8 +658,11 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         }
         // Rule 1 for every item before any lookup: a retailer the key is not granted refuses
         // the whole call, as it would a single Check.
+        // A code that does not fit is that item's INVALID, answered by `check_one`.
         for item in &req.items {
-            permission(&client, brand, retailer(item.retailer_code))?;
+            if let Ok(named) = retailer(item.retailer_code) {
+                permission(&client, brand, named)?;
+            }
         }
         self.charge(&client, req.items.len(), &request, &mut slot)
             .await?;
@@ -921,7 +945,7 @@ impl FilterState {
                     channel: channel(req.channel).map_err(|e| invalid_status(&e))?,
                     recipient_type: recipient_type(req.recipient_type)
                         .map_err(|e| invalid_status(&e))?,
-                    retailer: retailer(req.retailer_code),
+                    retailer: retailer(req.retailer_code).map_err(|e| invalid_status(&e))?,
                     purpose: purpose(req.purpose).map_err(|e| invalid_status(&e))?,
                 };
                 permission(client, s.brand, s.retailer)?;

@@ -110,11 +110,11 @@ pub async fn check(args: &CheckArgs) -> Result<(), ClientError> {
     let c = &args.client;
     let mut client = connect(&c.addr).await?;
     let request = pb::CheckRequest {
-        brand_code: c.brand,
+        brand_code: c.brand.into(),
         recipient: args.recipient.clone(),
         channel: channel(c.channel).into(),
         recipient_type: rtype(c).into(),
-        retailer_code: c.retailer.unwrap_or(0),
+        retailer_code: c.retailer.unwrap_or(0).into(),
         purpose: purpose(c.purpose).into(),
     };
     let reply = client
@@ -154,10 +154,10 @@ pub async fn filter(args: &FilterArgs) -> Result<(u64, u64), ClientError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::FilterRequest>(4);
     let (chunks_tx, mut chunks_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
     let header = pb::FilterRequest {
-        brand_code: c.brand,
+        brand_code: c.brand.into(),
         channel: channel(c.channel).into(),
         recipient_type: rtype(c).into(),
-        retailer_code: c.retailer.unwrap_or(0),
+        retailer_code: c.retailer.unwrap_or(0).into(),
         purpose: purpose(c.purpose).into(),
         ..pb::FilterRequest::default()
     };

@@ -78,10 +78,17 @@ fn enum_value<T: Into<i32>>(text: &str, parse: impl Fn(&str) -> Option<T>) -> i3
     parse(text.trim()).map_or(0, Into::into)
 }
 
-/// One CSV row as the API's input.
-fn row_input(fields: &[Cow<'_, str>], key: String) -> pb::ConsentInput {
+/// One CSV row as the API's input, or why its retailer_access is not a list of codes (a
+/// code too wide for İYS is refused by the API's own check, as over gRPC).
+fn row_input(fields: &[Cow<'_, str>], key: String) -> Result<pb::ConsentInput, &'static str> {
     let get = |i: usize| fields.get(i).map_or("", |f| f.trim());
-    pb::ConsentInput {
+    let retailer_access = get(6)
+        .split(';')
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| c.trim().parse::<u64>())
+        .collect::<Result<Vec<u64>, _>>()
+        .map_err(|_| "not a ';'-separated list of retailer codes")?;
+    Ok(pb::ConsentInput {
         recipient: get(0).to_owned(),
         recipient_type: enum_value(get(1), |t| {
             t.parse::<RecipientType>().ok().map(crate::api::pb_rtype)
@@ -96,11 +103,7 @@ fn row_input(fields: &[Cow<'_, str>], key: String) -> pb::ConsentInput {
         }),
         source: get(4).parse::<Source>().map_or(0, |s| i32::from(s.code())),
         consent_date: get(5).to_owned(),
-        retailer_access: get(6)
-            .split(';')
-            .filter(|c| !c.trim().is_empty())
-            .map(|c| c.trim().parse().unwrap_or(0))
-            .collect(),
+        retailer_access,
         evidence: Some(pb::Evidence {
             method: get(7).to_owned(),
             location: get(8).to_owned(),
@@ -108,7 +111,7 @@ fn row_input(fields: &[Cow<'_, str>], key: String) -> pb::ConsentInput {
             capturing_system: get(10).to_owned(),
         }),
         idempotency_key: key,
-    }
+    })
 }
 
 /// How far an import has got, for a progress bar.
@@ -229,7 +232,17 @@ pub async fn import_file(
             });
             continue;
         };
-        let input = row_input(&fields, format!("import:{file_id}:{number}"));
+        let input = match row_input(&fields, format!("import:{file_id}:{number}")) {
+            Ok(input) => input,
+            Err(reason) => {
+                summary.refused.push(Refusal {
+                    line: number,
+                    field: "retailer_access".into(),
+                    reason: reason.into(),
+                });
+                continue;
+            }
+        };
         match crate::record::new_event(brand, "", &input, recorder, now, calendar) {
             Ok(event) => chunk.push((number, event)),
             Err(violations) => summary

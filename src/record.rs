@@ -45,10 +45,11 @@ fn status_word(value: i32) -> Option<&'static str> {
     }
 }
 
-/// The İYS body this input would be uploaded as, for İYS's own validation.
-fn iys_body(input: &pb::ConsentInput) -> Value {
+/// The İYS body this input would be uploaded as, for İYS's own validation; `recipient` is the
+/// normalised address when there is one.
+fn iys_body(input: &pb::ConsentInput, recipient: &str) -> Value {
     let mut body = serde_json::Map::new();
-    body.insert("recipient".into(), json!(input.recipient));
+    body.insert("recipient".into(), json!(recipient));
     if let Ok(channel) = api::channel(input.channel) {
         body.insert("type".into(), json!(channel.as_str()));
     }
@@ -116,9 +117,49 @@ pub fn new_event(
     now: crate::domain::TurkeyTime,
     calendar: &crate::domain::BusinessCalendar,
 ) -> Result<NewEvent, Vec<Violation>> {
-    let valid = match validate::consent(&iys_body(input), now, calendar) {
+    let retailer_access = input
+        .retailer_access
+        .iter()
+        .map(|&code| api::narrow_code(code))
+        .collect::<Result<Vec<u32>, String>>()
+        .map_err(|why| {
+            vec![Violation {
+                field: format!("{prefix}retailer_access"),
+                description: why,
+            }]
+        })?;
+    // The recipient is normalised first, by the code that normalises a check's recipient and
+    // a synced record's (design rule 2), so "+90 532 999 12 34" is stored, uploaded and found
+    // as +905329991234. İYS's validation then sees the form it will be sent.
+    let normalised = api::channel(input.channel)
+        .ok()
+        .map(|channel| normalise_recipient(&input.recipient, channel.address_kind()));
+    let (recipient_text, recipient_refused) = match &normalised {
+        Some(Ok(recipient)) => (recipient.to_string(), None),
+        Some(Err(e)) => (
+            input.recipient.clone(),
+            Some(Violation {
+                field: format!("{prefix}recipient"),
+                description: e.to_string(),
+            }),
+        ),
+        None => (input.recipient.clone(), None),
+    };
+    let valid = match validate::consent(&iys_body(input, &recipient_text), now, calendar) {
         Ok(valid) => valid,
-        Err(validate::Invalid::Fields(errors)) => return Err(iys_violations(prefix, errors)),
+        Err(validate::Invalid::Fields(errors)) => {
+            // A recipient normalisation refused is named once, in our words (İYS's codes for
+            // the raw text would only repeat it).
+            let recipient_field = format!("{prefix}recipient");
+            let named = recipient_refused.is_some();
+            let mut violations: Vec<Violation> = recipient_refused.into_iter().collect();
+            violations.extend(
+                iys_violations(prefix, errors)
+                    .into_iter()
+                    .filter(|v| !named || v.field != recipient_field),
+            );
+            return Err(violations);
+        }
         // Only retailer fields stop İYS's validation outright (H267, H085).
         Err(validate::Invalid::Fatal(e)) => {
             return Err(e
@@ -165,7 +206,7 @@ pub fn new_event(
         status,
         source,
         consent_date,
-        retailer_access: input.retailer_access.clone(),
+        retailer_access,
         evidence: Evidence {
             method: evidence.method,
             location: evidence.location,
@@ -278,6 +319,7 @@ impl ConsentService {
                 duplicate,
                 upload_deadline: format_iys(deadline),
                 decision,
+                stored_recipient: text,
             });
         }
         // Then every other replica: each key's current record here, which is the event just
@@ -509,6 +551,86 @@ impl pb::consent_records_server::ConsentRecords for ConsentService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::AddressKind;
+
+    /// The decided ambiguous inputs (`domain::recipient::ambiguous_inputs`) get the same answer
+    /// on every path: Check and GetConsent (`check::parse_recipient`), RecordConsent and the CSV
+    /// import (`new_event`, which the import calls per row), and sync (`sync::to_event`).
+    /// Filter's strings and packed phones are the domain functions the domain test covers.
+    #[test]
+    fn ambiguous_inputs_get_the_same_answer_on_every_path() {
+        let calendar = crate::domain::BusinessCalendar::embedded();
+        let now = crate::domain::time::parse_iys("2026-05-20 12:00:00").unwrap();
+        let recorder = Recorder {
+            client: "t".into(),
+            key_sha256: None,
+        };
+        for (text, kind, expected) in crate::domain::recipient::ambiguous_inputs() {
+            let (channel, pb_channel) = match kind {
+                AddressKind::Phone => (crate::domain::Channel::Mesaj, pb::Channel::Mesaj),
+                AddressKind::Email => (crate::domain::Channel::Eposta, pb::Channel::Eposta),
+            };
+            let accepted = expected.as_ref().ok().cloned();
+
+            let check = crate::check::parse_recipient(&text, channel);
+            assert_eq!(
+                check.as_ref().ok().map(ToString::to_string),
+                accepted,
+                "check {text:?}"
+            );
+            if let Err(e) = check {
+                assert_eq!(e.field, "recipient");
+            }
+
+            let input = pb::ConsentInput {
+                recipient: text.clone(),
+                channel: pb_channel.into(),
+                status: pb::ConsentStatus::Ret.into(),
+                source: pb::Source::HsWeb.into(),
+                consent_date: "2026-05-20 09:00:00".into(),
+                evidence: Some(pb::Evidence {
+                    method: "m".into(),
+                    location: "l".into(),
+                    document_ref: String::new(),
+                    capturing_system: "c".into(),
+                }),
+                idempotency_key: "k".into(),
+                ..Default::default()
+            };
+            match new_event(1, "consent.", &input, &recorder, now, &calendar) {
+                Ok(event) => assert_eq!(
+                    Some(event.recipient.to_string()),
+                    accepted,
+                    "record {text:?}"
+                ),
+                Err(v) => {
+                    assert_eq!(accepted, None, "record {text:?} refused: {v:?}");
+                    assert_eq!(v.len(), 1, "{text:?}: {v:?}");
+                    assert_eq!(v[0].field, "consent.recipient");
+                }
+            }
+
+            let change = crate::sync::Change {
+                recipient: text.clone(),
+                recipient_type: "BIREYSEL".into(),
+                channel: channel.as_str().into(),
+                status: "RET".into(),
+                source: "IYS_WEB".into(),
+                consent_date: Some("2026-05-20 09:00:00".into()),
+                creation_date: "2026-05-20 09:05:00".into(),
+                transaction_id: "tx".into(),
+            };
+            match crate::sync::to_event(1, &change) {
+                Ok((key, _)) => {
+                    assert_eq!(Some(key.recipient.to_string()), accepted, "sync {text:?}");
+                }
+                Err(e) => {
+                    assert_eq!(accepted, None, "sync {text:?} refused: {e}");
+                    assert_eq!(e.field, "recipient");
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_iys_body_carries_what_was_given() {
@@ -520,13 +642,13 @@ mod tests {
             consent_date: "2026-05-20 10:00:00".into(),
             ..Default::default()
         };
-        let body = iys_body(&input);
+        let body = iys_body(&input, &input.recipient);
         assert_eq!(body["type"], "MESAJ");
         assert_eq!(body["status"], "RET");
         assert_eq!(body["source"], "HS_WEB");
         assert_eq!(body["recipientType"], "BIREYSEL");
         assert!(body.get("retailerAccess").is_none());
-        let empty = iys_body(&pb::ConsentInput::default());
+        let empty = iys_body(&pb::ConsentInput::default(), "");
         assert!(empty.get("status").is_none() && empty.get("source").is_none());
         assert_eq!(field_name("consentDate"), "consent_date");
         assert_eq!(field_name("type"), "channel");

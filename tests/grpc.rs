@@ -296,7 +296,7 @@ fn keyed<T>(message: T, key: &str) -> Request<T> {
 
 fn check_req(recipient: &str, channel: pb::Channel) -> pb::CheckRequest {
     pb::CheckRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         recipient: recipient.into(),
         channel: channel.into(),
         ..Default::default()
@@ -371,7 +371,7 @@ async fn check_answers_every_rule_with_its_reason() {
 
     // Retailer access.
     let mut with_retailer = check_req(ONAY_PHONE, pb::Channel::Mesaj);
-    with_retailer.retailer_code = RETAILER;
+    with_retailer.retailer_code = RETAILER.into();
     assert_eq!(
         decide(&mut s, with_retailer.clone()).await.verdict(),
         pb::Verdict::Allow
@@ -400,7 +400,7 @@ async fn check_answers_every_rule_with_its_reason() {
         decide(&mut s, t.clone()).await.reason(),
         pb::Reason::NoConsent
     );
-    t.brand_code = TACIR_BRAND;
+    t.brand_code = TACIR_BRAND.into();
     assert_eq!(
         decide(&mut s, t).await.reason(),
         pb::Reason::TacirOptOutPolicy
@@ -482,11 +482,11 @@ async fn keys_and_grants_are_enforced_before_any_lookup() {
 
     // The foreign brand: the same answer whether or not the recipient has a record there.
     let with_record = pb::CheckRequest {
-        brand_code: FOREIGN_BRAND,
+        brand_code: FOREIGN_BRAND.into(),
         ..check_req(ONAY_PHONE, pb::Channel::Mesaj)
     };
     let without = pb::CheckRequest {
-        brand_code: FOREIGN_BRAND,
+        brand_code: FOREIGN_BRAND.into(),
         ..check_req(UNKNOWN_PHONE, pb::Channel::Mesaj)
     };
     let a = s
@@ -519,7 +519,7 @@ async fn keys_and_grants_are_enforced_before_any_lookup() {
 
     // In a batch too: one item naming a retailer the key is not granted refuses the call.
     let batch = pb::CheckBatchRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         items: vec![
             pb::CheckBatchItem {
                 recipient: ONAY_PHONE.into(),
@@ -556,7 +556,7 @@ async fn keys_and_grants_are_enforced_before_any_lookup() {
 
     // Every RPC authenticates.
     let gc = pb::GetConsentRequest {
-        brand_code: FOREIGN_BRAND,
+        brand_code: FOREIGN_BRAND.into(),
         recipient: ONAY_PHONE.into(),
         channel: pb::Channel::Mesaj.into(),
         ..Default::default()
@@ -570,7 +570,7 @@ async fn keys_and_grants_are_enforced_before_any_lookup() {
         Code::PermissionDenied
     );
     let batch = pb::CheckBatchRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         items: vec![],
     };
     assert_eq!(
@@ -592,7 +592,7 @@ async fn batch_answers_the_good_items_and_marks_the_bad() {
         ..Default::default()
     };
     let req = pb::CheckBatchRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         items: vec![
             item(ONAY_PHONE, pb::Channel::Mesaj),
             item("not a number", pb::Channel::Mesaj),
@@ -620,7 +620,7 @@ async fn batch_answers_the_good_items_and_marks_the_bad() {
     assert_eq!(d[4].verdict(), pb::Verdict::Allow);
 
     let too_big = pb::CheckBatchRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         items: vec![item(ONAY_PHONE, pb::Channel::Mesaj); 10_001],
     };
     let err = s.client.check_batch(keyed(too_big, KEY)).await.unwrap_err();
@@ -636,7 +636,7 @@ fn bit(bitmap: &[u8], i: usize) -> bool {
 async fn filter_streams_bitmaps_and_reasons_per_chunk() {
     let mut s = start(&[]).await;
     let first = pb::FilterRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         channel: pb::Channel::Mesaj.into(),
         recipients: vec![
             ONAY_PHONE.into(),
@@ -683,7 +683,7 @@ async fn filter_streams_bitmaps_and_reasons_per_chunk() {
 
     // E-mails as lines: item i is line i, "\r\n" endings and a final newline are fine.
     let lines = pb::FilterRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         channel: pb::Channel::Eposta.into(),
         recipient_lines: format!("{ONAY_EMAIL}\r\nnot-an-address\nnobody@example.com\n").into(),
         ..Default::default()
@@ -708,7 +708,7 @@ async fn filter_streams_bitmaps_and_reasons_per_chunk() {
     );
     // Lines that are not UTF-8 are refused naming the field.
     let broken = pb::FilterRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         channel: pb::Channel::Eposta.into(),
         recipient_lines: vec![b'a', 0xff, b'\n'].into(),
         ..Default::default()
@@ -731,7 +731,7 @@ async fn filter_streams_bitmaps_and_reasons_per_chunk() {
 
     // A chunk with both forms is refused, naming the field.
     let both = pb::FilterRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         channel: pb::Channel::Mesaj.into(),
         recipients: vec![ONAY_PHONE.into()],
         phones: vec![905_321_111_111],
@@ -749,7 +749,7 @@ async fn filter_streams_bitmaps_and_reasons_per_chunk() {
 
     // Packed phones on an e-mail channel are refused.
     let wrong = pb::FilterRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         channel: pb::Channel::Eposta.into(),
         phones: vec![905_321_111_111],
         ..Default::default()
@@ -767,7 +767,7 @@ async fn filter_streams_bitmaps_and_reasons_per_chunk() {
 
     // E-mails filter too.
     let emails = pb::FilterRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         channel: pb::Channel::Eposta.into(),
         recipients: vec![ONAY_EMAIL.to_uppercase(), "nobody@example.com".into()],
         ..Default::default()
@@ -787,7 +787,7 @@ async fn filter_streams_bitmaps_and_reasons_per_chunk() {
 async fn get_consent_shows_the_record_behind_the_decision() {
     let mut s = start(&[]).await;
     let req = |r: &str| pb::GetConsentRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         recipient: r.into(),
         channel: pb::Channel::Mesaj.into(),
         ..Default::default()
@@ -867,7 +867,7 @@ async fn stale_data_never_allows_and_health_says_not_serving() {
     assert!(d.data_age_ms >= 31_000);
     // A batch that would allow from stale data is retryable as a whole.
     let batch = pb::CheckBatchRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         items: vec![pb::CheckBatchItem {
             recipient: ONAY_PHONE.into(),
             channel: pb::Channel::Mesaj.into(),
@@ -989,7 +989,7 @@ async fn a_client_over_its_quota_is_refused_and_others_are_not() {
     }
     // A batch larger than the burst can never fit and says so.
     let batch = pb::CheckBatchRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         items: (0..6)
             .map(|_| pb::CheckBatchItem {
                 recipient: ONAY_PHONE.into(),
@@ -1019,7 +1019,7 @@ async fn a_quota_paces_a_filter_stream_instead_of_failing_it() {
     );
     let mut s = start(&["--client", &flag]).await;
     let chunk = |first: bool| pb::FilterRequest {
-        brand_code: if first { BRAND } else { 0 },
+        brand_code: if first { BRAND.into() } else { 0 },
         channel: if first { pb::Channel::Mesaj.into() } else { 0 },
         phones: vec![905_321_111_111; 100],
         ..Default::default()

@@ -276,3 +276,79 @@ async fn the_daily_report_counts_the_days_events_and_their_uploads() {
             .unwrap();
     assert_eq!(other.recorded_total, 0);
 }
+
+/// Runs `rows` (after the header) through an import into a fresh store; the summary.
+async fn import_rows(rows: &[&str]) -> (iysgate::import::ImportSummary, EvidenceStore) {
+    let dir = temp_dir();
+    let file = dir.join("rows.csv");
+    let mut text = format!("{HEADER}\n");
+    for row in rows {
+        text.push_str(row);
+        text.push('\n');
+    }
+    std::fs::write(&file, text).unwrap();
+    let store = store(&dir).await;
+    let summary = import_file(
+        &store,
+        &file,
+        BRAND,
+        &Recorder {
+            client: "import".into(),
+            key_sha256: None,
+        },
+        parse_iys(NOW).unwrap(),
+        &BusinessCalendar::embedded(),
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    (summary, store)
+}
+
+/// A retailer code that is not a number, or does not fit in 32 bits, is refused naming
+/// retailer_access; neither is stored as retailer 0 (or as the code's low 32 bits).
+#[tokio::test]
+async fn retailer_codes_that_are_not_codes_are_refused_by_field() {
+    let row = |access: &str| {
+        format!(
+            "+905320000011,BIREYSEL,MESAJ,ONAY,HS_WEB,2026-05-19 10:00:00,{access},web form,https://ornek.com.tr,,crm"
+        )
+    };
+    let rows = [row("4294967297"), row("10000001;abc"), row("10000001")];
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let (summary, _) = import_rows(&rows).await;
+    let refused: Vec<(usize, &str)> = summary
+        .refused
+        .iter()
+        .map(|r| (r.line, r.field.as_str()))
+        .collect();
+    assert_eq!(
+        refused,
+        vec![(2, "retailer_access"), (3, "retailer_access")]
+    );
+    assert!(
+        summary.refused[0].reason.contains("4294967295"),
+        "{:?}",
+        summary.refused[0]
+    );
+    assert_eq!(summary.stored, 1);
+}
+
+/// The import normalises recipients as RecordConsent and Check do.
+#[tokio::test]
+async fn the_import_stores_recipients_in_the_form_a_check_finds_them() {
+    let (summary, store) = import_rows(&[
+        "+90 532 999 12 34,BIREYSEL,MESAJ,ONAY,HS_WEB,2026-05-19 10:00:00,,web form,https://ornek.com.tr,,crm",
+    ])
+    .await;
+    assert!(summary.refused.is_empty(), "{:?}", summary.refused);
+    assert_eq!(summary.stored, 1);
+    let utc = iysgate::domain::time::from_turkey(parse_iys(NOW).unwrap());
+    let day = chrono::Duration::days(2);
+    let stored = store
+        .events_between(BRAND, utc - day, utc + day)
+        .await
+        .unwrap();
+    assert_eq!(stored[0].event.recipient.to_string(), "+905329991234");
+}

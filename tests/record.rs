@@ -15,6 +15,7 @@ use iysgate::domain::time::parse_iys;
 use iysgate::domain::{BrandPolicy, Clock, ManualClock};
 use iysgate::evidence::EventId;
 use iysgate::server::{self, App};
+use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
@@ -36,6 +37,7 @@ struct Server {
     records: ConsentRecordsClient<Channel>,
     admin: AdminClient<Channel>,
     checks: ConsentCheckClient<Channel>,
+    channel: Channel,
     app: Arc<App>,
     _stop: tokio_util::sync::DropGuard,
 }
@@ -145,7 +147,8 @@ async fn start_with(extra: &[String], mock: Option<&ManualClockHandle>) -> Serve
     Server {
         records: ConsentRecordsClient::new(channel.clone()),
         admin: AdminClient::new(channel.clone()),
-        checks: ConsentCheckClient::new(channel),
+        checks: ConsentCheckClient::new(channel.clone()),
+        channel,
         app,
         _stop: stop.drop_guard(),
     }
@@ -216,7 +219,7 @@ async fn record(
 ) -> Result<pb::RecordedConsent, tonic::Status> {
     s.records
         .record_consent(keyed(pb::RecordConsentRequest {
-            brand_code: BRAND,
+            brand_code: BRAND.into(),
             consent: Some(consent),
         }))
         .await
@@ -230,7 +233,7 @@ async fn check(s: &mut Server, recipient: &str) -> pb::Decision {
 async fn check_brand(s: &mut Server, brand: u32, recipient: &str) -> pb::Decision {
     s.checks
         .check(keyed(pb::CheckRequest {
-            brand_code: brand,
+            brand_code: brand.into(),
             recipient: recipient.into(),
             channel: pb::Channel::Mesaj.into(),
             ..Default::default()
@@ -405,7 +408,7 @@ async fn bad_input_is_refused_as_iys_would_naming_each_field_and_nothing_is_stor
 
     // A batch with one bad item stores nothing, and names the item.
     let batch = pb::RecordConsentsRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         consents: vec![
             input(
                 "+905321230005",
@@ -447,7 +450,7 @@ async fn bad_input_is_refused_as_iys_would_naming_each_field_and_nothing_is_stor
     let err = s
         .records
         .record_consent(keyed(pb::RecordConsentRequest {
-            brand_code: UNREGISTERED_BRAND,
+            brand_code: UNREGISTERED_BRAND.into(),
             consent: Some(input(
                 "+905321230006",
                 pb::ConsentStatus::Ret,
@@ -477,7 +480,7 @@ async fn a_recorded_onay_becomes_allow_only_once_iys_accepts_it() {
     let recorded = s
         .records
         .record_consent(keyed(pb::RecordConsentRequest {
-            brand_code: MOCK_BRAND,
+            brand_code: MOCK_BRAND.into(),
             consent: Some(input(
                 phone,
                 pb::ConsentStatus::Onay,
@@ -495,7 +498,7 @@ async fn a_recorded_onay_becomes_allow_only_once_iys_accepts_it() {
         pb::Reason::PendingRegistration
     );
     let ask = pb::CheckRequest {
-        brand_code: MOCK_BRAND,
+        brand_code: MOCK_BRAND.into(),
         recipient: phone.into(),
         channel: pb::Channel::Mesaj.into(),
         ..Default::default()
@@ -543,14 +546,14 @@ async fn clients_kept_in_the_store_are_served_with_their_grants() {
     };
     let d = s
         .checks
-        .check(ask(BRAND))
+        .check(ask(BRAND.into()))
         .await
         .unwrap()
         .into_inner()
         .decision
         .unwrap();
     assert_eq!(d.reason(), pb::Reason::NoConsent);
-    let err = s.checks.check(ask(MOCK_BRAND)).await.unwrap_err();
+    let err = s.checks.check(ask(MOCK_BRAND.into())).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 }
 
@@ -567,7 +570,7 @@ async fn check_mock_brand(s: &mut Server, phone: &str) -> pb::Decision {
 async fn record_registered_onay(s: &mut Server, phone: &str, key: &str) {
     s.records
         .record_consent(keyed(pb::RecordConsentRequest {
-            brand_code: MOCK_BRAND,
+            brand_code: MOCK_BRAND.into(),
             consent: Some(input(
                 phone,
                 pb::ConsentStatus::Onay,
@@ -617,7 +620,7 @@ async fn reconcile_finds_a_ret_the_index_missed_enforces_it_and_confirms_the_cle
         pb::Verdict::Allow
     );
     let ask = pb::ReconcileRequest {
-        brand_code: MOCK_BRAND,
+        brand_code: MOCK_BRAND.into(),
         date: "2026-05-20".into(),
         confirm: true,
     };
@@ -653,7 +656,7 @@ async fn reconcile_finds_a_ret_the_index_missed_enforces_it_and_confirms_the_cle
     let stored = s
         .admin
         .get_daily_report(keyed(pb::GetDailyReportRequest {
-            brand_code: MOCK_BRAND,
+            brand_code: MOCK_BRAND.into(),
             date: "2026-05-20".into(),
         }))
         .await
@@ -673,7 +676,7 @@ async fn reconcile_finds_a_ret_the_index_missed_enforces_it_and_confirms_the_cle
     let err = s
         .admin
         .get_daily_report(admin(pb::GetDailyReportRequest {
-            brand_code: MOCK_BRAND,
+            brand_code: MOCK_BRAND.into(),
             date: "20.05.2026".into(),
         }))
         .await
@@ -693,7 +696,7 @@ async fn clients_added_granted_and_revoked_through_admin_take_effect_at_once() {
         .add_client(admin(pb::AddClientRequest {
             name: "ops".into(),
             grants: vec![pb::BrandGrant {
-                brand_code: BRAND,
+                brand_code: BRAND.into(),
                 retailers: None,
             }],
         }))
@@ -701,10 +704,10 @@ async fn clients_added_granted_and_revoked_through_admin_take_effect_at_once() {
         .unwrap()
         .into_inner();
     assert!(added.api_key.starts_with("iysk_"));
-    assert_eq!(added.client.unwrap().grants[0].brand_code, BRAND);
+    assert_eq!(added.client.unwrap().grants[0].brand_code, u64::from(BRAND));
     let ask = |key: &str| {
         let mut r = Request::new(pb::CheckRequest {
-            brand_code: BRAND,
+            brand_code: BRAND.into(),
             recipient: "+905321234567".into(),
             channel: pb::Channel::Mesaj.into(),
             ..Default::default()
@@ -721,7 +724,7 @@ async fn clients_added_granted_and_revoked_through_admin_take_effect_at_once() {
         .admin
         .revoke_brand(admin(pb::RevokeBrandRequest {
             client: "ops".into(),
-            brand_code: BRAND,
+            brand_code: BRAND.into(),
         }))
         .await
         .unwrap()
@@ -743,7 +746,7 @@ async fn clients_added_granted_and_revoked_through_admin_take_effect_at_once() {
         .admin
         .add_brand(admin(pb::AddBrandRequest {
             iys_code: 600_000,
-            brand_code: BRAND,
+            brand_code: BRAND.into(),
             name: "again".into(),
             allow_unregistered_tacir: false,
         }))
@@ -802,5 +805,471 @@ async fn recorded_events_are_enforced_again_after_a_restart_of_the_embedded_defa
     assert!(
         matches!(onay.registration, Registration::Registered { .. }),
         "the ONAY İYS accepted is ALLOW again: {onay:?}"
+    );
+}
+
+/// Hand-built protobuf bytes, sent as they are: what a buggy or hostile client puts on the
+/// wire, which the generated client would never produce.
+mod raw {
+    use prost::bytes::{Buf, BufMut};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    #[derive(Default)]
+    pub struct Bytes;
+
+    pub struct Enc;
+    pub struct Dec;
+
+    impl Codec for Bytes {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Enc;
+        type Decoder = Dec;
+        fn encoder(&mut self) -> Enc {
+            Enc
+        }
+        fn decoder(&mut self) -> Dec {
+            Dec
+        }
+    }
+
+    impl Encoder for Enc {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            buf.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for Dec {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+            Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+        }
+    }
+
+    /// Calls `path` (e.g. `/iysgate.v1.ConsentCheck/Check`) with `body` as the message.
+    pub async fn unary(
+        channel: &tonic::transport::Channel,
+        path: &'static str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let request = super::with_key(body, key);
+        grpc.unary(
+            request,
+            tonic::codegen::http::uri::PathAndQuery::from_static(path),
+            Bytes,
+        )
+        .await
+        .map(tonic::Response::into_inner)
+    }
+
+    /// Opens the Filter stream with `body` as its only chunk; the first answer.
+    pub async fn filter(
+        channel: &tonic::transport::Channel,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let request = super::with_key(tokio_stream::iter([body]), key);
+        let mut answers = grpc
+            .streaming(
+                request,
+                tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/iysgate.v1.ConsentCheck/Filter",
+                ),
+                Bytes,
+            )
+            .await?
+            .into_inner();
+        match answers.message().await {
+            Ok(Some(answer)) => Ok(answer),
+            Ok(None) => Ok(Vec::new()),
+            Err(status) => Err(status),
+        }
+    }
+}
+
+/// A message that is not protobuf at all is the caller's fault, on every service of ours:
+/// INVALID_ARGUMENT, not INTERNAL (tonic-prost's default).
+#[tokio::test]
+async fn a_malformed_message_is_invalid_argument_on_every_service() {
+    let s = start().await;
+    // Field 1 as a varint whose continuation bit promises a byte that never comes.
+    let malformed = vec![0x08, 0xff];
+    let calls: [(&'static str, &str); 8] = [
+        ("/iysgate.v1.ConsentCheck/Check", KEY),
+        ("/iysgate.v1.ConsentCheck/CheckBatch", KEY),
+        ("/iysgate.v1.ConsentCheck/GetConsent", KEY),
+        ("/iysgate.v1.ConsentRecords/RecordConsent", KEY),
+        ("/iysgate.v1.ConsentRecords/RecordConsents", KEY),
+        ("/iysgate.v1.Admin/AddBrand", ADMIN_KEY),
+        ("/iysgate.v1.Admin/ListBrands", ADMIN_KEY),
+        ("/iysgate.v1.Admin/GetDailyReport", ADMIN_KEY),
+    ];
+    for (path, key) in calls {
+        let err = raw::unary(&s.channel, path, key, malformed.clone())
+            .await
+            .expect_err(path);
+        assert_eq!(err.code(), Code::InvalidArgument, "{path}: {err:?}");
+        assert!(err.message().contains("malformed"), "{path}: {err:?}");
+    }
+    let err = raw::filter(&s.channel, KEY, malformed).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "Filter: {err:?}");
+}
+
+/// `v` with `field` (a code field number) appended as a 64-bit varint: the last value of a
+/// scalar field wins, so this is the message with that field set to `wide`.
+fn with_wide(message: &impl prost::Message, field: u32, wide: u64) -> Vec<u8> {
+    let mut buf = message.encode_to_vec();
+    prost::encoding::uint64::encode(field, &wide, &mut buf);
+    buf
+}
+
+/// `outer` with `inner` appended as the length-delimited message field `field`.
+fn with_message(outer: &impl prost::Message, field: u32, inner: &[u8]) -> Vec<u8> {
+    let mut buf = outer.encode_to_vec();
+    prost::encoding::bytes::encode(field, &inner.to_vec(), &mut buf);
+    buf
+}
+
+/// The bad-request field a refusal names (the first violation).
+fn refused_field(status: &tonic::Status) -> String {
+    status
+        .get_details_bad_request()
+        .and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
+        .unwrap_or_else(|| panic!("no field named: {status:?}"))
+}
+
+/// A code wider than 32 bits is refused naming its field, never truncated: 2^32 + 600001 is
+/// not brand 600001. uint32 and uint64 varints are the same on the wire, so a caller can send
+/// one; the bytes here are built by hand.
+#[tokio::test]
+async fn a_code_wider_than_32_bits_is_refused_naming_the_field_never_truncated() {
+    let mut s = start().await;
+    // Brand 600001 has a consent for this phone, recorded here: a truncating server would
+    // answer about it.
+    record(
+        &mut s,
+        input(
+            "+905321230077",
+            pb::ConsentStatus::Ret,
+            "2026-05-20 09:00:00",
+            "wide-1",
+        ),
+    )
+    .await
+    .unwrap();
+    let wide = (1u64 << 32) + u64::from(BRAND);
+    let check_req = pb::CheckRequest {
+        recipient: "+905321230077".into(),
+        channel: pb::Channel::Mesaj.into(),
+        ..Default::default()
+    };
+    let consent = input(
+        "+905321230078",
+        pb::ConsentStatus::Onay,
+        "2026-05-20 09:00:00",
+        "wide-2",
+    );
+    let in_brand = pb::RecordConsentRequest {
+        brand_code: BRAND.into(),
+        consent: None,
+    };
+    let batch_item = pb::CheckBatchItem {
+        recipient: "+905321230077".into(),
+        channel: pb::Channel::Mesaj.into(),
+        ..Default::default()
+    };
+    let with_brand = |m: &pb::CheckRequest| {
+        let mut m = m.clone();
+        m.brand_code = BRAND.into();
+        m
+    };
+    let cases: Vec<(&'static str, &str, Vec<u8>, &str)> = vec![
+        (
+            "/iysgate.v1.ConsentCheck/Check",
+            KEY,
+            with_wide(&check_req, 1, wide),
+            "brand_code",
+        ),
+        (
+            "/iysgate.v1.ConsentCheck/Check",
+            KEY,
+            with_wide(&with_brand(&check_req), 5, (1 << 32) + 1),
+            "retailer_code",
+        ),
+        (
+            "/iysgate.v1.ConsentCheck/GetConsent",
+            KEY,
+            with_wide(
+                &pb::GetConsentRequest {
+                    recipient: "+905321230077".into(),
+                    channel: pb::Channel::Mesaj.into(),
+                    ..Default::default()
+                },
+                1,
+                wide,
+            ),
+            "brand_code",
+        ),
+        (
+            "/iysgate.v1.ConsentCheck/CheckBatch",
+            KEY,
+            with_message(
+                &pb::CheckBatchRequest::default(),
+                2,
+                &batch_item.encode_to_vec(),
+            )
+            .into_iter()
+            .chain(with_wide(&pb::CheckBatchRequest::default(), 1, wide))
+            .collect(),
+            "brand_code",
+        ),
+        (
+            "/iysgate.v1.ConsentRecords/RecordConsent",
+            KEY,
+            with_message(
+                &pb::RecordConsentRequest::default(),
+                2,
+                &consent.encode_to_vec(),
+            )
+            .into_iter()
+            .chain(with_wide(&pb::RecordConsentRequest::default(), 1, wide))
+            .collect(),
+            "brand_code",
+        ),
+        (
+            "/iysgate.v1.ConsentRecords/RecordConsent",
+            KEY,
+            with_message(&in_brand, 2, &with_wide(&consent, 7, (1 << 32) + 5)),
+            "consent.retailer_access",
+        ),
+        (
+            "/iysgate.v1.ConsentRecords/RecordConsents",
+            KEY,
+            with_message(
+                &pb::RecordConsentsRequest {
+                    brand_code: BRAND.into(),
+                    consents: vec![],
+                },
+                2,
+                &with_wide(&consent, 7, (1 << 32) + 5),
+            ),
+            "consents[0].retailer_access",
+        ),
+        (
+            "/iysgate.v1.Admin/AddBrand",
+            ADMIN_KEY,
+            with_wide(
+                &pb::AddBrandRequest {
+                    iys_code: 600_000,
+                    name: "Geniş".into(),
+                    ..Default::default()
+                },
+                2,
+                (1 << 32) + 600_002,
+            ),
+            "brand_code",
+        ),
+        (
+            "/iysgate.v1.Admin/AddBrand",
+            ADMIN_KEY,
+            with_wide(
+                &pb::AddBrandRequest {
+                    brand_code: 600_002,
+                    name: "Geniş".into(),
+                    ..Default::default()
+                },
+                1,
+                (1 << 32) + 600_000,
+            ),
+            "iys_code",
+        ),
+        (
+            "/iysgate.v1.Admin/RevokeBrand",
+            ADMIN_KEY,
+            with_wide(
+                &pb::RevokeBrandRequest {
+                    client: "stored".into(),
+                    ..Default::default()
+                },
+                2,
+                wide,
+            ),
+            "brand_code",
+        ),
+        (
+            "/iysgate.v1.Admin/GetDailyReport",
+            ADMIN_KEY,
+            with_wide(&pb::GetDailyReportRequest::default(), 1, wide),
+            "brand_code",
+        ),
+        (
+            "/iysgate.v1.Admin/Reconcile",
+            ADMIN_KEY,
+            with_wide(&pb::ReconcileRequest::default(), 1, wide),
+            "brand_code",
+        ),
+        (
+            "/iysgate.v1.Admin/GrantBrand",
+            ADMIN_KEY,
+            with_message(
+                &pb::GrantBrandRequest {
+                    client: "stored".into(),
+                    grant: None,
+                },
+                2,
+                &with_wide(&pb::BrandGrant::default(), 1, wide),
+            ),
+            "grant.brand_code",
+        ),
+        (
+            "/iysgate.v1.Admin/AddClient",
+            ADMIN_KEY,
+            with_message(
+                &pb::AddClientRequest {
+                    name: "wide".into(),
+                    grants: vec![],
+                },
+                2,
+                &with_message(
+                    &pb::BrandGrant {
+                        brand_code: BRAND.into(),
+                        retailers: None,
+                    },
+                    2,
+                    &with_wide(&pb::RetailerGrant::default(), 2, (1 << 32) + 7),
+                ),
+            ),
+            "grants[0].retailers.codes",
+        ),
+    ];
+    for (path, key, body, field) in cases {
+        let status = raw::unary(&s.channel, path, key, body)
+            .await
+            .expect_err(&format!("{path} {field}: answered"));
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{path} {field}: {status:?}"
+        );
+        assert_eq!(refused_field(&status), field, "{path}: {status:?}");
+        assert!(
+            status.message().contains("4294967295"),
+            "{path}: {status:?}"
+        );
+    }
+    // CheckBatch: an item's code that does not fit is that item's INVALID, the rest answered.
+    let batch = with_message(
+        &pb::CheckBatchRequest {
+            brand_code: BRAND.into(),
+            items: vec![batch_item.clone()],
+        },
+        2,
+        &with_wide(&batch_item, 4, (1 << 32) + 1),
+    );
+    let answer = raw::unary(
+        &s.channel,
+        "/iysgate.v1.ConsentCheck/CheckBatch",
+        KEY,
+        batch,
+    )
+    .await
+    .unwrap();
+    let decisions = <pb::CheckBatchResponse as prost::Message>::decode(&answer[..])
+        .unwrap()
+        .decisions;
+    assert_eq!(decisions[0].reason(), pb::Reason::LocalRet);
+    assert_eq!(decisions[1].verdict(), pb::Verdict::Invalid);
+    assert!(
+        decisions[1].error.contains("retailer_code"),
+        "{:?}",
+        decisions[1]
+    );
+    // Filter: the first chunk's brand.
+    let chunk = pb::FilterRequest {
+        channel: pb::Channel::Mesaj.into(),
+        recipients: vec!["+905321230077".into()],
+        ..Default::default()
+    };
+    let status = raw::filter(&s.channel, KEY, with_wide(&chunk, 1, wide))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "Filter: {status:?}");
+    assert_eq!(refused_field(&status), "brand_code");
+    // Nothing was stored for the truncated brand by the wide RecordConsent.
+    let d = check(&mut s, "+905321230078").await;
+    assert_eq!(d.reason(), pb::Reason::NoConsent);
+}
+
+/// The idempotency key's limit is the proto's: at most 128 bytes, refused past it naming the
+/// field, nothing stored.
+#[tokio::test]
+async fn an_idempotency_key_is_at_most_128_bytes() {
+    let mut s = start().await;
+    let date = "2026-05-20 09:00:00";
+    let longest = "k".repeat(128);
+    record(
+        &mut s,
+        input("+905321230091", pb::ConsentStatus::Ret, date, &longest),
+    )
+    .await
+    .unwrap();
+    let too_long = "k".repeat(129);
+    let status = record(
+        &mut s,
+        input("+905321230092", pb::ConsentStatus::Ret, date, &too_long),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(refused_field(&status), "consent.idempotency_key");
+    assert!(status.message().contains("128 bytes"), "{status:?}");
+    assert_eq!(
+        check(&mut s, "+905321230092").await.reason(),
+        pb::Reason::NoConsent
+    );
+    // The one constant the validation, both stores and the docs use.
+    assert_eq!(iysgate::evidence::MAX_IDEMPOTENCY_KEY, 128);
+}
+
+/// RecordConsent normalises the recipient with the same code as Check, GetConsent and Filter,
+/// before İYS's validation: what a check finds is what was recorded.
+#[tokio::test]
+async fn a_recipient_is_recorded_in_the_form_a_check_finds_it() {
+    let mut s = start().await;
+    let date = "2026-05-20 09:00:00";
+    let recorded = record(
+        &mut s,
+        input("+90 532 999 12 34", pb::ConsentStatus::Ret, date, "norm-1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(recorded.stored_recipient, "+905329991234");
+    assert_eq!(recorded.decision.unwrap().reason(), pb::Reason::LocalRet);
+    let d = check(&mut s, "+905329991234").await;
+    assert_eq!(d.reason(), pb::Reason::LocalRet);
+    let d = check(&mut s, "0532 999 12 34").await;
+    assert_eq!(d.reason(), pb::Reason::LocalRet);
+    // Refused by the normalisation: named once, in its words, nothing stored.
+    let status = record(
+        &mut s,
+        input("+90 532 999 12 3", pb::ConsentStatus::Ret, date, "norm-2"),
+    )
+    .await
+    .unwrap_err();
+    let bad = status.get_details_bad_request().unwrap();
+    assert_eq!(bad.field_violations.len(), 1, "{status:?}");
+    assert_eq!(bad.field_violations[0].field, "consent.recipient");
+    assert!(
+        bad.field_violations[0].description.contains("9 digits"),
+        "{status:?}"
     );
 }

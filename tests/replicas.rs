@@ -173,7 +173,7 @@ impl ServingReplica {
         let asked = self
             .checks
             .check(keyed(pb::CheckRequest {
-                brand_code: brand,
+                brand_code: brand.into(),
                 recipient: phone.into(),
                 channel: pb::Channel::Mesaj.into(),
                 ..Default::default()
@@ -220,7 +220,7 @@ impl ServingReplica {
         let date = format_iys(SystemClock.now_turkey() - chrono::Duration::minutes(1));
         self.records
             .record_consent(keyed(pb::RecordConsentRequest {
-                brand_code: brand,
+                brand_code: brand.into(),
                 consent: Some(pb::ConsentInput {
                     recipient: phone.into(),
                     channel: pb::Channel::Mesaj.into(),
@@ -529,7 +529,7 @@ async fn a_reconciliation_repair_on_one_replica_is_enforced_on_another() {
         .await;
 
     let mut ask = Request::new(pb::ReconcileRequest {
-        brand_code: MOCK_BRAND,
+        brand_code: MOCK_BRAND.into(),
         date: yesterday.format("%Y-%m-%d").to_string(),
         confirm: false,
     });

@@ -535,11 +535,96 @@ fn validate_domain(domain: &str) -> Result<(), RecipientError> {
     Ok(())
 }
 
+/// The decided answers to the ambiguous inputs outside testing found (issue 10, finding 14),
+/// as (input, address kind, normalised form or the refusal's code). Every path that takes a
+/// recipient (Check, GetConsent, Filter, RecordConsent, the CSV import, sync) must give these
+/// answers; `record.rs` runs the table through each of them. The reasons are in the README.
+#[cfg(test)]
+pub(crate) fn ambiguous_inputs() -> Vec<(String, AddressKind, Result<String, &'static str>)> {
+    let phone = AddressKind::Phone;
+    let email = AddressKind::Email;
+    let long_email = |len: usize| {
+        // local (64) @ labels of 63 joined by '.', padded to `len` characters, ".com" last.
+        let mut domain = String::new();
+        while 64 + 1 + domain.len() + 4 < len {
+            let room = len - (64 + 1 + domain.len() + 4);
+            if !domain.is_empty() {
+                domain.push('.');
+            }
+            let label = room
+                .saturating_sub(usize::from(!domain.is_empty()))
+                .clamp(1, 63);
+            domain.push_str(&"b".repeat(label));
+        }
+        format!("{}@{domain}.com", "A".repeat(64))
+    };
+    let ok = |s: &str| Ok(s.to_owned());
+    vec![
+        // Full-width digits (NFKC folds them to ASCII): the same number, normalised.
+        (
+            "０５３２ １２３ ４５ ６７".into(),
+            phone,
+            ok("+905321234567"),
+        ),
+        // A zero-width space inside: invisible paste residue, removed.
+        ("0532\u{200B}123 45 67".into(), phone, ok("+905321234567")),
+        // Arabic-Indic digits: another script, not folded by NFKC: refused, field named.
+        ("٠٥٣٢١٢٣٤٥٦٧".into(), phone, Err("PHONE_NON_ASCII")),
+        // 00 is the international prefix: 0090 = +90.
+        ("0090 532 123 45 67".into(), phone, ok("+905321234567")),
+        // Spaces between groups (finding 12).
+        ("+90 532 999 12 34".into(), phone, ok("+905329991234")),
+        // A Turkish landline: İYS takes any in-use number for ARAMA and MESAJ.
+        ("02121234567".into(), phone, ok("+902121234567")),
+        // Turkish letters: İYS refuses them (H120); lower-casing İ would make another address.
+        ("İLKER@EXAMPLE.COM".into(), email, Err("EMAIL_NON_ASCII")),
+        // Longer than RFC 5321's 254, within İYS's 265: accepted, as İYS accepts it.
+        (
+            long_email(260),
+            email,
+            Ok(long_email(260).to_ascii_lowercase()),
+        ),
+        // Past İYS's 265: refused.
+        (long_email(266), email, Err("EMAIL_TOO_LONG")),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use RecipientError as E;
     use proptest::prelude::*;
+
+    #[test]
+    fn ambiguous_inputs_are_decided_once_for_every_entry_point() {
+        for (input, kind, expected) in ambiguous_inputs() {
+            let got = normalise_recipient(&input, kind)
+                .map(|r| r.to_string())
+                .map_err(RecipientError::code);
+            assert_eq!(got, expected, "{input:?}");
+            match kind {
+                AddressKind::Phone => {
+                    let phone = normalise_phone(&input).map(|p| p.to_string());
+                    assert_eq!(phone.map_err(RecipientError::code), expected);
+                    // The packed numeric form (Filter's `phones`) of an accepted number.
+                    if let Ok(p) = normalise_phone(&input) {
+                        assert_eq!(PhoneNumber::from_e164_digits(p.digits()), Ok(p));
+                    }
+                }
+                AddressKind::Email => {
+                    let mut buf = String::new();
+                    let into = normalise_email_into(&input, &mut buf).map(str::to_owned);
+                    assert_eq!(into.map_err(RecipientError::code), expected, "{input:?}");
+                }
+            }
+        }
+        let lengths: Vec<usize> = ambiguous_inputs()
+            .iter()
+            .filter(|(_, k, _)| *k == AddressKind::Email)
+            .map(|(i, _, _)| i.chars().count())
+            .collect();
+        assert_eq!(lengths, [17, 260, 266]);
+    }
 
     const MOBILE: &str = "+905321234567";
 

@@ -14,8 +14,12 @@ use crate::domain::{
 
 use super::EvidenceError;
 
-/// Longest idempotency key accepted, in bytes.
-pub const MAX_IDEMPOTENCY_KEY: usize = 200;
+/// Longest idempotency key accepted, in bytes: the proto's documented limit (`ConsentInput`
+/// says "at most 128 bytes"). Every backend refuses a longer one through [`check_new`]; the
+/// import's own keys (`import:<16 hex>:<line>`) stay far below it.
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+/// The refusal of a key outside 1..=[`MAX_IDEMPOTENCY_KEY`] bytes (a unit test ties the two).
+const IDEMPOTENCY_KEY_RULE: &str = "must be 1 to 128 bytes";
 /// Longest evidence or name text accepted, in bytes: a reference, not a document.
 pub const MAX_TEXT: usize = 2048;
 
@@ -288,7 +292,7 @@ pub(crate) fn check_new(index: usize, event: &NewEvent) -> Result<(), EvidenceEr
         return invalid("source", "a collected consent needs an HS_* source");
     }
     if event.idempotency_key.is_empty() || event.idempotency_key.len() > MAX_IDEMPOTENCY_KEY {
-        return invalid("idempotency_key", "must be 1 to 200 bytes");
+        return invalid("idempotency_key", IDEMPOTENCY_KEY_RULE);
     }
     let texts = [
         ("evidence.method", Some(&event.evidence.method)),
@@ -468,6 +472,11 @@ mod tests {
 
     fn tr(text: &str) -> TurkeyTime {
         parse_iys(text).unwrap()
+    }
+
+    #[test]
+    fn the_idempotency_key_refusal_states_the_limit() {
+        assert!(IDEMPOTENCY_KEY_RULE.ends_with(&format!(" {MAX_IDEMPOTENCY_KEY} bytes")));
     }
 
     fn upload(state: UploadState, attempts: u32) -> Upload {

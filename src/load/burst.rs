@@ -108,7 +108,7 @@ async fn enforced(
     let mut denied = 0;
     for part in run.targets.chunks(crate::api::MAX_BATCH) {
         let mut request = Request::new(pb::CheckBatchRequest {
-            brand_code: run.steady.brand,
+            brand_code: run.steady.brand.into(),
             items: part
                 .iter()
                 .map(|r| pb::CheckBatchItem {

@@ -111,7 +111,7 @@ fn chunks(run: &FilterRun, stream: usize, count: usize) -> Vec<pb::FilterRequest
         let n = left.min(chunk);
         let mut message = pb::FilterRequest::default();
         if out.is_empty() {
-            message.brand_code = run.brand;
+            message.brand_code = run.brand.into();
             message.channel = match run.kind {
                 ListKind::Phones => pb::Channel::Mesaj.into(),
                 ListKind::Emails | ListKind::EmailStrings => pb::Channel::Eposta.into(),

@@ -163,7 +163,7 @@ pub enum LoadError {
 
 fn request(run: &ClosedLoop, i: usize) -> Request<pb::CheckRequest> {
     let mut request = Request::new(pb::CheckRequest {
-        brand_code: run.brand,
+        brand_code: run.brand.into(),
         recipient: run.recipients[i % run.recipients.len()].clone(),
         channel: pb::Channel::Mesaj.into(),
         ..pb::CheckRequest::default()
