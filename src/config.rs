@@ -557,6 +557,9 @@ pub struct LoadArgs {
     /// or the mock İYS's seeded numbers); for `sms` and `mixed-tenants`.
     #[arg(long)]
     pub recipients_file: Option<std::path::PathBuf>,
+    /// `sms`: recipients per call; 0 sends `Check`, more a `CheckBatch` of that many.
+    #[arg(long, default_value_t = 0)]
+    pub batch: usize,
     /// `email`: recipients in the whole list.
     #[arg(long, default_value_t = 1_000_000)]
     pub recipients: usize,

@@ -507,6 +507,7 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
         recipients: Arc::clone(&checks),
         progress,
         honour_retry_info: false,
+        batch: args.batch,
     };
     match args.scenario.as_str() {
         "sms" => {

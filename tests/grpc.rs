@@ -932,7 +932,7 @@ async fn an_open_stream_holds_no_slot_while_it_waits_and_capacity_sheds_at_once(
     );
     // Its chunks are still answered.
     tx.send(pb::FilterRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         channel: pb::Channel::Mesaj.into(),
         recipients: vec![ONAY_PHONE.into()],
         ..Default::default()

@@ -31,6 +31,7 @@ fn run(addr: String, target: Target, recipients: Arc<Vec<String>>) -> ClosedLoop
         recipients,
         progress: Progress::default(),
         honour_retry_info: false,
+        batch: 0,
     }
 }
 
@@ -94,8 +95,22 @@ async fn the_generator_loads_the_echo_baseline_and_iysgate() {
         report.requests,
         "the progress line counts every call"
     );
+    assert_eq!(
+        report.answered, report.requests,
+        "no errors: every call answered"
+    );
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["target"], "Iysgate");
+
+    // sms with --batch: CheckBatch calls of 50 recipients each.
+    let mut batches = run(addr.clone(), Target::Iysgate, Arc::clone(&recipients));
+    batches.batch = 50;
+    let report = run_closed_loop(batches).await.unwrap();
+    assert!(
+        report.answered > 0 && report.errors.is_empty(),
+        "{}",
+        report.summary()
+    );
 
     // email: lists of both kinds through Filter, every recipient answered, some allowed.
     for (kind, channel) in [

@@ -64,7 +64,7 @@ fn frame(message: &impl prost::Message) -> Bytes {
 
 fn check_frame(phone: &str) -> Bytes {
     frame(&pb::CheckRequest {
-        brand_code: BRAND,
+        brand_code: BRAND.into(),
         recipient: phone.into(),
         channel: pb::Channel::Mesaj.into(),
         ..Default::default()

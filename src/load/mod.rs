@@ -110,6 +110,8 @@ pub struct ClosedLoop {
     /// Closed loop: after a refusal carrying a RetryInfo, wait as told before the next call
     /// (what a well-behaved client does); otherwise call again at once.
     pub honour_retry_info: bool,
+    /// Recipients per call: 0 sends `Check`, more a `CheckBatch` of that many (iysgate only).
+    pub batch: usize,
 }
 
 /// The outcome of a run, as JSON and as a one-screen summary.
@@ -126,6 +128,11 @@ pub struct Report {
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
+    /// Calls answered with success, and their latency alone (under overload the refusals'
+    /// fast answers would otherwise hide what the answered calls waited).
+    pub answered: u64,
+    pub answered_p50_us: u64,
+    pub answered_p99_us: u64,
     /// Calls that failed, by gRPC status code name.
     pub errors: BTreeMap<String, u64>,
 }
@@ -134,7 +141,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let errors: u64 = self.errors.values().sum();
         format!(
-            "{:?}: {} requests in {:.1} s = {:.0}/s ({} conns × {} in flight); latency µs p50 {} p90 {} p99 {} p99.9 {} max {}; errors {errors} {:?}",
+            "{:?}: {} requests in {:.1} s = {:.0}/s ({} conns × {} in flight); latency µs p50 {} p90 {} p99 {} p99.9 {} max {}; answered {} (p50 {} p99 {}); errors {errors} {:?}",
             self.target,
             self.requests,
             self.seconds,
@@ -146,6 +153,9 @@ impl Report {
             self.p99_us,
             self.p999_us,
             self.max_us,
+            self.answered,
+            self.answered_p50_us,
+            self.answered_p99_us,
             self.errors
         )
     }
@@ -167,6 +177,27 @@ fn request(run: &ClosedLoop, i: usize) -> Request<pb::CheckRequest> {
         recipient: run.recipients[i % run.recipients.len()].clone(),
         channel: pb::Channel::Mesaj.into(),
         ..pb::CheckRequest::default()
+    });
+    if let Ok(key) = run.api_key.parse() {
+        request
+            .metadata_mut()
+            .insert(crate::api::API_KEY_HEADER, key);
+    }
+    request
+}
+
+fn batch_request(run: &ClosedLoop, i: usize) -> Request<pb::CheckBatchRequest> {
+    let n = run.recipients.len();
+    let items = (0..run.batch)
+        .map(|k| pb::CheckBatchItem {
+            recipient: run.recipients[(i * run.batch + k) % n].clone(),
+            channel: pb::Channel::Mesaj.into(),
+            ..pb::CheckBatchItem::default()
+        })
+        .collect();
+    let mut request = Request::new(pb::CheckBatchRequest {
+        brand_code: run.brand.into(),
+        items,
     });
     if let Ok(key) = run.api_key.parse() {
         request
@@ -204,9 +235,14 @@ impl Clients {
         }
     }
 
-    /// One Check against the run's target.
+    /// One Check (or CheckBatch) against the run's target.
     async fn call(&mut self, run: &ClosedLoop, i: usize) -> Result<(), Status> {
         match run.target {
+            Target::Iysgate if run.batch > 0 => self
+                .iysgate
+                .check_batch(batch_request(run, i))
+                .await
+                .map(|_| ()),
             Target::Iysgate => self.iysgate.check(request(run, i)).await.map(|_| ()),
             Target::Echo => self.echo.check(request(run, i)).await.map(|_| ()),
         }
@@ -217,7 +253,7 @@ fn report(
     run: &ClosedLoop,
     in_flight: usize,
     seconds: f64,
-    all: &Histogram<u64>,
+    (all, answered): (&Histogram<u64>, &Histogram<u64>),
     errors: BTreeMap<String, u64>,
 ) -> Report {
     Report {
@@ -232,6 +268,9 @@ fn report(
         p99_us: all.value_at_quantile(0.99),
         p999_us: all.value_at_quantile(0.999),
         max_us: all.max(),
+        answered: answered.len(),
+        answered_p50_us: answered.value_at_quantile(0.50),
+        answered_p99_us: answered.value_at_quantile(0.99),
         errors,
     }
 }
@@ -247,6 +286,7 @@ pub async fn run_closed_loop(run: ClosedLoop) -> Result<Report, LoadError> {
         for m in 0..run.in_flight.max(1) {
             let (run, channel) = (Arc::clone(&run), channel.clone());
             let mut histogram = new_histogram()?;
+            let mut answered = new_histogram()?;
             tasks.push(tokio::spawn(async move {
                 let mut errors: BTreeMap<String, u64> = BTreeMap::new();
                 let mut clients = Clients::new(channel);
@@ -256,6 +296,9 @@ pub async fn run_closed_loop(run: ClosedLoop) -> Result<Report, LoadError> {
                     let outcome = clients.call(&run, i).await;
                     let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                     histogram.saturating_record(micros.max(1));
+                    if outcome.is_ok() {
+                        answered.saturating_record(micros.max(1));
+                    }
                     run.progress.add(1);
                     if let Err(status) = outcome {
                         run.progress.fail();
@@ -271,22 +314,25 @@ pub async fn run_closed_loop(run: ClosedLoop) -> Result<Report, LoadError> {
                     }
                     i += 1;
                 }
-                (histogram, errors)
+                (histogram, answered, errors)
             }));
         }
     }
     let mut all = new_histogram()?;
+    let mut ok = new_histogram()?;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for task in tasks {
-        let Ok((h, e)) = task.await else { continue };
+        let Ok((h, a, e)) = task.await else { continue };
         all.add(&h)
+            .map_err(|e| LoadError::Histogram(e.to_string()))?;
+        ok.add(&a)
             .map_err(|e| LoadError::Histogram(e.to_string()))?;
         for (code, n) in e {
             *errors.entry(code).or_default() += n;
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(report(&run, run.in_flight, seconds, &all, errors))
+    Ok(report(&run, run.in_flight, seconds, (&all, &ok), errors))
 }
 
 /// The open loop's pacing granularity: calls due within it are released together (each is
@@ -356,15 +402,17 @@ pub async fn run_open_loop(run: ClosedLoop, rate: u64) -> Result<Report, LoadErr
     let _ = pacer.join();
     drop(tx);
     let mut all = new_histogram()?;
+    let mut ok = new_histogram()?;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     while let Some((micros, error)) = rx.recv().await {
         all.saturating_record(micros);
-        if let Some(code) = error {
-            *errors.entry(format!("{code:?}")).or_default() += 1;
+        match error {
+            Some(code) => *errors.entry(format!("{code:?}")).or_default() += 1,
+            None => ok.saturating_record(micros),
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(report(&run, 0, seconds, &all, errors))
+    Ok(report(&run, 0, seconds, (&all, &ok), errors))
 }
 
 /// Recipients for a run against the demo: `hits` of the demo data set's `channel` records
