@@ -20,7 +20,7 @@ ROUNDS=${ROUNDS:-1}
 SERVER_RUNTIME=${SERVER_RUNTIME:-multi-thread}
 LOAD_RUNTIME=${LOAD_RUNTIME:-multi-thread}
 cargo build --release --quiet
-BIN=target/release/iysgate
+BIN=${CARGO_TARGET_DIR:-target}/release/iysgate
 SERVER_CPU=0
 LOAD_CPU=1
 # taskset execs the command, so $! below is the server itself and `kill` reaches it.

@@ -12,7 +12,7 @@ DURATION=${1:-10s}
 ROUNDS=${2:-2}
 SEEDED=200000
 cargo build --release --quiet
-BIN=target/release/iysgate
+BIN=${CARGO_TARGET_DIR:-target}/release/iysgate
 if command -v taskset >/dev/null; then SERVER_PIN="taskset -c 0"; LOAD_PIN="taskset -c 1"; else SERVER_PIN=""; LOAD_PIN=""; fi
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true' EXIT

@@ -16,7 +16,7 @@ RATE=${2:-20000}
 INTERVAL=${3:-1s}
 SEEDED=$((BURST * 2))
 cargo build --release --quiet
-BIN=target/release/iysgate
+BIN=${CARGO_TARGET_DIR:-target}/release/iysgate
 if command -v taskset >/dev/null; then SERVER_PIN="taskset -c 0"; OTHER_PIN="taskset -c 1"; else SERVER_PIN=""; OTHER_PIN=""; fi
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true' EXIT

@@ -13,7 +13,7 @@ QUOTA=${3:-5000}
 RECORDS=${RECORDS:-1000000}
 SEED=2026
 cargo build --release --quiet
-BIN=target/release/iysgate
+BIN=${CARGO_TARGET_DIR:-target}/release/iysgate
 if command -v taskset >/dev/null; then SERVER_PIN="taskset -c 0"; LOAD_PIN="taskset -c 1"; else SERVER_PIN=""; LOAD_PIN=""; fi
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true' EXIT

@@ -215,10 +215,7 @@ impl ConsentService {
             waited_too_long(request.extensions().get(), self.limits.max_queue_delay)
         {
             self.metrics.shed(Shed::QueueDelay);
-            return Err(Status::resource_exhausted(format!(
-                "server overloaded: the call waited {} ms before it could be worked on; retry with backoff",
-                waited.as_millis()
-            )));
+            return Err(overloaded(waited));
         }
         take_slot(&self.in_flight, client, &self.limits, &self.metrics)
     }
@@ -318,6 +315,14 @@ pub(crate) fn presented_key<T>(request: &Request<T>) -> Option<&str> {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
         })
+}
+
+/// The refusal of a call that waited `waited` for its work to start.
+fn overloaded(waited: Duration) -> Status {
+    Status::resource_exhausted(format!(
+        "server overloaded: the call waited {} ms before it could be worked on; retry with backoff",
+        waited.as_millis()
+    ))
 }
 
 /// How long a call waited since its arrival, when that is more than `max` (zero: no limit).
