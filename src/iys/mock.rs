@@ -504,7 +504,7 @@ impl MockIys {
                 CitizenSource::WebYeni { citizen_name } => Some(citizen_name.into_boxed_str()),
                 _ => None,
             };
-            let txid = store::transaction_id(brand, &recipient, recipient_type, consent_type, now);
+            let txid = brand_state.next_txid(brand, &recipient, recipient_type, consent_type, now);
             let event = brand_state.insert(
                 Event {
                     recipient: Arc::from(recipient.as_str()),
@@ -656,7 +656,7 @@ impl MockIys {
             let whole = |t: NaiveDateTime| t.with_nanosecond(0).unwrap_or(t);
             let creation = record.creation_date.map_or(now, whole);
             let recipient = validate::normalize(&record.recipient);
-            let txid = store::transaction_id(
+            let txid = brand_state.next_txid(
                 brand,
                 &recipient,
                 record.recipient_type,
