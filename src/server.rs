@@ -388,8 +388,8 @@ pub async fn add_stored_clients(
 }
 
 /// Applies every event kept in the evidence store to the index, as the process that recorded
-/// it did: registered when İYS accepted it, else pending (a RET stays DENY whether or not İYS
-/// took it). The embedded default runs this at start, so a recorded RET survives a restart;
+/// it did: registered when İYS accepted it or already held it from another record, else
+/// pending (a RET stays DENY whether or not İYS took it). The embedded default runs this at start, so a recorded RET survives a restart;
 /// a replica gets the same from Redis instead. Returns how many events were applied.
 ///
 /// # Errors
@@ -400,7 +400,6 @@ pub async fn apply_recorded(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<usize, crate::evidence::EvidenceError> {
     use crate::domain::{ConsentEvent, Registration};
-    use crate::evidence::UploadState;
     let mut applied = 0;
     for brand in store.brands().await? {
         let events = store
@@ -411,12 +410,8 @@ pub async fn apply_recorded(
             )
             .await?;
         for stored in events {
-            let (key, event) = if let UploadState::Registered {
-                transaction_id,
-                creation_date,
-            } = &stored.upload.state
-            {
-                crate::uploader::registered_event(&stored.event, transaction_id, *creation_date)
+            let (key, event) = if let Some(settled) = crate::uploader::settled_event(&stored) {
+                settled
             } else {
                 let e = &stored.event;
                 let pending = ConsentEvent {
