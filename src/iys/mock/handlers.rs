@@ -96,6 +96,7 @@ pub fn router(mock: MockIys) -> Router {
         .route("/_mock/citizen", post(admin_citizen))
         .route("/_mock/burst", post(admin_burst))
         .route("/_mock/push-stats", get(push_stats))
+        .route("/_mock/requests", get(requests))
         .with_state(mock);
     api.merge(admin)
 }
@@ -116,6 +117,11 @@ async fn guard(State(mock): State<MockIys>, mut req: Request, next: Next) -> Res
     req.extensions_mut().insert(ClientIp(ip));
     let path = req.uri().path().to_owned();
     let has_bearer = bearer(req.headers()).is_some();
+    if path == "/oauth2/token" {
+        mock.inner.token_requests.fetch_add(1, Ordering::Relaxed);
+    } else if has_bearer {
+        mock.inner.bearer_requests.fetch_add(1, Ordering::Relaxed);
+    }
 
     let (latency, injected, truncate) = {
         let mut f = lock(&mock.inner.faults);
@@ -1580,4 +1586,8 @@ async fn admin_burst(State(mock): State<MockIys>, body: Bytes) -> Response {
 
 async fn push_stats(State(mock): State<MockIys>) -> Json<super::PushStats> {
     Json(mock.push_stats())
+}
+
+async fn requests(State(mock): State<MockIys>) -> Json<super::RequestCounts> {
+    Json(mock.requests())
 }
