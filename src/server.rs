@@ -90,8 +90,11 @@ fn iys_client(
         username: args.iys_username.clone(),
         password: args.iys_password.clone(),
     };
-    IysClient::new(url, credentials, tokens, RetryPolicy::default())
-        .map_err(|e| format!("İYS client: {e}"))
+    let retry = RetryPolicy {
+        request_timeout: args.iys_timeout,
+        ..RetryPolicy::default()
+    };
+    IysClient::new(url, credentials, tokens, retry).map_err(|e| format!("İYS client: {e}"))
 }
 
 /// The İYS account of `--iys-url`/`--iys-code`, shared by the uploader and the

@@ -625,3 +625,85 @@ async fn no_call_needing_a_token_while_token_calls_are_halted() {
     assert!(mock.requests().with_token > at_halt.with_token);
     assert_eq!(iys.token_halted_until(), None);
 }
+
+/// One hung İYS answer (the mock holds a pull 3 s) with a request timeout at most half the
+/// staleness budget: the call times out, the retry answers, the leader's heartbeat follows
+/// the pass, and the replica's data never gets older than the budget (its ALLOWs stand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_iys_answer_times_out_and_replicas_stay_fresh() {
+    const MAX_STALENESS: Duration = Duration::from_secs(1);
+    let timeout = Duration::from_millis(300);
+    iysgate::config::check_iys_timeout(timeout, MAX_STALENESS).unwrap();
+    let (mock, url) = start_mock().await;
+    seed(&mock, 10);
+    let p = prefix("hung");
+    let stop = CancellationToken::new();
+    let leader = node(BRAND.brand_code);
+    let iys = client(
+        &url,
+        RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(50),
+            request_timeout: timeout,
+        },
+    );
+    let worker = SyncWorker::new(
+        iys.clone(),
+        leader.consents,
+        Arc::new(MemoryCursors::default()),
+        vec![BRAND],
+        leader.freshness,
+        Arc::new(SystemClock),
+        SyncConfig {
+            page_limit: 1000,
+            interval: Duration::from_millis(50),
+            ..SyncConfig::default()
+        },
+    )
+    .with_shared(shared(&p).await);
+    tokio::spawn(worker.run_leader("leader".into(), Duration::from_secs(2), stop.clone()));
+    let r = replica(BRAND.brand_code, &p, &stop).await;
+    let age = || r.freshness.age(SystemClock.now_utc());
+    wait_for("the replica fresh", Duration::from_secs(20), || {
+        r.consents.records().len() == 10 && age().is_some_and(|a| a < MAX_STALENESS / 4)
+    })
+    .await;
+
+    // The next pull hangs for 3 s; only that one (the fault is cleared once it is sent).
+    let before = iys.api_requests();
+    mock.set_faults(Faults {
+        latency_ms: 3_000,
+        path_contains: Some("/consents/changes".into()),
+        ..Faults::default()
+    });
+    wait_for("the pull that hangs", Duration::from_secs(5), || {
+        iys.api_requests() > before
+    })
+    .await;
+    mock.set_faults(Faults::default());
+    let hung_at = Instant::now();
+    let mut oldest = Duration::ZERO;
+    let mut retried_after = None;
+    while hung_at.elapsed() < Duration::from_millis(1_500) {
+        oldest = oldest.max(age().unwrap());
+        if retried_after.is_none() && iys.api_requests() > before + 1 {
+            retried_after = Some(hung_at.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let retried_after = retried_after.expect("the hung call ended and was retried");
+    assert!(
+        retried_after < Duration::from_secs(1),
+        "the hung call timed out after about {timeout:?}, not the mock's 3 s: {retried_after:?}"
+    );
+    assert!(
+        oldest < MAX_STALENESS,
+        "the replica's data stayed fresh: oldest {oldest:?} of {MAX_STALENESS:?}"
+    );
+    println!(
+        "hung İYS pull (3 s) with a {timeout:?} timeout: retried after {retried_after:?}, replica data at most {oldest:?} old"
+    );
+    stop.cancel();
+    wipe(&p).await;
+}

@@ -100,7 +100,9 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// Largest backoff ceiling.
     pub cap: Duration,
-    /// Whole exchange (connect, send, read the full body) per attempt.
+    /// Whole exchange (connect, send, read the full body) per attempt. Well below the
+    /// replicas' staleness budget (at most half: `config::check_iys_timeout`), so one hung
+    /// answer cannot age their data past it.
     pub request_timeout: Duration,
 }
 
@@ -110,7 +112,7 @@ impl Default for RetryPolicy {
             max_attempts: 4,
             base: Duration::from_millis(500),
             cap: Duration::from_secs(30),
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
