@@ -20,6 +20,7 @@ pub const ENV_LOG: &str = "IYSGATE_LOG";
 pub const ENV_ADDR: &str = "IYSGATE_ADDR";
 pub const ENV_REDIS_URL: &str = "REDIS_URL";
 pub const ENV_IYS_URL: &str = "IYSGATE_IYS_URL";
+pub const ENV_IYS_TIMEOUT: &str = "IYSGATE_IYS_TIMEOUT";
 pub const ENV_PUSH_LISTEN: &str = "IYSGATE_PUSH_LISTEN";
 pub const ENV_PUSH_USERNAME: &str = "IYSGATE_PUSH_USERNAME";
 pub const ENV_PUSH_PASSWORD: &str = "IYSGATE_PUSH_PASSWORD";
@@ -268,6 +269,11 @@ pub struct ServeArgs {
     /// The provider's iysCode (the brands recording consents belong to it).
     #[arg(long, default_value_t = 0)]
     pub iys_code: u32,
+    /// Longest wait for one İYS answer (connect, send, read the whole body), per attempt. At
+    /// most half of `--max-staleness`: a hung answer must end, and the next attempt succeed,
+    /// while the data is still fresh enough to ALLOW.
+    #[arg(long, env = ENV_IYS_TIMEOUT, default_value = "10s", value_parser = parse_duration)]
+    pub iys_timeout: Duration,
     /// SHA-256 (64 hex digits) of an API key that may call the Admin service (brands,
     /// clients, reconciliation, every brand's report); repeat or separate with commas.
     /// `iysgate keygen` makes a key and its digest.
@@ -474,6 +480,13 @@ pub struct SyncArgs {
     /// Pause between sync passes.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub interval: Duration,
+    /// Longest wait for one İYS answer, per attempt; at most half of `--max-staleness`.
+    #[arg(long, env = ENV_IYS_TIMEOUT, default_value = "10s", value_parser = parse_duration)]
+    pub iys_timeout: Duration,
+    /// The replicas' staleness budget (their `--max-staleness`): this worker's heartbeats keep
+    /// their data fresh, so `--iys-timeout` is checked against it.
+    #[arg(long, env = ENV_MAX_STALENESS, default_value = "30s", value_parser = parse_duration)]
+    pub max_staleness: Duration,
     /// Sync lease: a standby takes over this long after the leader stops renewing.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease: Duration,
@@ -652,6 +665,48 @@ pub enum PurposeArg {
     LegalNotice,
 }
 
+impl Cli {
+    /// Checks what clap cannot: settings that must agree with each other. Runs before any
+    /// port is bound.
+    ///
+    /// # Errors
+    /// A message naming the flags that disagree.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.command {
+            Command::Serve(args) => check_iys_timeout(args.iys_timeout, args.max_staleness),
+            Command::Demo(args) => {
+                check_iys_timeout(args.serve.iys_timeout, args.serve.max_staleness)
+            }
+            Command::Sync(args) => check_iys_timeout(args.iys_timeout, args.max_staleness),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The İYS request timeout must be well below the staleness budget: the sync leader confirms
+/// the replicas' data only after a pass whose İYS calls all answered, so one hung answer ages
+/// every replica's data by up to the timeout. At most half the budget leaves the other half
+/// for the retry and the pass around it.
+///
+/// # Errors
+/// A message naming both flags (and their environment variables) and both values.
+pub fn check_iys_timeout(timeout: Duration, max_staleness: Duration) -> Result<(), String> {
+    if timeout.is_zero() {
+        return Err(format!(
+            "--iys-timeout ({ENV_IYS_TIMEOUT}) must be above zero"
+        ));
+    }
+    if timeout.saturating_mul(2) > max_staleness {
+        return Err(format!(
+            "--iys-timeout ({ENV_IYS_TIMEOUT}) {timeout:?} must be at most half of \
+             --max-staleness ({ENV_MAX_STALENESS}) {max_staleness:?}: one hung İYS answer \
+             would otherwise age every replica's data past the budget and turn ALLOWs \
+             UNAVAILABLE"
+        ));
+    }
+    Ok(())
+}
+
 /// A listen address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptionalAddr(pub Option<SocketAddr>);
@@ -754,6 +809,76 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("--brand"), "{err}");
+    }
+
+    /// One hung İYS answer lasts up to the request timeout; with the defaults it must stay
+    /// well inside the staleness budget, or it turns every replica's ALLOWs UNAVAILABLE.
+    #[test]
+    fn default_iys_timeout_is_well_inside_the_staleness_budget() {
+        let cli = Cli::try_parse_from(["iysgate", "serve"]).unwrap();
+        cli.validate().unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve expected")
+        };
+        let timeout = crate::iys::client::RetryPolicy::default().request_timeout;
+        assert!(
+            timeout * 2 <= serve.max_staleness,
+            "request timeout {timeout:?} vs max staleness {:?}",
+            serve.max_staleness
+        );
+        assert_eq!(
+            serve.iys_timeout, timeout,
+            "the flag's default is the client's"
+        );
+    }
+
+    /// A timeout not well below the staleness budget stops the start with a message naming
+    /// both flags; half the budget is the limit, and zero is refused.
+    #[test]
+    fn iys_timeout_must_be_at_most_half_the_staleness_budget() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().validate();
+        let err = parse(&["iysgate", "serve", "--iys-timeout", "30s"]).unwrap_err();
+        for name in [
+            "--iys-timeout",
+            "--max-staleness",
+            ENV_IYS_TIMEOUT,
+            ENV_MAX_STALENESS,
+        ] {
+            assert!(err.contains(name), "{name} in {err}");
+        }
+        assert!(parse(&["iysgate", "serve", "--iys-timeout", "15s"]).is_ok());
+        assert!(parse(&["iysgate", "serve", "--iys-timeout", "15001ms"]).is_err());
+        assert!(
+            parse(&[
+                "iysgate",
+                "serve",
+                "--max-staleness",
+                "10s",
+                "--iys-timeout",
+                "5s"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["iysgate", "demo", "--max-staleness", "10s"]).is_err());
+        assert!(parse(&["iysgate", "serve", "--iys-timeout", "0s"]).is_err());
+        let sync = [
+            "iysgate",
+            "sync",
+            "--iys-url",
+            "http://127.0.0.1:8089",
+            "--iys-username",
+            "u",
+            "--iys-password",
+            "p",
+            "--redis-url",
+            "redis://127.0.0.1",
+            "--brand",
+            "700000:700001",
+        ];
+        assert!(parse(&sync).is_ok());
+        let mut slow = sync.to_vec();
+        slow.extend(["--iys-timeout", "20s"]);
+        assert!(parse(&slow).unwrap_err().contains("--max-staleness"));
     }
 
     #[test]

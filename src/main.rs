@@ -20,6 +20,11 @@ mod admin;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any runtime, store or port: settings that disagree stop the start here.
+    if let Err(e) = cli.validate() {
+        eprintln!("iysgate: {e}");
+        return ExitCode::FAILURE;
+    }
     let mut builder = match cli.runtime {
         RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
         RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
@@ -340,13 +345,12 @@ async fn run_sync(args: iysgate::config::SyncArgs) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    let client = IysClient::new(
-        &args.iys_url,
-        credentials,
-        Arc::new(tokens),
-        RetryPolicy::default(),
-    )
-    .map_err(|e| format!("İYS client: {e}"))?;
+    let retry = RetryPolicy {
+        request_timeout: args.iys_timeout,
+        ..RetryPolicy::default()
+    };
+    let client = IysClient::new(&args.iys_url, credentials, Arc::new(tokens), retry)
+        .map_err(|e| format!("İYS client: {e}"))?;
     let shared = iysgate::shared::SharedState::connect(&args.redis_url, &args.redis_prefix)
         .await
         .map_err(|e| format!("redis: {e}"))?;

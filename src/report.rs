@@ -71,7 +71,11 @@ pub async fn daily_report(
         *report.recorded.entry(key).or_default() += 1;
         report.recorded_total += 1;
         match &stored.upload.state {
-            UploadState::Registered { .. } => report.registered += 1,
+            // Superseded: İYS holds the consent from its own earlier record; for the day's
+            // figures that is as registered as an upload İYS took.
+            UploadState::Registered { .. } | UploadState::Superseded { .. } => {
+                report.registered += 1;
+            }
             UploadState::Pending | UploadState::InFlight { .. } => report.pending += 1,
             UploadState::Expired => report.expired += 1,
             UploadState::Rejected { code, .. } => {

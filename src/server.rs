@@ -92,8 +92,11 @@ fn iys_client(
         username: args.iys_username.clone(),
         password: args.iys_password.clone(),
     };
-    IysClient::new(url, credentials, tokens, RetryPolicy::default())
-        .map_err(|e| format!("İYS client: {e}"))
+    let retry = RetryPolicy {
+        request_timeout: args.iys_timeout,
+        ..RetryPolicy::default()
+    };
+    IysClient::new(url, credentials, tokens, retry).map_err(|e| format!("İYS client: {e}"))
 }
 
 /// The İYS account of `--iys-url`/`--iys-code`, shared by the uploader and the
@@ -390,8 +393,8 @@ pub async fn add_stored_clients(
 }
 
 /// Applies every event kept in the evidence store to the index, as the process that recorded
-/// it did: registered when İYS accepted it, else pending (a RET stays DENY whether or not İYS
-/// took it). The embedded default runs this at start, so a recorded RET survives a restart;
+/// it did: registered when İYS accepted it or already held it from another record, else
+/// pending (a RET stays DENY whether or not İYS took it). The embedded default runs this at start, so a recorded RET survives a restart;
 /// a replica gets the same from Redis instead. Returns how many events were applied.
 ///
 /// # Errors
@@ -402,7 +405,6 @@ pub async fn apply_recorded(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<usize, crate::evidence::EvidenceError> {
     use crate::domain::{ConsentEvent, Registration};
-    use crate::evidence::UploadState;
     let mut applied = 0;
     for brand in store.brands().await? {
         let events = store
@@ -413,12 +415,8 @@ pub async fn apply_recorded(
             )
             .await?;
         for stored in events {
-            let (key, event) = if let UploadState::Registered {
-                transaction_id,
-                creation_date,
-            } = &stored.upload.state
-            {
-                crate::uploader::registered_event(&stored.event, transaction_id, *creation_date)
+            let (key, event) = if let Some(settled) = crate::uploader::settled_event(&stored) {
+                settled
             } else {
                 let e = &stored.event;
                 let pending = ConsentEvent {

@@ -682,8 +682,12 @@ impl<S: ChangeSource> SyncWorker<S> {
     }
 }
 
-/// İYS itself (or the mock) as the source of changes.
-impl ChangeSource for crate::iys::client::IysClient {
+/// İYS itself (or the mock) as the source of changes, over any connector (tests bring a
+/// plain one with a manual clock).
+impl<C> ChangeSource for crate::iys::client::IysClient<C>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     fn daily_changes(
         &self,
         brand: BrandRef,

@@ -17,7 +17,9 @@
 //! Exactly once: İYS's v2 add answers an identical re-send with the first transaction, a v2
 //! batch points a re-sent stored consent to its original, and an H174 ("that status
 //! already") is checked against İYS's current record, which counts as registered when it
-//! is this very consent. So an uploader that dies after İYS accepted but before the answer
+//! is this very consent. When it is another record of the same status (an ONAY İYS already
+//! held), that record is in force: the upload is closed as superseded by it and the index
+//! is handed İYS's record, so the key turns ALLOW instead of waiting, pending, to expire. So an uploader that dies after İYS accepted but before the answer
 //! was recorded costs nothing but a re-send once its lease runs out. Several uploaders may
 //! run: claims skip each other's rows, and the attempt number fences a late answer.
 //!
@@ -47,7 +49,7 @@ use crate::evidence::{
 };
 use crate::iys::client::{IysClient, MAX_BATCH};
 
-pub use answer::{Backoff, consent_request, key_of, registered_event};
+pub use answer::{Backoff, consent_request, key_of, registered_event, settled_event};
 use answer::{Reading, Verdict};
 use order::KeyOrder;
 
@@ -177,6 +179,8 @@ pub struct UploaderStats {
     pub polls: u64,
     /// H174 answers checked against İYS's current record.
     pub status_checks: u64,
+    /// H174 answers closed as superseded by İYS's record of the same status.
+    pub superseded: u64,
 }
 
 #[derive(Debug, Default)]
@@ -188,6 +192,7 @@ struct Counters {
     batch_repairs: AtomicU64,
     polls: AtomicU64,
     status_checks: AtomicU64,
+    superseded: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -300,6 +305,7 @@ impl Uploader {
             batch_repairs: get(&c.batch_repairs),
             polls: get(&c.polls),
             status_checks: get(&c.status_checks),
+            superseded: get(&c.superseded),
         }
     }
 
@@ -508,7 +514,8 @@ impl Uploader {
     }
 
     /// For an H174 reading: registered when İYS's current record is this very event,
-    /// rejected with H174 when it is another one, retried when the check cannot be made.
+    /// superseded when it is another record of the same status, retried when the check
+    /// cannot be made or the record changed (see `answer::settle_h174`).
     async fn settle_same_status(
         &self,
         client: &IysClient,
@@ -532,12 +539,7 @@ impl Uploader {
             )
             .await;
         let verdict = match record {
-            Ok(Some(record)) => {
-                answer::holds_this_consent(&record, event).unwrap_or_else(|| Verdict::Rejected {
-                    code: code.clone(),
-                    message: message.clone(),
-                })
-            }
+            Ok(Some(record)) => answer::settle_h174(&record, event, code, message),
             // H174 but no record now: something changed in between; try again.
             Ok(None) => Verdict::Retry {
                 code: Some(code),
@@ -547,11 +549,18 @@ impl Uploader {
             },
             Err(e) => answer::read_error(&e).verdict,
         };
-        if let Verdict::Registered { .. } = verdict {
-            tracing::info!(
+        match verdict {
+            Verdict::Registered { .. } => tracing::info!(
                 event = %claim.event.id,
                 "İYS already held this consent (H174 confirmed by status query)"
-            );
+            ),
+            Verdict::Superseded { .. } => tracing::info!(
+                event = %claim.event.id,
+                brand = event.brand,
+                "İYS already holds this status for the key from another record (H174); \
+                 the upload is superseded by that record, which is in force"
+            ),
+            _ => {}
         }
         Reading {
             http_status: reading.http_status,
@@ -639,6 +648,7 @@ impl Uploader {
         metrics::counter!("iysgate_uploads_total", "outcome" => outcome).increment(1);
         match &answer.outcome {
             UploadOutcome::Registered { .. } => bump(&inner.counters.registered),
+            UploadOutcome::Superseded { .. } => bump(&inner.counters.superseded),
             UploadOutcome::Rejected { code, .. } => {
                 bump(&inner.counters.rejected);
                 tracing::info!(event = %id, brand = event.brand, code, "İYS refused an upload");
@@ -671,19 +681,27 @@ impl Uploader {
                 }
                 UploadState::Registered { .. }
                 | UploadState::Rejected { .. }
+                | UploadState::Superseded { .. }
                 | UploadState::Expired => order.release(&key, id),
             }
         }
-        if let (
-            UploadState::Registered {
-                transaction_id,
-                creation_date,
-            },
-            UploadOutcome::Registered { .. },
-        ) = (&state, &answer.outcome)
-        {
-            let (key, registered) = registered_event(event, transaction_id, *creation_date);
-            (inner.on_registered)(key, registered);
+        // Only for the answer that made the state, so the index hears of it once.
+        let made = matches!(
+            (&state, &answer.outcome),
+            (
+                UploadState::Registered { .. },
+                UploadOutcome::Registered { .. }
+            ) | (
+                UploadState::Superseded { .. },
+                UploadOutcome::Superseded { .. }
+            )
+        );
+        if made {
+            let mut stored = claim.event.clone();
+            stored.upload.state = state;
+            if let Some((key, registered)) = settled_event(&stored) {
+                (inner.on_registered)(key, registered);
+            }
         }
     }
 }

@@ -43,6 +43,7 @@ suite!(
     concurrent_duplicates_store_one,
     failing_batch_stores_nothing,
     uploads_follow_the_state_machine,
+    superseded_is_final_and_kept,
     lapsed_lease_is_reclaimed,
     deadlines_follow_the_calendar,
     concurrent_claimers_never_share,

@@ -33,6 +33,7 @@ suite!(
     concurrent_duplicates_store_one,
     failing_batch_stores_nothing,
     uploads_follow_the_state_machine,
+    superseded_is_final_and_kept,
     lapsed_lease_is_reclaimed,
     deadlines_follow_the_calendar,
     concurrent_claimers_never_share,
@@ -100,7 +101,7 @@ async fn recorded_events_survive_a_new_pool() {
     .fetch_all(&schema.admin)
     .await
     .unwrap();
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2]);
     schema.drop().await;
 }
 

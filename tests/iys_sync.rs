@@ -2,7 +2,7 @@
 //! follow Redis (`REDIS_URL`, default redis://127.0.0.1:6379; these tests fail without it).
 //! A citizen's RET made in the mock becomes DENY on two replicas, timed; every injected
 //! fault ends in the same state as a clean run with no change lost or applied twice; token
-//! calls stay within the limit.
+//! calls stay within the limit, and none, nor any call needing a token, during an H084 halt.
 
 mod common;
 
@@ -135,7 +135,7 @@ async fn a_citizen_ret_in_the_mock_becomes_deny_on_two_replicas() {
     }
     took.sort();
     println!(
-        "citizen RET in the mock → DENY on both replicas (12 RETs, sync interval 50 ms, the mock holds back the open second): p50 {:?}, max {:?}",
+        "citizen RET in the mock → DENY on both replicas (12 RETs, sync interval 50 ms): p50 {:?}, max {:?}",
         took[took.len() / 2],
         took[took.len() - 1]
     );
@@ -265,8 +265,6 @@ async fn every_injected_fault_ends_like_a_clean_run() {
             ..Faults::default()
         });
     }
-    // The mock never serves the still-open second: let the last changes' second close.
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let stats = worker(&clean, client(&url, fast_retries()))
         .pass(&stop)
         .await;
@@ -537,5 +535,175 @@ async fn workers_share_one_token_through_redis() {
         .await;
     assert!(refused.is_err(), "halted");
     assert_eq!(c.token_calls(), 0, "no token call while halted");
+    wipe(&p).await;
+}
+
+/// İYS refuses the token (every call 401) and then answers the new-token request with 429
+/// H084: the halt lasts an hour and İYS counts each failure against the caller's IP. While
+/// it lasts the worker makes no call that needs a token (the mock counts what reaches it),
+/// the client says it is halted; when it ends, a token call and the pulls resume. The mock
+/// and the client share a manual clock, so the hour passes without waiting.
+#[tokio::test]
+async fn no_call_needing_a_token_while_token_calls_are_halted() {
+    use iysgate::domain::ManualClock;
+    use iysgate::iys::mock::RateLimits;
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let mut config = MockConfig::for_tests(clock.clone());
+    // One token an hour: the second token request is answered 429 H084.
+    config.rate_limits = RateLimits {
+        enabled: true,
+        per_second: 1_000_000,
+        token_per_hour: 1,
+        status_per_hour: 1_000_000,
+        history_per_hour: 1_000_000,
+    };
+    let mock = MockIys::new(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(mock.serve(listener));
+    let credentials = Credentials {
+        username: "mock".into(),
+        password: "mock".into(),
+    };
+    let iys = IysClient::with_connector(
+        &url,
+        credentials,
+        Arc::new(MemoryTokenStore::new()),
+        fast_retries(),
+        hyper_util::client::legacy::connect::HttpConnector::new(),
+        clock.clone(),
+    )
+    .unwrap();
+    let n = node(BRAND.brand_code);
+    let worker = SyncWorker::new(
+        iys.clone(),
+        Arc::clone(&n.consents),
+        Arc::new(MemoryCursors::default()),
+        vec![BRAND],
+        Arc::clone(&n.freshness),
+        clock.clone(),
+        SyncConfig::default(),
+    );
+    let stop = CancellationToken::new();
+    assert!(worker.pass(&stop).await.failed.is_empty());
+    assert_eq!(mock.requests().token, 1);
+
+    // İYS now refuses the token it issued; getting a new one hits H084.
+    mock.set_faults(Faults {
+        unauthorized: u32::MAX,
+        ..Faults::default()
+    });
+    let halting = worker.pass(&stop).await;
+    assert!(!halting.failed.is_empty());
+    assert_eq!(mock.requests().token, 2, "one token request, answered H084");
+    assert!(
+        iys.token_halted_until().is_some(),
+        "the client says it is halted"
+    );
+    let at_halt = mock.requests();
+
+    // 59 minutes of passes every 15 s: nothing reaches İYS.
+    for _ in 0..236 {
+        clock.advance(ChronoDuration::seconds(15));
+        let stats = worker.pass(&stop).await;
+        assert!(!stats.failed.is_empty(), "a halted pass confirms nothing");
+    }
+    assert_eq!(
+        mock.requests(),
+        at_halt,
+        "no token call and no call with a token during the halt"
+    );
+    assert!(iys.token_halted_until().is_some());
+
+    // The hour is over (and İYS takes the token again): calls resume.
+    mock.set_faults(Faults::default());
+    clock.advance(ChronoDuration::minutes(2));
+    let resumed = worker.pass(&stop).await;
+    assert!(resumed.failed.is_empty(), "{:?}", resumed.failed);
+    // The stored token works again here, so no new one is needed; the API is called.
+    assert!(mock.requests().token <= at_halt.token + 1);
+    assert!(mock.requests().with_token > at_halt.with_token);
+    assert_eq!(iys.token_halted_until(), None);
+}
+
+/// One hung İYS answer (the mock holds a pull 3 s) with a request timeout at most half the
+/// staleness budget: the call times out, the retry answers, the leader's heartbeat follows
+/// the pass, and the replica's data never gets older than the budget (its ALLOWs stand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_iys_answer_times_out_and_replicas_stay_fresh() {
+    const MAX_STALENESS: Duration = Duration::from_secs(1);
+    let timeout = Duration::from_millis(300);
+    iysgate::config::check_iys_timeout(timeout, MAX_STALENESS).unwrap();
+    let (mock, url) = start_mock().await;
+    seed(&mock, 10);
+    let p = prefix("hung");
+    let stop = CancellationToken::new();
+    let leader = node(BRAND.brand_code);
+    let iys = client(
+        &url,
+        RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(50),
+            request_timeout: timeout,
+        },
+    );
+    let worker = SyncWorker::new(
+        iys.clone(),
+        leader.consents,
+        Arc::new(MemoryCursors::default()),
+        vec![BRAND],
+        leader.freshness,
+        Arc::new(SystemClock),
+        SyncConfig {
+            page_limit: 1000,
+            interval: Duration::from_millis(50),
+            ..SyncConfig::default()
+        },
+    )
+    .with_shared(shared(&p).await);
+    tokio::spawn(worker.run_leader("leader".into(), Duration::from_secs(2), stop.clone()));
+    let r = replica(BRAND.brand_code, &p, &stop).await;
+    let age = || r.freshness.age(SystemClock.now_utc());
+    wait_for("the replica fresh", Duration::from_secs(20), || {
+        r.consents.records().len() == 10 && age().is_some_and(|a| a < MAX_STALENESS / 4)
+    })
+    .await;
+
+    // The next pull hangs for 3 s; only that one (the fault is cleared once it is sent).
+    let before = iys.api_requests();
+    mock.set_faults(Faults {
+        latency_ms: 3_000,
+        path_contains: Some("/consents/changes".into()),
+        ..Faults::default()
+    });
+    wait_for("the pull that hangs", Duration::from_secs(5), || {
+        iys.api_requests() > before
+    })
+    .await;
+    mock.set_faults(Faults::default());
+    let hung_at = Instant::now();
+    let mut oldest = Duration::ZERO;
+    let mut retried_after = None;
+    while hung_at.elapsed() < Duration::from_millis(1_500) {
+        oldest = oldest.max(age().unwrap());
+        if retried_after.is_none() && iys.api_requests() > before + 1 {
+            retried_after = Some(hung_at.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let retried_after = retried_after.expect("the hung call ended and was retried");
+    assert!(
+        retried_after < Duration::from_secs(1),
+        "the hung call timed out after about {timeout:?}, not the mock's 3 s: {retried_after:?}"
+    );
+    assert!(
+        oldest < MAX_STALENESS,
+        "the replica's data stayed fresh: oldest {oldest:?} of {MAX_STALENESS:?}"
+    );
+    println!(
+        "hung İYS pull (3 s) with a {timeout:?} timeout: retried after {retried_after:?}, replica data at most {oldest:?} old"
+    );
+    stop.cancel();
     wipe(&p).await;
 }

@@ -3,8 +3,9 @@
 //! promise of `iysgate::uploader`:
 //! - a collected ONAY reaches İYS, is recorded registered with İYS's transactionId, and the
 //!   serving index hears of it once;
-//! - İYS's refusals (H175, H162, H174 for another consent) are recorded with their code and
-//!   never sent again;
+//! - İYS's refusals (H175, H162) are recorded with their code and never sent again;
+//! - an H174 over an ONAY İYS already holds from another record marks the upload superseded
+//!   with İYS's transaction, and the key turns ALLOW on İYS's record;
 //! - 5xx, 429 with Retry-After and an expired token are retried until İYS accepts, each
 //!   failure an attempt;
 //! - an uploader that dies after claiming (before sending, mid-call, or after İYS accepted
@@ -43,6 +44,7 @@ use uploader_support::{
 on_both_stores!(
     onay_is_registered_and_reported_once,
     refusals_are_rejected_with_their_code_and_not_retried,
+    h174_over_an_onay_in_force_is_superseded_and_allows,
     transient_faults_are_retried_then_registered,
     crash_after_single_add_ends_exactly_once,
     crash_after_batch_add_ends_exactly_once,
@@ -126,21 +128,6 @@ async fn refusals_are_rejected_with_their_code_and_not_retried(store: EvidenceSt
     let harness = Harness::real_time(store).await;
     let h = &harness;
     let now = now_tr();
-    // İYS already holds an older ONAY of recipient 3.
-    h.mock
-        .seed(
-            u64::from(BRAND),
-            [SeedRecord {
-                recipient: phone(3),
-                recipient_type: RecipientType::Bireysel,
-                consent_type: ConsentType::Mesaj,
-                status: WireStatus::Onay,
-                source: "HS_WEB".into(),
-                consent_date: Some(now - ChronoDuration::days(30)),
-                creation_date: Some(now - ChronoDuration::days(30)),
-            }],
-        )
-        .unwrap();
     let ids = h
         .record(&[
             // A first record cannot be RET: H175.
@@ -151,8 +138,6 @@ async fn refusals_are_rejected_with_their_code_and_not_retried(store: EvidenceSt
             ),
             // A consent date in the future: H162 (422).
             onay(2, now + ChronoDuration::days(1)),
-            // ONAY over ONAY: H174, and İYS's record is another consent.
-            onay(3, now - ChronoDuration::minutes(5)),
         ])
         .await;
     let running = h.start(config());
@@ -162,7 +147,7 @@ async fn refusals_are_rejected_with_their_code_and_not_retried(store: EvidenceSt
     let stats = running.uploader.stats();
     running.stop().await;
 
-    for (id, want) in ids.iter().zip(["H175", "H162", "H174"]) {
+    for (id, want) in ids.iter().zip(["H175", "H162"]) {
         match h.state(*id).await {
             UploadState::Rejected { code, message } => {
                 assert_eq!(code, want);
@@ -178,15 +163,98 @@ async fn refusals_are_rejected_with_their_code_and_not_retried(store: EvidenceSt
         requests,
         "no İYS call after settling"
     );
-    assert_eq!(stats.status_checks, 1, "only the H174 is checked");
-    assert_eq!(stats.rejected, 3);
+    assert_eq!(stats.status_checks, 0, "no H174 to check");
+    assert_eq!(stats.rejected, 2);
     assert!(h.registered.lock().unwrap().is_empty());
+}
+
+/// İYS already holds an ONAY of the key from another record (an older consent date here), so
+/// it answers the collected ONAY with H174. That ONAY is in force: the upload is closed as
+/// superseded with İYS's transaction (not left pending to expire, not counted a refusal),
+/// and the callback hands the serving index a registered ONAY carrying İYS's transactionId
+/// and creationDate, which supersedes the pending one: the check answers ALLOW.
+async fn h174_over_an_onay_in_force_is_superseded_and_allows(store: EvidenceStore) {
+    let harness = Harness::real_time(store).await;
+    let h = &harness;
+    let now = now_tr();
+    h.mock
+        .seed(
+            u64::from(BRAND),
+            [SeedRecord {
+                recipient: phone(3),
+                recipient_type: RecipientType::Bireysel,
+                consent_type: ConsentType::Mesaj,
+                status: WireStatus::Onay,
+                source: "HS_WEB".into(),
+                consent_date: Some(now - ChronoDuration::days(30)),
+                creation_date: Some(now - ChronoDuration::days(30)),
+            }],
+        )
+        .unwrap();
     let (r, rt, ct) = mesaj(&phone(3));
-    let kept = h.mock.consent(u64::from(BRAND), &r, rt, ct).unwrap();
+    let in_iys = h.mock.consent(u64::from(BRAND), &r, rt, ct).unwrap();
+    let node = Arc::new(common::node(BRAND));
+    node.freshness.mark_confirmed(SystemClock.now_utc());
+    let collected = onay(3, now - ChronoDuration::minutes(5));
+    let pending = ConsentEvent {
+        status: collected.status,
+        source: collected.source,
+        consent_date: collected.consent_date,
+        registration: Registration::Pending,
+        retailer_access: vec![],
+    };
+    node.consents.apply(key_of(&collected), pending).unwrap();
+    assert_eq!(node.reason(&phone(3)), Some(Reason::PendingRegistration));
+
+    let id = h.record_one(&collected).await;
+    let running = h.start(config());
+    h.wait_settled(&[id], SETTLE).await;
+    let requests = h.client.api_requests();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = running.uploader.stats();
+    running.stop().await;
+
+    match h.state(id).await {
+        UploadState::Superseded {
+            transaction_id,
+            creation_date,
+            code,
+            message,
+        } => {
+            assert_eq!(transaction_id, in_iys.transaction_id);
+            assert_eq!(format_iys(creation_date), in_iys.creation_date);
+            assert_eq!(code, "H174");
+            assert!(!message.contains("532"), "no recipient in {message}");
+        }
+        other => panic!("not superseded: {other:?}"),
+    }
+    assert_eq!(h.attempts(id).await, 1, "never sent again");
     assert_eq!(
-        kept.consent_date,
-        Some(format_iys(now - ChronoDuration::days(30)))
+        h.client.api_requests(),
+        requests,
+        "no İYS call after settling"
     );
+    assert_eq!(stats.status_checks, 1);
+    assert_eq!(stats.rejected, 0, "not a refusal");
+    let counts = h.store.upload_counts(h.clock.now_utc()).await.unwrap();
+    assert_eq!((counts.pending, counts.expired), (0, 0));
+    // İYS keeps its record: one movement, the seeded one.
+    assert_eq!(h.mock.change_count(u64::from(BRAND)), 1);
+
+    let registered = h.registered.lock().unwrap().clone();
+    assert_eq!(registered.len(), 1, "the callback fires once");
+    let (key, event) = registered[0].clone();
+    assert_eq!(key, key_of(&collected));
+    assert_eq!(event.status, ConsentStatus::Onay);
+    assert_eq!(
+        event.registration,
+        Registration::Registered {
+            creation_date: parse_iys(&in_iys.creation_date).unwrap(),
+            transaction_id: in_iys.transaction_id.clone().into(),
+        }
+    );
+    node.consents.apply(key, event).unwrap();
+    assert_eq!(node.reason(&phone(3)), Some(Reason::ConsentRegistered));
 }
 
 async fn transient_faults_are_retried_then_registered(store: EvidenceStore) {

@@ -123,10 +123,20 @@ pub enum UploadState {
         transaction_id: String,
         creation_date: TurkeyTime,
     },
-    /// İYS refused it for good (e.g. H174, H175, H178, H467).
+    /// İYS refused it for good (e.g. H175, H178, H467).
     Rejected { code: String, message: String },
     /// Its deadline passed before İYS accepted it.
     Expired,
+    /// İYS refused it as a repeat (H174) because it already held the same status for the
+    /// key from another record, which is in force: that record's transactionId and
+    /// creationDate, and İYS's code and message. Final; the consent is not lost, so it is
+    /// neither a refusal nor an expiry.
+    Superseded {
+        transaction_id: String,
+        creation_date: TurkeyTime,
+        code: String,
+        message: String,
+    },
 }
 
 impl UploadState {
@@ -138,6 +148,7 @@ impl UploadState {
             UploadState::Registered { .. } => "registered",
             UploadState::Rejected { .. } => "rejected",
             UploadState::Expired => "expired",
+            UploadState::Superseded { .. } => "superseded",
         }
     }
 
@@ -184,6 +195,14 @@ pub enum UploadOutcome {
     },
     /// A final refusal: the upload is not tried again.
     Rejected { code: String, message: String },
+    /// İYS already holds the same status from another record (see
+    /// [`UploadState::Superseded`]): final, the upload is not tried again.
+    Superseded {
+        transaction_id: String,
+        creation_date: TurkeyTime,
+        code: String,
+        message: String,
+    },
     /// A transient failure (network, 429, 5xx): try again from `retry_at`.
     Retry {
         retry_at: DateTime<Utc>,
@@ -199,6 +218,7 @@ impl UploadOutcome {
             UploadOutcome::Registered { .. } => "registered",
             UploadOutcome::Rejected { .. } => "rejected",
             UploadOutcome::Retry { .. } => "retry",
+            UploadOutcome::Superseded { .. } => "superseded",
         }
     }
 }
@@ -386,7 +406,8 @@ pub(crate) fn expirable(upload: &Upload, now: DateTime<Utc>) -> bool {
 /// The state an answer to `attempt` leads to, or `None` when it changes nothing.
 ///
 /// İYS's acceptance is a fact whoever asked: `Registered` applies unless the upload is
-/// already registered. A refusal or a retry applies only while `attempt` still holds the
+/// already registered, `Superseded` (İYS's record in force) unless it is registered or
+/// superseded already. A refusal or a retry applies only while `attempt` still holds the
 /// upload (in flight, and no later claim since): an uploader whose lease ran out and was
 /// claimed again must not undo the newer attempt.
 pub(crate) fn after_answer(
@@ -403,6 +424,24 @@ pub(crate) fn after_answer(
             let state = UploadState::Registered {
                 transaction_id: transaction_id.clone(),
                 creation_date: *creation_date,
+            };
+            (state, upload.next_attempt_at)
+        }),
+        UploadOutcome::Superseded {
+            transaction_id,
+            creation_date,
+            code,
+            message,
+        } => (!matches!(
+            upload.state,
+            UploadState::Registered { .. } | UploadState::Superseded { .. }
+        ))
+        .then(|| {
+            let state = UploadState::Superseded {
+                transaction_id: transaction_id.clone(),
+                creation_date: *creation_date,
+                code: code.clone(),
+                message: message.clone(),
             };
             (state, upload.next_attempt_at)
         }),

@@ -541,6 +541,17 @@ async fn insert_attempt(
             cols.code = Some(code);
             cols.message = Some(message);
         }
+        UploadOutcome::Superseded {
+            transaction_id,
+            creation_date,
+            code,
+            message,
+        } => {
+            cols.transaction_id = Some(transaction_id);
+            cols.creation_date = Some(from_turkey(*creation_date));
+            cols.code = Some(code);
+            cols.message = Some(message);
+        }
         UploadOutcome::Retry {
             retry_at,
             code,

@@ -6,7 +6,12 @@
 //!   at once); the `password` grant only when the refresh fails or the refresh token expired;
 //!   one token call for any number of concurrent callers; a 401 from an API call forces one
 //!   fresh token and one retry; a 429 `H084` from the token endpoint halts every token call
-//!   for an hour (recorded in the store, so other replicas stop too). A failed acquisition
+//!   for an hour (recorded in the store, so other replicas stop too), and with it every call
+//!   that needs a token: the halt is only ever set when a token was needed (the one held was
+//!   refused, or is about to expire), and İYS counts each failed call against the caller's
+//!   IP. Sync pulls, uploads and reconciliation all fail at once with
+//!   [`IysError::TokenHalted`] without reaching İYS; the halt's start and end are logged and
+//!   shown by the `iysgate_iys_token_halted{user}` gauge (1 while halted). A failed acquisition
 //!   also pauses token calls in this process for a while ([`IysError::TokenCooldown`]), so
 //!   a wrong password cannot burn the hourly token quota. The token endpoint is never called
 //!   in a loop: at most one refresh plus one password grant per acquisition.
@@ -95,7 +100,9 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// Largest backoff ceiling.
     pub cap: Duration,
-    /// Whole exchange (connect, send, read the full body) per attempt.
+    /// Whole exchange (connect, send, read the full body) per attempt. Well below the
+    /// replicas' staleness budget (at most half: `config::check_iys_timeout`), so one hung
+    /// answer cannot age their data past it.
     pub request_timeout: Duration,
 }
 
@@ -105,7 +112,7 @@ impl Default for RetryPolicy {
             max_attempts: 4,
             base: Duration::from_millis(500),
             cap: Duration::from_secs(30),
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -781,6 +788,8 @@ struct Inner<C> {
     refresh_lock: tokio::sync::Mutex<()>,
     /// In-process pause after a failed acquisition.
     cooldown_until: Mutex<Option<DateTime<Utc>>>,
+    /// The halt (H084) this process last saw in the store, to log its start and end once.
+    halted_until: Mutex<Option<DateTime<Utc>>>,
     token_calls: AtomicU64,
     api_requests: AtomicU64,
 }
@@ -897,6 +906,7 @@ where
                 clock,
                 refresh_lock: tokio::sync::Mutex::new(()),
                 cooldown_until: Mutex::new(None),
+                halted_until: Mutex::new(None),
                 token_calls: AtomicU64::new(0),
                 api_requests: AtomicU64::new(0),
             }),
@@ -906,6 +916,17 @@ where
     /// Calls made to `POST /oauth2/token` by this client and its clones.
     pub fn token_calls(&self) -> u64 {
         self.inner.token_calls.load(Ordering::Relaxed)
+    }
+
+    /// Until when token calls, and with them all API calls, are halted after İYS's 429 H084,
+    /// as this client last saw it in the token store (shared by every replica using it).
+    pub fn token_halted_until(&self) -> Option<DateTime<Utc>> {
+        let halted = *self
+            .inner
+            .halted_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        halted.filter(|until| *until > self.inner.clock.now_utc())
     }
 
     /// HTTP requests made to the API (not token) endpoints, retries included.
@@ -1283,7 +1304,13 @@ where
     /// stored token (another task already refreshed) is used as is, the same one is replaced.
     async fn access_token(&self, rejected: Option<&str>) -> Result<String, IysError> {
         let state = self.inner.tokens.load().await?;
-        if let Some(token) = fresh_token(&state, rejected, self.inner.clock.now_utc()) {
+        let now = self.inner.clock.now_utc();
+        let halted = state.halted_until.filter(|until| *until > now);
+        self.note_halt(halted);
+        if let Some(until) = halted {
+            return Err(IysError::TokenHalted { until });
+        }
+        if let Some(token) = fresh_token(&state, rejected, now) {
             return Ok(token);
         }
         // The acquisition runs in its own task so that a caller being cancelled cannot lose
@@ -1305,7 +1332,8 @@ where
             return Ok(token);
         }
         if let Some(until) = state.halted_until.filter(|until| *until > now) {
-            return still_valid(&state, rejected, now).ok_or(IysError::TokenHalted { until });
+            self.note_halt(Some(until));
+            return Err(IysError::TokenHalted { until });
         }
         let cooldown = *inner
             .cooldown_until
@@ -1349,6 +1377,8 @@ where
         }
         match result {
             Ok(token) => Ok(token),
+            // Halted: no call at all, not even with a token that has not expired yet.
+            Err(e @ IysError::TokenHalted { .. }) => Err(e),
             // An early refresh failed but the current token has not expired: keep using it.
             Err(e) => match still_valid(&state, rejected, inner.clock.now_utc()) {
                 Some(token) => {
@@ -1358,6 +1388,32 @@ where
                 None => Err(e),
             },
         }
+    }
+
+    /// Records the halt this client sees now (`None`: none in force), logging and setting the
+    /// gauge when it starts, moves or ends.
+    fn note_halt(&self, now_halted: Option<DateTime<Utc>>) {
+        let mut seen = self
+            .inner
+            .halted_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *seen == now_halted {
+            return;
+        }
+        let user = self.inner.credentials.username.clone();
+        if let Some(until) = now_halted {
+            tracing::warn!(
+                user,
+                %until,
+                "İYS token calls are halted (429 H084): no İYS call is made until then"
+            );
+            metrics::gauge!("iysgate_iys_token_halted", "user" => user).set(1.0);
+        } else {
+            tracing::info!(user, "İYS token halt is over: İYS calls resume");
+            metrics::gauge!("iysgate_iys_token_halted", "user" => user).set(0.0);
+        }
+        *seen = now_halted;
     }
 
     /// How long the cross-process refresh lease is held at most: long enough for a refresh
@@ -1377,6 +1433,7 @@ where
                 return Ok(token);
             }
             if let Some(until) = state.halted_until.filter(|until| *until > now) {
+                self.note_halt(Some(until));
                 return Err(IysError::TokenHalted { until });
             }
         }
@@ -1494,6 +1551,7 @@ where
                     "İYS token rate limit hit; halting token calls"
                 );
                 inner.tokens.halt_until(until).await?;
+                self.note_halt(Some(until));
                 Err(IysError::TokenHalted { until })
             }
             status => {
@@ -1525,7 +1583,8 @@ fn fresh_token(state: &TokenState, rejected: Option<&str>, now: DateTime<Utc>) -
     (tokens.access_expires_at - margin > now).then(|| tokens.access_token.clone())
 }
 
-/// The stored access token if it has not expired yet (used while token calls are halted).
+/// The stored access token if it has not expired yet (used during a cooldown and when an
+/// early renewal failed; never during an H084 halt).
 fn still_valid(state: &TokenState, rejected: Option<&str>, now: DateTime<Utc>) -> Option<String> {
     let tokens = state.tokens.as_ref()?;
     (rejected != Some(tokens.access_token.as_str()) && tokens.access_expires_at > now)

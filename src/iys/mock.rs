@@ -5,7 +5,9 @@
 //!   limits), then [`MockIys::router`] (in-process, e.g. `tower::ServiceExt::oneshot`) or
 //!   [`MockIys::serve`] on a listener.
 //! * Test hooks: [`MockIys::citizen_change`], [`MockIys::spawn_citizen`], [`MockIys::seed`],
-//!   [`MockIys::set_faults`] (also `PUT /_mock/faults` with a JSON [`Faults`]).
+//!   [`MockIys::set_faults`] (also `PUT /_mock/faults` with a JSON [`Faults`]), and
+//!   [`MockIys::requests`] (also `GET /_mock/requests`): what reached it, so a test can prove
+//!   a client made no call.
 //!
 //! All times come from the injected [`Clock`]; rate limits and the batch delay use it too, so
 //! a `ManualClock` makes every time rule deterministic. Only added latency, push delivery and
@@ -260,6 +262,15 @@ pub enum MockError {
     UnknownSource(String),
 }
 
+/// Requests that reached the mock's İYS routes (faults and rate limits included), by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounts {
+    /// `POST /oauth2/token`.
+    pub token: u64,
+    /// Requests carrying a Bearer token (every API call: pull, add, status, …).
+    pub with_token: u64,
+}
+
 /// Counters of push deliveries (successful = 2xx answer).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushStats {
@@ -318,6 +329,8 @@ struct Inner {
     failed: AtomicU64,
     /// Batch polls answered before the batch was processed (İYS: poll no sooner than 300 s).
     early_polls: AtomicU64,
+    token_requests: AtomicU64,
+    bearer_requests: AtomicU64,
 }
 
 /// The mock İYS. Cheap to clone (shared state).
@@ -358,6 +371,8 @@ impl MockIys {
                 delivered: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 early_polls: AtomicU64::new(0),
+                token_requests: AtomicU64::new(0),
+                bearer_requests: AtomicU64::new(0),
             }),
         }
     }
@@ -412,6 +427,14 @@ impl MockIys {
         PushStats {
             delivered: self.inner.delivered.load(Ordering::Relaxed),
             failed: self.inner.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What reached the İYS routes so far.
+    pub fn requests(&self) -> RequestCounts {
+        RequestCounts {
+            token: self.inner.token_requests.load(Ordering::Relaxed),
+            with_token: self.inner.bearer_requests.load(Ordering::Relaxed),
         }
     }
 
@@ -504,7 +527,7 @@ impl MockIys {
                 CitizenSource::WebYeni { citizen_name } => Some(citizen_name.into_boxed_str()),
                 _ => None,
             };
-            let txid = store::transaction_id(brand, &recipient, recipient_type, consent_type, now);
+            let txid = brand_state.next_txid(brand, &recipient, recipient_type, consent_type, now);
             let event = brand_state.insert(
                 Event {
                     recipient: Arc::from(recipient.as_str()),
@@ -656,7 +679,7 @@ impl MockIys {
             let whole = |t: NaiveDateTime| t.with_nanosecond(0).unwrap_or(t);
             let creation = record.creation_date.map_or(now, whole);
             let recipient = validate::normalize(&record.recipient);
-            let txid = store::transaction_id(
+            let txid = brand_state.next_txid(
                 brand,
                 &recipient,
                 record.recipient_type,

@@ -11,9 +11,13 @@
 //!   the provider's account or of this deployment (401, 403, unknown iysCode/brandCode, the
 //!   subscription quota H525, a missing client). Rejecting on those would drop a valid
 //!   consent because of a configuration mistake; they wait at the backoff cap instead.
-//! - **H174** ("the status is already that") is not decided here: after a lost answer it
-//!   most likely means İYS already holds *this* consent, which the caller checks with a
-//!   status query ([`holds_this_consent`]).
+//! - **H174** ("the status is already that") is not decided by the answer alone: the caller
+//!   asks İYS for the key's current record and [`settle_h174`] reads it. İYS's record is
+//!   *this* consent (an answer lost in a crash): registered. Another record of the same
+//!   status (an ONAY İYS held before this one was collected): **superseded** by it, since
+//!   that record is in force and the consent is not lost; the index then applies it with
+//!   İYS's transactionId and creationDate. A record of another status: it changed in
+//!   between, so retry.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -22,7 +26,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::time::{format_iys, parse_iys};
 use crate::domain::{ConsentEvent, ConsentKey, Registration, TurkeyTime};
-use crate::evidence::{NewEvent, UploadAnswer, UploadOutcome};
+use crate::evidence::{NewEvent, StoredEvent, UploadAnswer, UploadOutcome, UploadState};
 use crate::iys::client::{ConsentRequest, ErrorItem, IysError, StatusRecord};
 
 /// İYS's "the key already has this status" refusal.
@@ -58,6 +62,13 @@ pub(crate) enum Verdict {
         message: String,
     },
     Rejected {
+        code: String,
+        message: String,
+    },
+    /// H174 over İYS's record of the same status from another movement, in force.
+    Superseded {
+        transaction_id: String,
+        creation_date: String,
         code: String,
         message: String,
     },
@@ -254,6 +265,23 @@ pub(crate) fn to_answer(
                 creation_date,
             }
         }
+        Verdict::Superseded {
+            transaction_id,
+            creation_date,
+            code,
+            message,
+        } => {
+            let creation_date = parse_iys(&creation_date).unwrap_or_else(|| {
+                tracing::warn!("İYS sent an unreadable creationDate; using the current time");
+                now_turkey
+            });
+            UploadOutcome::Superseded {
+                transaction_id,
+                creation_date,
+                code,
+                message,
+            }
+        }
         Verdict::Rejected { code, message } | Verdict::SameStatus { code, message } => {
             UploadOutcome::Rejected { code, message }
         }
@@ -302,20 +330,47 @@ pub fn consent_request(event: &NewEvent) -> ConsentRequest {
     }
 }
 
-/// Whether İYS's current record of the key is this very event (status, consent date to the
-/// second, and source), so an H174 means "already registered", e.g. after an answer that was
-/// lost in a crash. Its transaction id and creation date, then.
-pub(crate) fn holds_this_consent(record: &StatusRecord, event: &NewEvent) -> Option<Verdict> {
-    let same = record.status == event.status.as_str()
-        && record.consent_date.as_deref() == Some(format_iys(event.consent_date).as_str())
-        && record.source.as_deref() == Some(event.source.as_str());
-    if !same {
-        return None;
+/// What an H174 (`code`, `message`) to `event` means, given İYS's current record of the key:
+/// - this very event (status, consent date to the second, and source), e.g. after an answer
+///   lost in a crash: registered, with its transaction id and creation date;
+/// - another record of the same status: superseded by that record, which is in force;
+/// - another status: the record changed between the add and the query, so retry;
+/// - a record without its transaction id or creation date: retry (İYS always sends both).
+pub(crate) fn settle_h174(
+    record: &StatusRecord,
+    event: &NewEvent,
+    code: String,
+    message: String,
+) -> Verdict {
+    let retry = |message: &str| Verdict::Retry {
+        code: Some(H174.to_owned()),
+        message: message.to_owned(),
+        after: None,
+        account: false,
+    };
+    if record.status != event.status.as_str() {
+        return retry("İYS answered H174 but its record of the key has another status now");
     }
-    Some(Verdict::Registered {
-        transaction_id: record.transaction_id.clone()?,
-        creation_date: record.creation_date.clone()?,
-    })
+    let (Some(transaction_id), Some(creation_date)) =
+        (record.transaction_id.clone(), record.creation_date.clone())
+    else {
+        return retry("İYS answered H174 but its record lacks transactionId or creationDate");
+    };
+    let same = record.consent_date.as_deref() == Some(format_iys(event.consent_date).as_str())
+        && record.source.as_deref() == Some(event.source.as_str());
+    if same {
+        Verdict::Registered {
+            transaction_id,
+            creation_date,
+        }
+    } else {
+        Verdict::Superseded {
+            transaction_id,
+            creation_date,
+            code,
+            message,
+        }
+    }
 }
 
 /// The key of an event, as the serving index keeps it.
@@ -346,6 +401,38 @@ pub fn registered_event(
         retailer_access: event.retailer_access.clone(),
     };
     (key_of(event), consent)
+}
+
+/// The event the serving index holds for a stored upload İYS settled, or `None` while it is
+/// open or when İYS never took it (rejected, expired):
+/// - registered: the event as registered ([`registered_event`]);
+/// - superseded: the registered form of İYS's record in force, under its transactionId and
+///   creationDate. It keeps the collected event's consent date, because the index keeps one
+///   event per key and orders by consent date first: İYS's record may be older than the
+///   pending event it must replace, and its ONAY was in force on both dates. No retailer
+///   access: the collected event's grants never reached İYS, so a check naming a retailer
+///   stays on the safe side.
+pub fn settled_event(stored: &StoredEvent) -> Option<(ConsentKey, ConsentEvent)> {
+    match &stored.upload.state {
+        UploadState::Registered {
+            transaction_id,
+            creation_date,
+        } => Some(registered_event(
+            &stored.event,
+            transaction_id,
+            *creation_date,
+        )),
+        UploadState::Superseded {
+            transaction_id,
+            creation_date,
+            ..
+        } => {
+            let (key, mut event) = registered_event(&stored.event, transaction_id, *creation_date);
+            event.retailer_access.clear();
+            Some((key, event))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -491,6 +578,125 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn collected(consent_date: &str) -> NewEvent {
+        use crate::domain::{Channel, ConsentStatus, RecipientType, Source};
+        NewEvent {
+            brand: 600_001,
+            recipient: crate::domain::recipient::normalise_recipient(
+                "+905321234567",
+                Channel::Mesaj.address_kind(),
+            )
+            .unwrap(),
+            recipient_type: RecipientType::Bireysel,
+            channel: Channel::Mesaj,
+            status: ConsentStatus::Onay,
+            source: Source::HsWeb,
+            consent_date: parse_iys(consent_date).unwrap(),
+            retailer_access: vec![12_345_678],
+            evidence: crate::evidence::Evidence {
+                method: "web form".into(),
+                location: "shop".into(),
+                document_ref: None,
+                capturing_system: "web".into(),
+            },
+            recorder: crate::evidence::Recorder {
+                client: "web".into(),
+                key_sha256: None,
+            },
+            idempotency_key: "k".into(),
+        }
+    }
+
+    fn in_iys(status: &str, consent_date: &str, transaction_id: Option<&str>) -> StatusRecord {
+        serde_json::from_value(serde_json::json!({
+            "recipient": "+905321234567", "recipientType": "BIREYSEL", "type": "MESAJ",
+            "status": status, "source": "HS_WEB", "consentDate": consent_date,
+            "creationDate": "2026-04-01 12:00:00", "transactionId": transaction_id,
+        }))
+        .unwrap()
+    }
+
+    /// İYS's record decides an H174: this event → registered; another record of the same
+    /// status → superseded by it (in force, not a refusal); another status or a record
+    /// without its ids → retry.
+    #[test]
+    fn h174_is_settled_by_iys_record() {
+        let event = collected("2026-05-20 09:00:00");
+        let tx = "a".repeat(64);
+        let settle =
+            |record: &StatusRecord| settle_h174(record, &event, H174.into(), "H174: text".into());
+        assert_eq!(
+            settle(&in_iys("ONAY", "2026-05-20 09:00:00", Some(&tx))),
+            Verdict::Registered {
+                transaction_id: tx.clone(),
+                creation_date: "2026-04-01 12:00:00".into(),
+            }
+        );
+        assert_eq!(
+            settle(&in_iys("ONAY", "2026-04-01 11:00:00", Some(&tx))),
+            Verdict::Superseded {
+                transaction_id: tx.clone(),
+                creation_date: "2026-04-01 12:00:00".into(),
+                code: H174.into(),
+                message: "H174: text".into(),
+            }
+        );
+        for record in [
+            in_iys("RET", "2026-04-01 11:00:00", Some(&tx)),
+            in_iys("ONAY", "2026-04-01 11:00:00", None),
+        ] {
+            assert!(matches!(
+                settle(&record),
+                Verdict::Retry { account: false, .. }
+            ));
+        }
+    }
+
+    /// A superseded upload gives the index a registered event under İYS's transaction, on
+    /// the collected event's consent date (so it replaces the pending one), with no retailer
+    /// access (the collected grants never reached İYS).
+    #[test]
+    fn a_superseded_upload_settles_the_index_on_iys_transaction() {
+        let event = collected("2026-05-20 09:00:00");
+        let creation_date = parse_iys("2026-04-01 12:00:00").unwrap();
+        let mut stored = StoredEvent {
+            id: crate::evidence::EventId(1),
+            event: event.clone(),
+            recorded_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            upload: crate::evidence::Upload {
+                state: UploadState::Pending,
+                deadline: parse_iys("2026-05-25 23:59:59").unwrap(),
+                attempts: 1,
+                next_attempt_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            },
+        };
+        assert_eq!(settled_event(&stored), None, "open: nothing settled");
+        stored.upload.state = UploadState::Superseded {
+            transaction_id: "f".repeat(64),
+            creation_date,
+            code: H174.into(),
+            message: "H174: text".into(),
+        };
+        let (key, settled) = settled_event(&stored).unwrap();
+        assert_eq!(key, key_of(&event));
+        assert_eq!(settled.status, event.status);
+        assert_eq!(settled.consent_date, event.consent_date);
+        assert!(settled.retailer_access.is_empty());
+        assert_eq!(
+            settled.registration,
+            Registration::Registered {
+                creation_date,
+                transaction_id: "f".repeat(64).into(),
+            }
+        );
+        let pending = ConsentEvent {
+            registration: Registration::Pending,
+            retailer_access: event.retailer_access.clone(),
+            ..settled.clone()
+        };
+        assert!(settled.supersedes(&pending));
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! The upload outbox: claims, answers, leases, deadlines on the strict calendar, and
-//! concurrent claimers.
+//! The upload outbox: claims, answers, leases, deadlines on the strict calendar, the
+//! superseded state, and concurrent claimers.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::TimeDelta;
 use iysgate::evidence::{
-    EventId, EvidenceError, EvidenceStore, NewEvent, UploadCounts, UploadState,
+    EventId, EvidenceError, EvidenceStore, NewEvent, UploadAnswer, UploadCounts, UploadOutcome,
+    UploadState,
 };
 
 use super::{BRAND, LEASE, at, onay, registered, rejected, retry, setup, state_of, tr};
@@ -333,4 +334,62 @@ pub async fn concurrent_claimers_never_share(store: EvidenceStore) {
     let distinct: HashSet<_> = all.iter().copied().collect();
     assert_eq!(distinct.len(), all.len(), "an upload was claimed twice");
     assert_eq!(all.len(), EVENTS);
+}
+
+/// An H174 over İYS's record of the same status from another movement closes the upload as
+/// superseded: İYS's transaction and the code kept, final (never claimed, expired or
+/// counted pending again), and the attempt kept with its outcome.
+pub async fn superseded_is_final_and_kept(store: EvidenceStore) {
+    setup(&store).await;
+    let t0 = at("2026-05-20 10:00:00");
+    let a = onay(BRAND, "a", "+905321234567", "2026-05-20 09:00:00");
+    let id = store.record(&[a], t0).await.unwrap()[0].id();
+    let claim = store.claim_uploads(10, LEASE, t0).await.unwrap();
+    assert_eq!(claim.len(), 1);
+    let answer = UploadAnswer {
+        http_status: Some(400),
+        outcome: UploadOutcome::Superseded {
+            transaction_id: "f".repeat(64),
+            creation_date: tr("2026-04-01 12:00:00"),
+            code: "H174".into(),
+            message: "H174: İzin durumu: ONAY".into(),
+        },
+    };
+    let want = UploadState::Superseded {
+        transaction_id: "f".repeat(64),
+        creation_date: tr("2026-04-01 12:00:00"),
+        code: "H174".into(),
+        message: "H174: İzin durumu: ONAY".into(),
+    };
+    let t1 = t0 + TimeDelta::seconds(1);
+    assert_eq!(store.finish_upload(id, 1, &answer, t1).await.unwrap(), want);
+    assert_eq!(state_of(&store, id).await, want);
+    assert_eq!(want.as_str(), "superseded");
+    assert!(!want.is_open());
+    // A late refusal of the same attempt changes nothing.
+    assert_eq!(
+        store
+            .finish_upload(id, 1, &rejected("H175"), t1)
+            .await
+            .unwrap(),
+        want
+    );
+    let attempts = store.upload_attempts(id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].answer, answer);
+    // Final: past its lease and its deadline it is neither claimed nor expired.
+    let later = at("2026-05-30 00:00:00");
+    assert!(
+        store
+            .claim_uploads(10, LEASE, later)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.expire_overdue(later).await.unwrap(), 0);
+    assert_eq!(state_of(&store, id).await, want);
+    assert_eq!(
+        store.upload_counts(later).await.unwrap(),
+        UploadCounts::default()
+    );
 }

@@ -187,6 +187,12 @@ pub(super) enum OutcomeLine {
         code: Option<String>,
         message: String,
     },
+    Superseded {
+        transaction_id: String,
+        creation_date: TurkeyTime,
+        code: String,
+        message: String,
+    },
 }
 
 impl OutcomeLine {
@@ -200,6 +206,17 @@ impl OutcomeLine {
                 creation_date,
             },
             UploadOutcome::Rejected { code, message } => OutcomeLine::Rejected { code, message },
+            UploadOutcome::Superseded {
+                transaction_id,
+                creation_date,
+                code,
+                message,
+            } => OutcomeLine::Superseded {
+                transaction_id,
+                creation_date,
+                code,
+                message,
+            },
             UploadOutcome::Retry {
                 retry_at,
                 code,
@@ -222,6 +239,17 @@ impl OutcomeLine {
                 creation_date,
             },
             OutcomeLine::Rejected { code, message } => UploadOutcome::Rejected { code, message },
+            OutcomeLine::Superseded {
+                transaction_id,
+                creation_date,
+                code,
+                message,
+            } => UploadOutcome::Superseded {
+                transaction_id,
+                creation_date,
+                code,
+                message,
+            },
             OutcomeLine::Retry {
                 retry_at,
                 code,

@@ -172,6 +172,23 @@ impl State {
         Ok(())
     }
 
+    /// Puts every upload in flight back to pending, due when it was due before its claim,
+    /// and returns how many. Only [`super::Log::open`] calls it: the file's lock means no
+    /// other process runs, so whoever claimed them is gone and their leases protect nothing.
+    /// Memory only: every open finds the same claims in the log and releases them again, and
+    /// an answer or expiry written later applies to the released upload as to a lapsed one.
+    pub fn release_claims(&mut self) -> usize {
+        let mut released = 0;
+        for &(_, id) in &self.open {
+            let upload = &mut self.events[index_of(id)].upload;
+            if matches!(upload.state, UploadState::InFlight { .. }) {
+                upload.state = UploadState::Pending;
+                released += 1;
+            }
+        }
+        released
+    }
+
     fn apply_event(&mut self, line: &EventLine, recorded_at: DateTime<Utc>) -> Result<(), String> {
         let id = EventId(line.id);
         if usize::try_from(line.id).ok() != Some(self.events.len() + 1) {

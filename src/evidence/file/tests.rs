@@ -133,7 +133,7 @@ impl Snapshot {
     }
 }
 
-/// Everything written is there after a restart, upload states and leases included.
+/// Everything written is there after a restart, upload states and retry times included.
 #[tokio::test]
 async fn a_restart_replays_everything() {
     let path = fresh_path("replay");
@@ -171,6 +171,16 @@ async fn a_restart_replays_everything() {
         .finish_upload(ids[0], 1, &registered, now)
         .await
         .unwrap();
+    let retry_at = now + chrono::TimeDelta::seconds(60);
+    let retry = UploadAnswer {
+        http_status: Some(503),
+        outcome: UploadOutcome::Retry {
+            retry_at,
+            code: Some("H192".into()),
+            message: "timeout".into(),
+        },
+    };
+    store.finish_upload(ids[1], 1, &retry, now).await.unwrap();
     // c, captured Mon 2026-05-18, is due Fri 2026-05-22 23:59:59 (19 May is a holiday) and is
     // never uploaded; b is due a day later.
     let mut late = onay("c", "+905321234569");
@@ -209,20 +219,52 @@ async fn a_restart_replays_everything() {
         .iter()
         .map(|(e, _)| e.upload.state.as_str())
         .collect();
-    assert_eq!(states, ["registered", "in_flight", "expired"]);
+    assert_eq!(states, ["registered", "pending", "expired"]);
 
-    // The lease written before the restart still holds, then runs out.
-    let held = now + chrono::TimeDelta::seconds(30);
+    // The retry time written before the restart still holds, then comes.
+    let early = now + chrono::TimeDelta::seconds(59);
     assert!(
         reopened
-            .claim_uploads(10, LEASE, held)
+            .claim_uploads(10, LEASE, early)
             .await
             .unwrap()
             .is_empty()
     );
-    let lapsed = now + chrono::TimeDelta::seconds(60);
-    let again = reopened.claim_uploads(10, LEASE, lapsed).await.unwrap();
+    let again = reopened.claim_uploads(10, LEASE, retry_at).await.unwrap();
     assert_eq!((again[0].event.id, again[0].attempt), (ids[1], 2));
+    drop(reopened);
+    cleanup(&path);
+}
+
+/// The lock makes this store single-process, so the claims found in flight at open belong to
+/// a process that is gone (a crash, a kill -9): they are claimable at once, not when their
+/// lease runs out. A late answer of that process cannot come; İYS's own answer to a repeated
+/// upload (v2 is idempotent) settles it.
+#[tokio::test]
+async fn claims_of_a_crashed_process_are_claimable_at_once_after_open() {
+    let path = fresh_path("crashed");
+    let now = at("2026-05-20 10:00:00");
+    let store = open(&path).await;
+    setup(&store).await;
+    let events = [onay("a", "+905321234567"), onay("b", "+905321234568")];
+    store.record(&events, now).await.unwrap();
+    let claimed = store.claim_uploads(10, LEASE, now).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    // The process dies holding both claims: nothing is finished.
+    drop(store);
+
+    let reopened = open(&path).await;
+    let within_lease = now + chrono::TimeDelta::seconds(1);
+    let again = reopened
+        .claim_uploads(10, LEASE, within_lease)
+        .await
+        .unwrap();
+    let got: Vec<_> = again.iter().map(|c| (c.event.id, c.attempt)).collect();
+    let want: Vec<_> = claimed.iter().map(|c| (c.event.id, 2)).collect();
+    assert_eq!(
+        got, want,
+        "released at open, claimed again as a second attempt"
+    );
     drop(reopened);
     cleanup(&path);
 }

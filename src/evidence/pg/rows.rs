@@ -56,6 +56,18 @@ impl<'a> StateColumns<'a> {
                 reject_message: Some(message),
                 ..Self::default()
             },
+            UploadState::Superseded {
+                transaction_id,
+                creation_date,
+                code,
+                message,
+            } => Self {
+                transaction_id: Some(transaction_id),
+                creation_date: Some(from_turkey(*creation_date)),
+                reject_code: Some(code),
+                reject_message: Some(message),
+                ..Self::default()
+            },
         }
     }
 }
@@ -146,6 +158,21 @@ pub(super) fn upload_from_row(row: &PgRow, id: EventId) -> Result<Upload, Eviden
                 .unwrap_or_default(),
         },
         "expired" => UploadState::Expired,
+        "superseded" => UploadState::Superseded {
+            transaction_id: row
+                .try_get::<Option<String>, _>("transaction_id")?
+                .ok_or_else(|| missing("transaction_id"))?,
+            creation_date: to_turkey(
+                row.try_get::<Option<DateTime<Utc>>, _>("iys_creation_date")?
+                    .ok_or_else(|| missing("iys_creation_date"))?,
+            ),
+            code: row
+                .try_get::<Option<String>, _>("reject_code")?
+                .ok_or_else(|| missing("reject_code"))?,
+            message: row
+                .try_get::<Option<String>, _>("reject_message")?
+                .unwrap_or_default(),
+        },
         _ => return Err(corrupt(what(), "state", "not an upload state")),
     };
     let attempts: i32 = row.try_get("attempts")?;
@@ -171,6 +198,16 @@ pub(super) fn attempt_from_row(row: &PgRow, id: EventId) -> Result<AttemptRecord
             ),
         },
         "rejected" => UploadOutcome::Rejected {
+            code: text("iys_code")?.unwrap_or_default(),
+            message: text("iys_message")?.unwrap_or_default(),
+        },
+        "superseded" => UploadOutcome::Superseded {
+            transaction_id: text("transaction_id")?
+                .ok_or_else(|| corrupt(what(), "transaction_id", "missing"))?,
+            creation_date: to_turkey(
+                row.try_get::<Option<DateTime<Utc>>, _>("iys_creation_date")?
+                    .ok_or_else(|| corrupt(what(), "iys_creation_date", "missing"))?,
+            ),
             code: text("iys_code")?.unwrap_or_default(),
             message: text("iys_message")?.unwrap_or_default(),
         },

@@ -484,25 +484,36 @@ async fn rejected_credentials_pause_token_calls() {
     assert_eq!(client.token_calls(), 1, "no token call in a loop");
 }
 
+/// The halt stops every call that needs a token, even with an access token that has not
+/// expired yet: İYS counts failures against the IP, and the halt only comes when a token was
+/// needed (here an early renewal two minutes before expiry).
 #[tokio::test(start_paused = true)]
-async fn still_valid_token_is_used_while_halted() {
+async fn no_api_call_while_halted_even_with_an_unexpired_token() {
     let h = harness().await;
     h.fake.script(204, "");
     pull(&h).await.unwrap();
+    assert_eq!(h.client.api_requests(), 1);
     h.fake.set_mode(TokenMode::Halt);
     h.clock.advance(chrono::Duration::seconds(7200 - 120));
-    // The refresh attempt hits H084, but the access token still has 2 minutes: it is used,
-    // and the halt stops further token calls.
     for _ in 0..3 {
-        h.fake.script(204, "");
-        pull(&h).await.unwrap();
+        assert!(matches!(pull(&h).await, Err(IysError::TokenHalted { .. })));
     }
-    assert_eq!(h.fake.token_hits.load(Ordering::SeqCst), 2);
-    assert!(h.store.snapshot().halted_until.is_some());
-    // Once it expires, the halt error surfaces.
-    h.clock.advance(chrono::Duration::minutes(3));
-    assert!(matches!(pull(&h).await, Err(IysError::TokenHalted { .. })));
-    assert_eq!(h.fake.token_hits.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        h.fake.token_hits.load(Ordering::SeqCst),
+        2,
+        "one renewal, H084"
+    );
+    assert_eq!(h.client.api_requests(), 1, "no API call during the halt");
+    let until = h.store.snapshot().halted_until.unwrap();
+    assert_eq!(h.client.token_halted_until(), Some(until));
+    // After the hour: a token call, then the API again.
+    h.fake.set_mode(TokenMode::Normal);
+    h.clock.advance(chrono::Duration::minutes(61));
+    h.fake.script(204, "");
+    pull(&h).await.unwrap();
+    assert_eq!(h.fake.token_hits.load(Ordering::SeqCst), 3);
+    assert_eq!(h.client.api_requests(), 2);
+    assert_eq!(h.client.token_halted_until(), None);
 }
 
 #[tokio::test(start_paused = true)]

@@ -12,7 +12,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use chrono::Timelike as _;
 use chrono::{DateTime, NaiveDate, TimeDelta};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -97,6 +96,7 @@ pub fn router(mock: MockIys) -> Router {
         .route("/_mock/citizen", post(admin_citizen))
         .route("/_mock/burst", post(admin_burst))
         .route("/_mock/push-stats", get(push_stats))
+        .route("/_mock/requests", get(requests))
         .with_state(mock);
     api.merge(admin)
 }
@@ -117,6 +117,11 @@ async fn guard(State(mock): State<MockIys>, mut req: Request, next: Next) -> Res
     req.extensions_mut().insert(ClientIp(ip));
     let path = req.uri().path().to_owned();
     let has_bearer = bearer(req.headers()).is_some();
+    if path == "/oauth2/token" {
+        mock.inner.token_requests.fetch_add(1, Ordering::Relaxed);
+    } else if has_bearer {
+        mock.inner.bearer_requests.fetch_add(1, Ordering::Relaxed);
+    }
 
     let (latency, injected, truncate) = {
         let mut f = lock(&mock.inner.faults);
@@ -1067,14 +1072,10 @@ async fn changes(
         }
         let hold_back = TimeDelta::from_std(mock.inner.config.hold_back).unwrap_or(TimeDelta::MAX);
         let lower = now - TimeDelta::days(PULL_WINDOW_DAYS);
-        // Never serve the still-open second: a change created later in it could sort before
-        // the cursor (`<epoch>_<txid>` orders by second, then txid) and be skipped. İYS's
-        // 60-minute hold-back hides this; with a shorter hold-back the mock must do it itself.
-        let open_second = now.with_nanosecond(0).unwrap_or(now) - TimeDelta::nanoseconds(1);
-        let upper = now
-            .checked_sub_signed(hold_back)
-            .unwrap_or(lower)
-            .min(open_second);
+        // The current second is served too: a change made later in it gets a transactionId
+        // that sorts after every earlier one (see `store::transaction_id`), so it lands after
+        // the cursor `<epoch>_<txid>` this page returns and the next pull delivers it.
+        let upper = now.checked_sub_signed(hold_back).unwrap_or(lower);
         let events = brand_state.changes(side, cursor, lower, upper, limit);
         let Some(last) = events.last() else {
             return Ok(StatusCode::NO_CONTENT.into_response());
@@ -1585,4 +1586,8 @@ async fn admin_burst(State(mock): State<MockIys>, body: Bytes) -> Response {
 
 async fn push_stats(State(mock): State<MockIys>) -> Json<super::PushStats> {
     Json(mock.push_stats())
+}
+
+async fn requests(State(mock): State<MockIys>) -> Json<super::RequestCounts> {
+    Json(mock.requests())
 }

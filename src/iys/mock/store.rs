@@ -116,10 +116,16 @@ impl Event {
     }
 }
 
-/// İYS derives transactionId from the movement; the same recipient and type in the same
-/// second give the same id (SPEC warns about exactly this).
-pub fn transaction_id(
+/// A movement's transactionId: 64 hex characters, one per movement, as in İYS (two changes
+/// of one key in one second get two ids; the reconciliation keys uploads by them).
+///
+/// İYS's ids are opaque. The mock's start with the brand's movement number (big-endian), so
+/// within a second they sort in the order the changes were made: the pull cursor
+/// `<epochSeconds>_<transactionId>` then never falls behind a change made later in the second
+/// it points into, and pull can serve the current second. The rest is a hash of the movement.
+fn transaction_id(
     brand: u64,
+    movement: u64,
     recipient: &str,
     recipient_type: RecipientType,
     consent_type: ConsentType,
@@ -127,10 +133,15 @@ pub fn transaction_id(
 ) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(brand.to_be_bytes());
+    hasher.update(movement.to_be_bytes());
     hasher.update(recipient.as_bytes());
     hasher.update([0, recipient_type as u8, consent_type as u8]);
     hasher.update(from_turkey(creation).timestamp().to_be_bytes());
-    hasher.finalize().into()
+    let digest: [u8; 32] = hasher.finalize().into();
+    let mut txid = [0; 32];
+    txid[..8].copy_from_slice(&movement.to_be_bytes());
+    txid[8..].copy_from_slice(&digest[..24]);
+    txid
 }
 
 /// Current state of one key plus its movements, oldest first.
@@ -189,6 +200,8 @@ pub struct BrandState {
     pub agreements: HashSet<NaiveDate>,
     /// Last changes page served per side (for the "repeat page" fault).
     pub last_page: HashMap<Side, Vec<u8>>,
+    /// Movements given a transactionId so far (see [`transaction_id`]).
+    movements: u64,
 }
 
 impl BrandState {
@@ -199,6 +212,26 @@ impl BrandState {
         consent_type: ConsentType,
     ) -> Option<&Record> {
         self.consents[slot(recipient_type, consent_type)].get(recipient)
+    }
+
+    /// The transactionId of the brand's next movement.
+    pub fn next_txid(
+        &mut self,
+        brand: u64,
+        recipient: &str,
+        recipient_type: RecipientType,
+        consent_type: ConsentType,
+        creation: NaiveDateTime,
+    ) -> [u8; 32] {
+        self.movements += 1;
+        transaction_id(
+            brand,
+            self.movements,
+            recipient,
+            recipient_type,
+            consent_type,
+            creation,
+        )
     }
 
     pub fn len(&self) -> usize {
@@ -309,7 +342,7 @@ impl BrandState {
             }
         }
         let recipient: Arc<str> = Arc::from(consent.recipient.as_str());
-        let txid = transaction_id(
+        let txid = self.next_txid(
             brand,
             &recipient,
             consent.recipient_type,

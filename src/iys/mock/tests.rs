@@ -994,8 +994,6 @@ async fn changes_order_cursor_204_sources_window_and_limits() {
             },
         )
         .unwrap();
-    // The still-open second is never served: let it close.
-    h.advance(1);
     let uri = format!("{}/consents/changes", base());
 
     // HS pages of 2, oldest first, following `after`.
@@ -1092,6 +1090,92 @@ async fn changes_hold_back_hides_the_newest_hour() {
     h.advance(1);
     let a = h.call(Method::GET, &uri, Some(&t), Value::Null).await;
     assert_eq!(a.json()["list"][0]["source"], "IYS_MOBIL");
+}
+
+/// İYS gives every movement its own transactionId, even an ONAY and its RET in one second:
+/// the reconciliation keys uploads by it, so a shared id would hide or invent mismatches.
+#[tokio::test]
+async fn two_changes_of_one_key_in_one_second_have_distinct_transaction_ids() {
+    let h = harness();
+    let t = h.login().await;
+    let onay = h
+        .add(
+            &t,
+            consent("+905321234567", "MESAJ", "ONAY", "2026-03-10 11:00:00"),
+        )
+        .await;
+    let ret = h
+        .add(
+            &t,
+            consent("+905321234567", "MESAJ", "RET", "2026-03-10 11:30:00"),
+        )
+        .await;
+    assert_eq!((onay.status, ret.status), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(onay.json()["creationDate"], ret.json()["creationDate"]);
+    let citizen = h
+        .mock
+        .citizen_change(
+            BRAND,
+            "+905321234567",
+            RecipientType::Bireysel,
+            ConsentType::Mesaj,
+            ConsentStatus::Onay,
+            CitizenSource::Mobil,
+        )
+        .unwrap();
+    let ids = [
+        onay.json()["transactionId"].as_str().unwrap().to_owned(),
+        ret.json()["transactionId"].as_str().unwrap().to_owned(),
+        citizen.transaction_id,
+    ];
+    assert!(ids.iter().all(|id| id.len() == 64));
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+        "one id per movement: {ids:?}"
+    );
+}
+
+/// Pull serves the current second at once (no waiting for it to close), and a change made
+/// later in that same second is still delivered by the next pull from the cursor.
+#[tokio::test]
+async fn changes_of_the_current_second_are_served_and_none_is_skipped() {
+    let h = harness();
+    let t = h.login().await;
+    let uri = format!("{}/consents/changes?source=IYS", base());
+    let mut after = String::new();
+    let mut seen = Vec::new();
+    // The clock never moves: every change and every pull is in one second.
+    for i in 0..20 {
+        let recipient = format!("c{i}@bb.cc");
+        h.mock
+            .citizen_change(
+                BRAND,
+                &recipient,
+                RecipientType::Bireysel,
+                ConsentType::Eposta,
+                ConsentStatus::Ret,
+                CitizenSource::Mobil,
+            )
+            .unwrap();
+        let page_uri = if after.is_empty() {
+            uri.clone()
+        } else {
+            format!("{uri}&after={after}")
+        };
+        let a = h.call(Method::GET, &page_uri, Some(&t), Value::Null).await;
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "change {i} of this second is served"
+        );
+        let page = a.json();
+        for item in page["list"].as_array().unwrap() {
+            seen.push(item["recipient"].as_str().unwrap().to_owned());
+        }
+        after = page["after"].as_str().unwrap().to_owned();
+    }
+    let expected: Vec<String> = (0..20).map(|i| format!("c{i}@bb.cc")).collect();
+    assert_eq!(seen, expected, "each change once, in the order made");
 }
 
 // ------------------------------------------------------------------ faults
