@@ -633,6 +633,58 @@ fn bit(bitmap: &[u8], i: usize) -> bool {
 }
 
 #[tokio::test]
+async fn a_filter_chunk_over_its_limit_is_refused_naming_the_field_sent() {
+    let mut s = start(&[]).await;
+    let too_many = 100_001;
+    let cases = [
+        (
+            pb::FilterRequest {
+                phones: vec![905_321_111_111; too_many],
+                ..Default::default()
+            },
+            "phones",
+        ),
+        (
+            pb::FilterRequest {
+                recipient_lines: "+905321111111\n".repeat(too_many).into_bytes().into(),
+                ..Default::default()
+            },
+            "recipient_lines",
+        ),
+        (
+            pb::FilterRequest {
+                recipients: vec![ONAY_PHONE.into(); too_many],
+                ..Default::default()
+            },
+            "recipients",
+        ),
+    ];
+    for (chunk, field) in cases {
+        let chunk = pb::FilterRequest {
+            brand_code: BRAND.into(),
+            channel: pb::Channel::Mesaj.into(),
+            ..chunk
+        };
+        let mut replies = s
+            .client
+            .filter(keyed(tokio_stream::iter(vec![chunk]), KEY))
+            .await
+            .unwrap()
+            .into_inner();
+        let err = replies.message().await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        let details = err.get_details_bad_request().expect("field details");
+        // Before the fix every form was refused as `recipients`.
+        assert_eq!(
+            details.field_violations[0].field,
+            field,
+            "{}",
+            err.message()
+        );
+    }
+}
+
+#[tokio::test]
 async fn filter_streams_bitmaps_and_reasons_per_chunk() {
     let mut s = start(&[]).await;
     let first = pb::FilterRequest {
