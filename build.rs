@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_fds(protox::compile([echo], ["proto"])?)?;
     // Our services decode with our codec: a malformed message is INVALID_ARGUMENT.
     tonic_prost_build::configure()
-        .codec_path("crate::api::codec::ProtoCodec")
+        .codec_path("crate::pb::codec::ProtoCodec")
         .bytes(".iysgate.v1.FilterResponse.allowed")
         .bytes(".iysgate.v1.FilterRequest.recipient_lines")
         .compile_fds(protox::compile(protos, ["proto"])?)?;

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use divan::{Bencher, counter::ItemsCount};
+use iysgate::app::demo;
+use iysgate::check::index::{ConsentIndex, EmailKeyer};
+use iysgate::check::store::Consents;
 use iysgate::check::{Checker, FilterOutcome, FilterSpec, Freshness, Query};
-use iysgate::demo;
 use iysgate::domain::recipient::{normalise_email, normalise_phone};
 use iysgate::domain::{BusinessCalendar, Channel, Clock, Purpose, RecipientType, SystemClock};
-use iysgate::index::{ConsentIndex, EmailKeyer};
-use iysgate::store::Consents;
 
 const CHUNK: usize = 10_000;
 

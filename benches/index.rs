@@ -1,4 +1,4 @@
-//! Lookup cost of the consent index (`iysgate::index`), the innermost step of every check.
+//! Lookup cost of the consent index (`iysgate::check::index`), the innermost step of every check.
 //!
 //! What it measures, over a table of N phone (or e-mail) records in one brand (N = 1 M; also
 //! 10 M with `IYSGATE_BENCH_BIG=1`), looking up random keys out of 65 536 prepared ones:
@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use divan::Bencher;
 use hashbrown::HashMap;
+use iysgate::check::index::{ChannelState, ConsentIndex, EmailKey, EmailKeyer, IndexStatus};
 use iysgate::domain::types::{Channel, RecipientType, Source};
-use iysgate::index::{ChannelState, ConsentIndex, EmailKey, EmailKeyer, IndexStatus};
 
 const BRAND: u32 = 700_001;
 /// Prepared keys per bench: more than the caches hold once their records are looked up.

@@ -16,14 +16,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use iysgate::check::index::{ConsentIndex, EmailKeyer};
+use iysgate::check::store::Consents;
 use iysgate::domain::time::parse_iys;
 use iysgate::domain::{
     Channel, ConsentEvent, ConsentKey, ConsentRecord, ConsentStatus, PhoneNumber, Recipient,
     RecipientType, Registration, Source,
 };
-use iysgate::index::{ConsentIndex, EmailKeyer};
-use iysgate::shared::SharedState;
-use iysgate::store::Consents;
+use iysgate::sync::redis::SharedState;
 
 const PREFIX: &str = "iysgate-coldstart";
 

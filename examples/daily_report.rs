@@ -22,17 +22,17 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use iysgate::check::index::{ConsentIndex, EmailKeyer};
+use iysgate::check::store::Consents;
 use iysgate::domain::time::{format_iys, parse_iys};
 use iysgate::domain::{BusinessCalendar, Clock, ManualClock};
-use iysgate::evidence::{EvidenceStore, FileStore, Recorder};
-use iysgate::index::{ConsentIndex, EmailKeyer};
 use iysgate::iys::client::{Credentials, IysClient, RetryPolicy};
 use iysgate::iys::mock::{Account, CitizenSource, MockConfig, MockIys};
 use iysgate::iys::token::MemoryTokenStore;
 use iysgate::iys::wire::{ConsentStatus, ConsentType, RecipientType};
-use iysgate::reconcile::Target;
-use iysgate::store::Consents;
-use iysgate::uploader::{Backoff, Uploader, UploaderConfig};
+use iysgate::write::evidence::{EvidenceStore, FileStore, Recorder};
+use iysgate::write::reconcile::Target;
+use iysgate::write::uploader::{Backoff, Uploader, UploaderConfig};
 use tokio_util::sync::CancellationToken;
 
 const BRAND: u32 = 600_001;
@@ -41,7 +41,7 @@ const DAY: &str = "2026-11-24";
 /// Row `i` of the shop counters' file: MESAJ ONAYs and a few RETs, some with the shop's
 /// address (quoted: it holds a comma); rows 101, 202, 303 and 404 are bad.
 fn counter_file(rows: usize) -> String {
-    let mut csv = format!("{}\n", iysgate::import::HEADER);
+    let mut csv = format!("{}\n", iysgate::write::import::HEADER);
     for i in 1..=rows {
         let (status, hour) = if i % 10 == 0 {
             ("RET", 11)
@@ -80,8 +80,8 @@ async fn main() {
         accounts: vec![Account::new(
             "demo",
             "demo-password",
-            u64::from(iysgate::demo::IYS_CODE),
-            iysgate::demo::BRANDS
+            u64::from(iysgate::app::demo::IYS_CODE),
+            iysgate::app::demo::BRANDS
                 .iter()
                 .map(|b| u64::from(b.code))
                 .collect(),
@@ -100,19 +100,24 @@ async fn main() {
             .await
             .unwrap(),
     );
-    let brands: Vec<_> = iysgate::demo::BRANDS
+    let brands: Vec<_> = iysgate::app::demo::BRANDS
         .iter()
         .map(|b| (b.code, b.name, b.policy))
         .collect();
-    iysgate::server::ensure_brands(&store, iysgate::demo::IYS_CODE, &brands, clock.now_utc())
-        .await
-        .unwrap();
+    iysgate::app::ensure_brands(
+        &store,
+        iysgate::app::demo::IYS_CODE,
+        &brands,
+        clock.now_utc(),
+    )
+    .await
+    .unwrap();
 
     let consents = Arc::new(Consents::new(
         Arc::new(ConsentIndex::new()),
         Arc::new(EmailKeyer::new([1; 16])),
     ));
-    let demo = iysgate::demo::generate(&consents, 100_000, 2026, clock.now_turkey());
+    let demo = iysgate::app::demo::generate(&consents, 100_000, 2026, clock.now_turkey());
     eprintln!("demo data: {} records", demo.records);
 
     let file = dir.join("counters.csv");
@@ -121,7 +126,7 @@ async fn main() {
         client: "import".into(),
         key_sha256: None,
     };
-    let summary = iysgate::import::import_file(
+    let summary = iysgate::write::import::import_file(
         &store,
         &file,
         BRAND,
@@ -156,7 +161,7 @@ async fn main() {
     let applied = Arc::clone(&consents);
     let uploader = Uploader::new(
         store.clone(),
-        HashMap::from([(iysgate::demo::IYS_CODE, client.clone())]),
+        HashMap::from([(iysgate::app::demo::IYS_CODE, client.clone())]),
         UploaderConfig {
             min_request_interval: Duration::ZERO,
             poll_delay: Duration::from_millis(200),
@@ -198,19 +203,19 @@ async fn main() {
 
     clock.set_turkey(parse_iys("2026-11-25 02:30:00").unwrap());
     let target = Target {
-        iys_code: iysgate::demo::IYS_CODE,
+        iys_code: iysgate::app::demo::IYS_CODE,
         brand: BRAND,
         date: DAY.parse().unwrap(),
         confirm: true,
     };
     let first =
-        iysgate::report::reconcile_day(&client, &store, &*consents, target, clock.now_utc())
+        iysgate::write::report::reconcile_day(&client, &store, &*consents, target, clock.now_utc())
             .await
             .unwrap();
     println!("$ iysgate report --brand {BRAND} --date {DAY}   # after the 02:30 run");
     print!("{}", first.table());
     let second =
-        iysgate::report::reconcile_day(&client, &store, &*consents, target, clock.now_utc())
+        iysgate::write::report::reconcile_day(&client, &store, &*consents, target, clock.now_utc())
             .await
             .unwrap();
     let r = second.reconciliation.unwrap();

@@ -16,8 +16,8 @@
 
 use std::time::Instant;
 
+use iysgate::check::index::{ChannelState, ConsentIndex, IndexStatus};
 use iysgate::domain::types::{Channel, RecipientType, Source};
-use iysgate::index::{ChannelState, ConsentIndex, IndexStatus};
 
 /// Brands and their share of the records, in percent.
 const BRANDS: [(u32, u64); 4] = [(600_001, 40), (600_002, 30), (600_003, 20), (600_004, 10)];

@@ -26,30 +26,17 @@
 //! - [`config`]: command line and environment.
 //! - [`telemetry`]: logs without personal data, and metrics.
 
-pub mod admin_api;
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod check;
-pub mod client;
-pub mod config;
-pub mod demo;
+pub mod cli;
 pub mod domain;
-pub mod evidence;
-pub mod import;
-pub mod index;
 pub mod iys;
-pub mod listener;
 pub mod load;
-pub mod push;
+pub mod pb;
 pub mod quota;
-pub mod reconcile;
-pub mod record;
-pub mod report;
 pub mod rng;
-pub mod server;
-pub mod shared;
-pub mod store;
 pub mod sync;
 pub mod telemetry;
-pub mod tls;
-pub mod uploader;
+pub mod write;

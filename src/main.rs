@@ -7,16 +7,18 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use iysgate::config::{Cli, Command, DemoArgs, RuntimeFlavor, ServeArgs};
-use iysgate::server::{self, App};
+use iysgate::app::config::{Cli, Command, DemoArgs, RuntimeFlavor, ServeArgs};
+use iysgate::app::{self, App};
 
 /// mimalloc instead of glibc malloc: the gRPC stack allocates per call (h2 frames, headers);
 /// measured with `load-tests/compare.sh` (README "Performance").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use iysgate::{auth, client, demo, telemetry};
+use iysgate::app::demo;
+use iysgate::cli::client;
+use iysgate::{auth, telemetry};
 
-mod admin;
+use iysgate::cli::admin;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -59,7 +61,7 @@ fn main() -> ExitCode {
             Command::Reconcile(args) => admin::reconcile(args).await,
             Command::Client(cmd) => admin::client(cmd).await,
             Command::Migrate(args) => {
-                iysgate::evidence::PgStore::connect(
+                iysgate::write::evidence::PgStore::connect(
                     &args.database_url,
                     iysgate::domain::BusinessCalendar::embedded(),
                 )
@@ -69,9 +71,9 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::EchoServer(args) => {
-                let listener = server::bind(args.listen).await.map_err(|e| e.to_string())?;
+                let listener = app::bind(args.listen).await.map_err(|e| e.to_string())?;
                 println!("echo baseline on {}", args.listen);
-                iysgate::load::serve_echo(listener, server::shutdown_signal())
+                iysgate::load::serve_echo(listener, app::shutdown_signal())
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -86,7 +88,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn keygen(args: &iysgate::config::KeygenArgs) -> Result<(), String> {
+fn keygen(args: &iysgate::app::config::KeygenArgs) -> Result<(), String> {
     let secret = auth::generate_key().map_err(|e| e.to_string())?;
     let digest = auth::to_hex(&auth::hash_key(&secret));
     let brands: Vec<String> = args.brands.iter().map(u32::to_string).collect();
@@ -133,9 +135,9 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
     if demo.is_none() {
         telemetry::init_logging(&args.log)?;
     }
-    let clock = server::system_clock();
+    let clock = app::system_clock();
     let mut app = App::embedded(&args, Arc::clone(&clock)).map_err(|e| e.to_string())?;
-    let evidence = server::open_evidence(
+    let evidence = app::open_evidence(
         args.database_url.as_deref(),
         &args.evidence_file,
         app.checker.calendar().clone(),
@@ -147,20 +149,20 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
             .iter()
             .map(|b| (b.code, b.name, b.policy))
             .collect();
-        server::ensure_brands(&evidence, demo::IYS_CODE, &brands, clock.now_utc())
+        app::ensure_brands(&evidence, demo::IYS_CODE, &brands, clock.now_utc())
             .await
             .map_err(|e| e.to_string())?;
     }
-    server::add_stored_clients(&mut app, &evidence)
+    app::add_stored_clients(&mut app, &evidence)
         .await
         .map_err(|e| e.to_string())?;
     app.evidence = Some(Arc::new(evidence));
-    let listener = server::bind(args.listen).await.map_err(|e| e.to_string())?;
+    let listener = app::bind(args.listen).await.map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let metrics_addr = match args.metrics_listen.0 {
         Some(addr) => Some(
-            server::serve_metrics(
+            app::serve_metrics(
                 addr,
                 app.tls.as_ref().map(|t| Arc::clone(&t.http)),
                 shutdown.clone(),
@@ -177,7 +179,7 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
         let mut policies: std::collections::HashMap<u32, _> =
             demo::BRANDS.iter().map(|b| (b.code, b.policy)).collect();
         if let Some(path) = &args.brands {
-            policies.extend(server::load_policies(path).map_err(|e| e.to_string())?);
+            policies.extend(app::load_policies(path).map_err(|e| e.to_string())?);
         }
         app.checker.set_policies(policies);
         let now = clock.now_turkey();
@@ -194,7 +196,7 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
         );
     }
     if let Some(url) = &args.redis_url {
-        let shared = iysgate::shared::SharedState::connect(url, &args.redis_prefix)
+        let shared = iysgate::sync::redis::SharedState::connect(url, &args.redis_prefix)
             .await
             .map_err(|e| format!("redis: {e}"))?;
         app.shared = Some(shared);
@@ -203,7 +205,7 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
         // The embedded default: what was recorded before this start is enforced again.
         let started = std::time::Instant::now();
         let store = app.evidence.as_ref().expect("opened above");
-        let n = server::apply_recorded(store, &app.consents, clock.now_utc())
+        let n = app::apply_recorded(store, &app.consents, clock.now_utc())
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!(
@@ -212,9 +214,9 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
             "recorded consents applied to the index"
         );
     }
-    server::share_iys_token(&mut app, &args).await?;
-    server::spawn_uploader(&app, &args, &tasks, shutdown.clone())?;
-    server::spawn_reconcile_schedule(&app, &args, &tasks, shutdown.clone())?;
+    app::share_iys_token(&mut app, &args).await?;
+    app::spawn_uploader(&app, &args, &tasks, shutdown.clone())?;
+    app::spawn_reconcile_schedule(&app, &args, &tasks, shutdown.clone())?;
     match app.shared.clone() {
         // A replica: the sync leader's heartbeats on the change stream confirm freshness.
         Some(shared) => {
@@ -240,10 +242,10 @@ async fn run_serve(args: ServeArgs, demo: Option<(usize, u64, String)>) -> Resul
     );
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        server::shutdown_signal().await;
+        app::shutdown_signal().await;
         stop.cancel();
     });
-    let served = server::serve_grpc(&app, &args, listener, shutdown.clone(), &tasks).await;
+    let served = app::serve_grpc(&app, &args, listener, shutdown.clone(), &tasks).await;
     shutdown.cancel();
     tasks.close();
     if tokio::time::timeout(args.grace, tasks.wait())
@@ -317,19 +319,19 @@ fn print_tour(
     println!();
 }
 
-async fn run_sync(args: iysgate::config::SyncArgs) -> Result<(), String> {
+async fn run_sync(args: iysgate::app::config::SyncArgs) -> Result<(), String> {
     use iysgate::iys::client::{Credentials, IysClient, RetryPolicy};
     use iysgate::sync::{MemoryCursors, SyncConfig, SyncWorker};
     telemetry::init_logging(&args.log)?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let tls = server::ServerTls::load(&args.tls).map_err(|e| e.to_string())?;
+    let tls = app::ServerTls::load(&args.tls).map_err(|e| e.to_string())?;
     if let Some(tls) = &tls {
         tls.spawn_reload(args.tls.tls_reload, &tasks, &shutdown);
     }
     let http_tls = tls.as_ref().map(|t| Arc::clone(&t.http));
     if let Some(addr) = args.metrics_listen.0 {
-        server::serve_metrics(addr, http_tls.clone(), shutdown.clone(), &tasks)
+        app::serve_metrics(addr, http_tls.clone(), shutdown.clone(), &tasks)
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -351,15 +353,15 @@ async fn run_sync(args: iysgate::config::SyncArgs) -> Result<(), String> {
     };
     let client = IysClient::new(&args.iys_url, credentials, Arc::new(tokens), retry)
         .map_err(|e| format!("İYS client: {e}"))?;
-    let shared = iysgate::shared::SharedState::connect(&args.redis_url, &args.redis_prefix)
+    let shared = iysgate::sync::redis::SharedState::connect(&args.redis_url, &args.redis_prefix)
         .await
         .map_err(|e| format!("redis: {e}"))?;
     let mut key = [0u8; 16];
     getrandom::fill(&mut key).map_err(|e| e.to_string())?;
-    let index = Arc::new(iysgate::index::ConsentIndex::new());
-    let consents = Arc::new(iysgate::store::Consents::new(
+    let index = Arc::new(iysgate::check::index::ConsentIndex::new());
+    let consents = Arc::new(iysgate::check::store::Consents::new(
         index,
-        Arc::new(iysgate::index::EmailKeyer::new(key)),
+        Arc::new(iysgate::check::index::EmailKeyer::new(key)),
     ));
     let worker = SyncWorker::new(
         client,
@@ -367,7 +369,7 @@ async fn run_sync(args: iysgate::config::SyncArgs) -> Result<(), String> {
         Arc::new(MemoryCursors::default()),
         args.brands.clone(),
         Arc::new(iysgate::check::Freshness::new()),
-        server::system_clock(),
+        app::system_clock(),
         SyncConfig {
             page_limit: 1000,
             interval: args.interval,
@@ -380,17 +382,18 @@ async fn run_sync(args: iysgate::config::SyncArgs) -> Result<(), String> {
             .push_password
             .clone()
             .ok_or("--push-listen needs IYSGATE_PUSH_PASSWORD")?;
-        let shared = iysgate::shared::SharedState::connect(&args.redis_url, &args.redis_prefix)
-            .await
-            .map_err(|e| format!("redis: {e}"))?;
-        let router = iysgate::push::router(shared, &args.push_username, &password);
-        let listener = server::bind(addr).await.map_err(|e| e.to_string())?;
-        iysgate::listener::warn_if_plaintext("push", addr, http_tls.is_some());
-        let endpoint = iysgate::listener::Endpoint {
+        let shared =
+            iysgate::sync::redis::SharedState::connect(&args.redis_url, &args.redis_prefix)
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+        let router = iysgate::sync::push::router(shared, &args.push_username, &password);
+        let listener = app::bind(addr).await.map_err(|e| e.to_string())?;
+        iysgate::app::listener::warn_if_plaintext("push", addr, http_tls.is_some());
+        let endpoint = iysgate::app::listener::Endpoint {
             listener,
             tls: http_tls.clone(),
         };
-        iysgate::listener::spawn_http(endpoint, router, shutdown.clone(), &tasks);
+        iysgate::app::listener::spawn_http(endpoint, router, shutdown.clone(), &tasks);
         tracing::info!(%addr, "receiving İYS push at /iys/push");
     }
     let holder = format!(
@@ -401,7 +404,7 @@ async fn run_sync(args: iysgate::config::SyncArgs) -> Result<(), String> {
     tracing::info!(brands = args.brands.len(), holder, "sync worker starting");
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        server::shutdown_signal().await;
+        app::shutdown_signal().await;
         stop.cancel();
     });
     worker
@@ -413,7 +416,7 @@ async fn run_sync(args: iysgate::config::SyncArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn run_mock_iys(args: iysgate::config::MockIysArgs) -> Result<(), String> {
+async fn run_mock_iys(args: iysgate::app::config::MockIysArgs) -> Result<(), String> {
     use iysgate::iys::mock::{MockConfig, MockIys, RateLimits, SeedRecord};
     use iysgate::iys::wire::{ConsentStatus, ConsentType, RecipientType};
     telemetry::init_logging(&args.log)?;
@@ -427,7 +430,7 @@ async fn run_mock_iys(args: iysgate::config::MockIysArgs) -> Result<(), String> 
     }
     let mock = MockIys::new(config);
     if args.seed > 0 {
-        let at = server::system_clock().now_turkey() - chrono::Duration::days(1);
+        let at = app::system_clock().now_turkey() - chrono::Duration::days(1);
         let records = (0..args.seed).map(|i| SeedRecord {
             recipient: iysgate::iys::mock::seeded_recipient(i),
             recipient_type: RecipientType::Bireysel,
@@ -444,21 +447,21 @@ async fn run_mock_iys(args: iysgate::config::MockIysArgs) -> Result<(), String> 
     if args.citizen_rate > 0.0 {
         mock.spawn_citizen(args.citizen_rate, 2026, stop_rx);
     }
-    let listener = server::bind(args.listen).await.map_err(|e| e.to_string())?;
+    let listener = app::bind(args.listen).await.map_err(|e| e.to_string())?;
     println!(
         "mock İYS on http://{}: user mock / password mock, iysCode 700000, brands 700000 and 700001",
         listener.local_addr().map_err(|e| e.to_string())?
     );
     let served = mock
         .serve_with_shutdown(listener, async {
-            server::shutdown_signal().await;
+            app::shutdown_signal().await;
         })
         .await;
     let _ = stop_tx.send(true);
     served.map_err(|e| e.to_string())
 }
 
-async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
+async fn run_load(args: iysgate::app::config::LoadArgs) -> Result<(), String> {
     use iysgate::domain::Channel;
     use iysgate::load::filter::{FilterRun, ListKind, run_filter};
     use iysgate::load::tenants::{TenantsRun, run_tenants};
@@ -612,11 +615,11 @@ async fn run_load(args: iysgate::config::LoadArgs) -> Result<(), String> {
     }
 }
 
-async fn run_import(args: iysgate::config::ImportArgs) -> Result<(), String> {
+async fn run_import(args: iysgate::app::config::ImportArgs) -> Result<(), String> {
     use iysgate::domain::BusinessCalendar;
-    use iysgate::evidence::Recorder;
+    use iysgate::write::evidence::Recorder;
     let calendar = BusinessCalendar::embedded();
-    let store = server::open_evidence(
+    let store = app::open_evidence(
         args.store.database_url.as_deref(),
         &args.store.evidence_file,
         calendar.clone(),
@@ -627,8 +630,8 @@ async fn run_import(args: iysgate::config::ImportArgs) -> Result<(), String> {
         client: "import".into(),
         key_sha256: None,
     };
-    let now = server::system_clock().now_turkey();
-    let summary = iysgate::import::import_file(
+    let now = app::system_clock().now_turkey();
+    let summary = iysgate::write::import::import_file(
         &store,
         &args.file,
         args.brand,
@@ -671,7 +674,7 @@ async fn run_import(args: iysgate::config::ImportArgs) -> Result<(), String> {
 
 /// The import's progress on stderr: on a terminal a bar redrawn at most ten times a second
 /// (share of the file, rows, rate, time left); in a log a line per tenth of the file.
-fn import_progress() -> impl FnMut(iysgate::import::ImportProgress) {
+fn import_progress() -> impl FnMut(iysgate::write::import::ImportProgress) {
     use std::io::IsTerminal;
     const WIDTH: usize = 30;
     let terminal = std::io::stderr().is_terminal();

@@ -8,7 +8,7 @@ mod evidence_suite;
 use std::path::PathBuf;
 
 use iysgate::domain::BusinessCalendar;
-use iysgate::evidence::{EvidenceStore, FileStore};
+use iysgate::write::evidence::{EvidenceStore, FileStore};
 
 /// A fresh log path of its own for one test, in a new directory under the system temp dir.
 fn fresh_path(test: &str) -> PathBuf {

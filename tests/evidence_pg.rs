@@ -10,7 +10,7 @@ mod pg_support;
 
 use evidence_suite::{BRAND, at, onay, setup};
 use iysgate::domain::BusinessCalendar;
-use iysgate::evidence::{EvidenceStore, PgStore, UploadAnswer, UploadOutcome};
+use iysgate::write::evidence::{EvidenceStore, PgStore, UploadAnswer, UploadOutcome};
 use pg_support::{Schema, admin};
 use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, Row};

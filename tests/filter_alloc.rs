@@ -7,9 +7,9 @@ mod common;
 
 use std::alloc::System;
 
-use iysgate::api::pb;
 use iysgate::auth::{hash_key, to_hex};
 use iysgate::domain::Channel;
+use iysgate::pb;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tokio_util::sync::CancellationToken;
 

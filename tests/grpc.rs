@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use chrono::Duration as ChronoDuration;
 use clap::Parser;
-use iysgate::api::pb;
-use iysgate::api::pb::consent_check_client::ConsentCheckClient;
+use iysgate::app::config::{Cli, Command, ServeArgs};
+use iysgate::app::{self, App};
 use iysgate::auth::{hash_key, to_hex};
-use iysgate::config::{Cli, Command, ServeArgs};
 use iysgate::domain::time::parse_iys;
 use iysgate::domain::{
     Channel, ConsentEvent, ConsentKey, ConsentStatus, ManualClock, RecipientType, Registration,
     Source, recipient::normalise_recipient,
 };
-use iysgate::server::{self, App};
+use iysgate::pb;
+use iysgate::pb::consent_check_client::ConsentCheckClient;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Channel as GrpcChannel;
@@ -46,7 +46,7 @@ struct TestServer {
     clock: Arc<ManualClock>,
     app: Arc<App>,
     shutdown: CancellationToken,
-    served: tokio::task::JoinHandle<Result<(), server::StartError>>,
+    served: tokio::task::JoinHandle<Result<(), app::StartError>>,
 }
 
 /// "Now" in every test: Saturday 2026-05-23 12:00 Turkey time.
@@ -235,10 +235,10 @@ async fn start(extra: &[&str]) -> TestServer {
         r#"{"brands":[{"brand_code":620001,"name":"Ege Tekstil","allow_unregistered_tacir":true}]}"#,
     );
     app.checker
-        .set_policies(server::load_policies(&brands).unwrap());
+        .set_policies(app::load_policies(&brands).unwrap());
     seed(&app);
     app.freshness.mark_confirmed(clock.now_utc_for_tests());
-    let listener = server::bind(args.listen).await.unwrap();
+    let listener = app::bind(args.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let served = {
@@ -246,7 +246,7 @@ async fn start(extra: &[&str]) -> TestServer {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let tasks = TaskTracker::new();
-            server::serve_grpc(&app, &args, listener, shutdown, &tasks).await
+            app::serve_grpc(&app, &args, listener, shutdown, &tasks).await
         })
     };
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -1207,7 +1207,7 @@ async fn cli_filter_streams_a_file_in_chunks() {
     let Command::Filter(args) = Cli::try_parse_from(argv).unwrap().command else {
         unreachable!()
     };
-    let (items, allowed) = iysgate::client::filter(&args).await.unwrap();
+    let (items, allowed) = iysgate::cli::client::filter(&args).await.unwrap();
     assert_eq!(
         (items, allowed),
         (5, 2),

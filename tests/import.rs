@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use iysgate::domain::time::parse_iys;
 use iysgate::domain::{BrandPolicy, BusinessCalendar};
-use iysgate::evidence::{Brand, EvidenceStore, FileStore, Provider, Recorder};
-use iysgate::import::{HEADER, import_file};
+use iysgate::write::evidence::{Brand, EvidenceStore, FileStore, Provider, Recorder};
+use iysgate::write::import::{HEADER, import_file};
 
 const BRAND: u32 = 600_001;
 const NOW: &str = "2026-05-20 12:00:00";
@@ -194,7 +194,7 @@ async fn a_file_without_the_header_is_refused() {
 
 #[tokio::test]
 async fn the_daily_report_counts_the_days_events_and_their_uploads() {
-    use iysgate::evidence::{UploadAnswer, UploadOutcome};
+    use iysgate::write::evidence::{UploadAnswer, UploadOutcome};
     let dir = temp_dir();
     let file = dir.join("consents.csv");
     // Collected an hour ago (real time: the store records at the real now).
@@ -256,7 +256,7 @@ async fn the_daily_report_counts_the_days_events_and_their_uploads() {
             .unwrap();
     }
     let today = iysgate::domain::time::to_turkey(now).date();
-    let report = iysgate::report::daily_report(&store, BRAND, today, now)
+    let report = iysgate::write::report::daily_report(&store, BRAND, today, now)
         .await
         .unwrap();
     assert_eq!(report.recorded_total, 30);
@@ -271,14 +271,14 @@ async fn the_daily_report_counts_the_days_events_and_their_uploads() {
     assert!(report.csv().contains("uploads,registered,2\n"));
     // Another day holds none of them.
     let other =
-        iysgate::report::daily_report(&store, BRAND, today - chrono::Duration::days(1), now)
+        iysgate::write::report::daily_report(&store, BRAND, today - chrono::Duration::days(1), now)
             .await
             .unwrap();
     assert_eq!(other.recorded_total, 0);
 }
 
 /// Runs `rows` (after the header) through an import into a fresh store; the summary.
-async fn import_rows(rows: &[&str]) -> (iysgate::import::ImportSummary, EvidenceStore) {
+async fn import_rows(rows: &[&str]) -> (iysgate::write::import::ImportSummary, EvidenceStore) {
     let dir = temp_dir();
     let file = dir.join("rows.csv");
     let mut text = format!("{HEADER}\n");

@@ -370,7 +370,7 @@ async fn a_pushed_ret_reaches_the_replicas_before_the_pull_could() {
     let p = prefix("push");
     let stop = CancellationToken::new();
     // The push receiver, as `iysgate sync --push-listen` runs it.
-    let receiver = iysgate::push::router(shared(&p).await, "iys", "s3cret");
+    let receiver = iysgate::sync::push::router(shared(&p).await, "iys", "s3cret");
     let push_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let push_addr = push_listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(push_listener, receiver).await });
@@ -633,7 +633,7 @@ async fn no_call_needing_a_token_while_token_calls_are_halted() {
 async fn a_hung_iys_answer_times_out_and_replicas_stay_fresh() {
     const MAX_STALENESS: Duration = Duration::from_secs(1);
     let timeout = Duration::from_millis(300);
-    iysgate::config::check_iys_timeout(timeout, MAX_STALENESS).unwrap();
+    iysgate::app::config::check_iys_timeout(timeout, MAX_STALENESS).unwrap();
     let (mock, url) = start_mock().await;
     seed(&mock, 10);
     let p = prefix("hung");

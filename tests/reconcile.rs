@@ -15,14 +15,14 @@ mod uploader_support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use iysgate::check::index::{ConsentIndex, EmailKeyer};
+use iysgate::check::store::Consents;
 use iysgate::domain::time::parse_iys;
 use iysgate::domain::{Channel, Clock, ConsentKey, ConsentStatus, ManualClock, RecipientType};
-use iysgate::evidence::{EvidenceStore, UploadAnswer, UploadOutcome, UploadState};
-use iysgate::index::{ConsentIndex, EmailKeyer};
 use iysgate::iys::mock::{CitizenSource, Faults, TruncateMode};
 use iysgate::iys::wire::{ConsentStatus as WireStatus, ConsentType, RecipientType as WireType};
-use iysgate::reconcile::{Agreement, Holdings, MismatchKind, Target, reconcile};
-use iysgate::store::Consents;
+use iysgate::write::evidence::{EvidenceStore, UploadAnswer, UploadOutcome, UploadState};
+use iysgate::write::reconcile::{Agreement, Holdings, MismatchKind, Target, reconcile};
 use uploader_support::{
     BRAND, Harness, IYS_CODE, Schema, config, file_store, mock_config, onay, phone,
 };
@@ -65,7 +65,7 @@ async fn run(
     date: &str,
     confirm: bool,
     clock: &ManualClock,
-) -> Result<iysgate::reconcile::Reconciliation, iysgate::reconcile::ReconcileError> {
+) -> Result<iysgate::write::reconcile::Reconciliation, iysgate::write::reconcile::ReconcileError> {
     reconcile(
         &h.client,
         &h.store,

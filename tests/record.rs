@@ -5,16 +5,16 @@
 use std::sync::Arc;
 
 use clap::Parser;
-use iysgate::api::pb;
-use iysgate::api::pb::admin_client::AdminClient;
-use iysgate::api::pb::consent_check_client::ConsentCheckClient;
-use iysgate::api::pb::consent_records_client::ConsentRecordsClient;
+use iysgate::app::config::{Cli, Command};
+use iysgate::app::{self, App};
 use iysgate::auth::{hash_key, to_hex};
-use iysgate::config::{Cli, Command};
 use iysgate::domain::time::parse_iys;
 use iysgate::domain::{BrandPolicy, Clock, ManualClock};
-use iysgate::evidence::EventId;
-use iysgate::server::{self, App};
+use iysgate::pb;
+use iysgate::pb::admin_client::AdminClient;
+use iysgate::pb::consent_check_client::ConsentCheckClient;
+use iysgate::pb::consent_records_client::ConsentRecordsClient;
+use iysgate::write::evidence::EventId;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -85,14 +85,14 @@ async fn start_with(extra: &[String], mock: Option<&ManualClockHandle>) -> Serve
         |c| Arc::clone(&c.0),
     );
     let mut app = App::embedded(&args, clock.clone()).unwrap();
-    let store = server::open_evidence(
+    let store = app::open_evidence(
         args.database_url.as_deref(),
         &args.evidence_file,
         app.checker.calendar().clone(),
     )
     .await
     .unwrap();
-    server::ensure_brands(
+    app::ensure_brands(
         &store,
         600_000,
         &[(BRAND, "Anadolu Market", BrandPolicy::default())],
@@ -101,7 +101,7 @@ async fn start_with(extra: &[String], mock: Option<&ManualClockHandle>) -> Serve
     .await
     .unwrap();
     if mock.is_some() {
-        server::ensure_brands(
+        app::ensure_brands(
             &store,
             700_000,
             &[(MOCK_BRAND, "Mock Marka", BrandPolicy::default())],
@@ -124,19 +124,19 @@ async fn start_with(extra: &[String], mock: Option<&ManualClockHandle>) -> Serve
         )
         .await
         .unwrap();
-    server::add_stored_clients(&mut app, &store).await.unwrap();
+    app::add_stored_clients(&mut app, &store).await.unwrap();
     app.evidence = Some(Arc::new(store));
     app.freshness.mark_confirmed(clock.now_utc());
     let app = Arc::new(app);
-    let listener = server::bind(args.listen).await.unwrap();
+    let listener = app::bind(args.listen).await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
     {
         let (app, stop) = (Arc::clone(&app), stop.clone());
         tokio::spawn(async move {
             let tasks = TaskTracker::new();
-            server::spawn_uploader(&app, &args, &tasks, stop.clone()).unwrap();
-            server::serve_grpc(&app, &args, listener, stop, &tasks).await
+            app::spawn_uploader(&app, &args, &tasks, stop.clone()).unwrap();
+            app::serve_grpc(&app, &args, listener, stop, &tasks).await
         });
     }
     let channel = tonic::transport::Endpoint::from_shared(addr)
@@ -780,12 +780,12 @@ async fn recorded_events_are_enforced_again_after_a_restart_of_the_embedded_defa
     .unwrap();
 
     // A restarted process starts with an empty index; `serve` applies the store to it.
-    let fresh = iysgate::store::Consents::new(
-        Arc::new(iysgate::index::ConsentIndex::new()),
-        Arc::new(iysgate::index::EmailKeyer::new([3; 16])),
+    let fresh = iysgate::check::store::Consents::new(
+        Arc::new(iysgate::check::index::ConsentIndex::new()),
+        Arc::new(iysgate::check::index::EmailKeyer::new([3; 16])),
     );
     let store = s.app.evidence.clone().unwrap();
-    let n = server::apply_recorded(&store, &fresh, clock.0.now_utc())
+    let n = app::apply_recorded(&store, &fresh, clock.0.now_utc())
         .await
         .unwrap();
     assert_eq!(n, 2);
@@ -1237,7 +1237,7 @@ async fn an_idempotency_key_is_at_most_128_bytes() {
         pb::Reason::NoConsent
     );
     // The one constant the validation, both stores and the docs use.
-    assert_eq!(iysgate::evidence::MAX_IDEMPOTENCY_KEY, 128);
+    assert_eq!(iysgate::write::evidence::MAX_IDEMPOTENCY_KEY, 128);
 }
 
 /// RecordConsent normalises the recipient with the same code as Check, GetConsent and Filter,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iysgate::domain::{Reason, SystemClock};
-use iysgate::shared::SharedState;
+use iysgate::sync::redis::SharedState;
 use iysgate::sync::{BrandRef, MemoryCursors, SyncConfig, SyncWorker};
 use tokio_util::sync::CancellationToken;
 

@@ -14,22 +14,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use iysgate::api::pb;
-use iysgate::api::pb::consent_check_client::ConsentCheckClient;
-use iysgate::api::pb::consent_records_client::ConsentRecordsClient;
+use iysgate::app::config::{Cli, Command};
+use iysgate::app::{self, App};
 use iysgate::auth::{hash_key, to_hex};
-use iysgate::config::{Cli, Command};
+use iysgate::check::store::Consents;
 use iysgate::domain::time::{format_iys, parse_iys};
 use iysgate::domain::{
     BrandPolicy, Channel as DChannel, Clock, ConsentEvent, ConsentKey, ConsentRecord,
     ConsentStatus, PhoneNumber, Reason, Recipient, RecipientType, Registration, Source,
     SystemClock,
 };
-use iysgate::evidence::EvidenceStore;
-use iysgate::server::{self, App};
-use iysgate::shared::SharedState;
-use iysgate::store::Consents;
+use iysgate::pb;
+use iysgate::pb::consent_check_client::ConsentCheckClient;
+use iysgate::pb::consent_records_client::ConsentRecordsClient;
+use iysgate::sync::redis::SharedState;
 use iysgate::sync::{BrandRef, MemoryCursors, SyncConfig, SyncWorker};
+use iysgate::write::evidence::EvidenceStore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::Request;
@@ -51,16 +51,16 @@ const MOCK_BRAND: u32 = 700_001;
 struct ServingReplica {
     checks: ConsentCheckClient<Channel>,
     records: ConsentRecordsClient<Channel>,
-    admin: iysgate::api::pb::admin_client::AdminClient<Channel>,
+    admin: iysgate::pb::admin_client::AdminClient<Channel>,
 }
 
 async fn evidence_store(dir: &std::path::Path) -> Arc<EvidenceStore> {
     let calendar = iysgate::domain::BusinessCalendar::embedded();
-    let store = server::open_evidence(None, &dir.join("evidence.log"), calendar)
+    let store = app::open_evidence(None, &dir.join("evidence.log"), calendar)
         .await
         .unwrap();
     let now = SystemClock.now_utc();
-    server::ensure_brands(
+    app::ensure_brands(
         &store,
         BRAND.iys_code,
         &[(BRAND.brand_code, "Anadolu Market", BrandPolicy::default())],
@@ -68,7 +68,7 @@ async fn evidence_store(dir: &std::path::Path) -> Arc<EvidenceStore> {
     )
     .await
     .unwrap();
-    server::ensure_brands(
+    app::ensure_brands(
         &store,
         700_000,
         &[(MOCK_BRAND, "Mock Marka", BrandPolicy::default())],
@@ -125,7 +125,7 @@ async fn serving_replica(
     app.evidence = Some(Arc::clone(store));
     app.shared = Some(connect(url, prefix).await);
     let app = Arc::new(app);
-    let listener = server::bind(args.listen).await.unwrap();
+    let listener = app::bind(args.listen).await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     {
         let (app, stop) = (Arc::clone(&app), stop.clone());
@@ -135,8 +135,8 @@ async fn serving_replica(
             let (consents, freshness) = (Arc::clone(&app.consents), Arc::clone(&app.freshness));
             let following = stop.clone();
             tasks.spawn(async move { follower.follow(consents, freshness, following).await });
-            server::spawn_uploader(&app, &args, &tasks, stop.clone()).unwrap();
-            server::serve_grpc(&app, &args, listener, stop, &tasks).await
+            app::spawn_uploader(&app, &args, &tasks, stop.clone()).unwrap();
+            app::serve_grpc(&app, &args, listener, stop, &tasks).await
         });
     }
     let channel = tonic::transport::Endpoint::from_shared(addr)
@@ -147,7 +147,7 @@ async fn serving_replica(
     ServingReplica {
         checks: ConsentCheckClient::new(channel.clone()),
         records: ConsentRecordsClient::new(channel.clone()),
-        admin: iysgate::api::pb::admin_client::AdminClient::new(channel),
+        admin: iysgate::pb::admin_client::AdminClient::new(channel),
     }
 }
 
@@ -649,8 +649,8 @@ async fn the_publish_script_keeps_the_newer_record_exactly_as_rust_orders_them()
 
     // What Redis kept, loaded as a replica loads it, is the newer event of every pair.
     let loaded = Arc::new(Consents::new(
-        Arc::new(iysgate::index::ConsentIndex::new()),
-        Arc::new(iysgate::index::EmailKeyer::new([1; 16])),
+        Arc::new(iysgate::check::index::ConsentIndex::new()),
+        Arc::new(iysgate::check::index::EmailKeyer::new([1; 16])),
     ));
     s.scan_records(&loaded).await.unwrap();
     for (i, &(x, y)) in pairs.iter().enumerate() {
@@ -715,8 +715,8 @@ async fn catching_up_past_trimmed_stream_entries_rescans_the_records() {
         .await
         .unwrap();
     let leader = Arc::new(Consents::new(
-        Arc::new(iysgate::index::ConsentIndex::new()),
-        Arc::new(iysgate::index::EmailKeyer::new([1; 16])),
+        Arc::new(iysgate::check::index::ConsentIndex::new()),
+        Arc::new(iysgate::check::index::EmailKeyer::new([1; 16])),
     ));
     s.catch_up(&leader, "0-0").await.unwrap();
     for (key, record) in &published {

@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use iysgate::api::pb;
+use iysgate::pb;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 

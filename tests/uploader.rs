@@ -1,6 +1,6 @@
 //! The uploader against the mock İYS over real HTTP, on both evidence stores (a file, and
 //! PostgreSQL at `DATABASE_URL`; see `tests/uploader_support`). Each scenario is one
-//! promise of `iysgate::uploader`:
+//! promise of `iysgate::write::uploader`:
 //! - a collected ONAY reaches İYS, is recorded registered with İYS's transactionId, and the
 //!   serving index hears of it once;
 //! - İYS's refusals (H175, H162) are recorded with their code and never sent again;
@@ -30,11 +30,11 @@ use iysgate::domain::time::{format_iys, parse_iys};
 use iysgate::domain::{
     Clock, ConsentEvent, ConsentStatus, ManualClock, Reason, Registration, SystemClock,
 };
-use iysgate::evidence::{EvidenceStore, UploadOutcome, UploadState};
 use iysgate::iys::client::BatchItemStatus;
 use iysgate::iys::mock::{Faults, MockConfig, SeedRecord};
 use iysgate::iys::wire::{ConsentStatus as WireStatus, ConsentType, RecipientType};
-use iysgate::uploader::{Backoff, UploaderConfig, consent_request, key_of};
+use iysgate::write::evidence::{EvidenceStore, UploadOutcome, UploadState};
+use iysgate::write::uploader::{Backoff, UploaderConfig, consent_request, key_of};
 
 use uploader_support::{
     BRAND, Harness, IYS_CODE, Schema, config, event, file_store, mock_config, now_tr, onay, phone,

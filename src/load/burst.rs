@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Request;
 
 use super::{ClosedLoop, LoadError, Report, connect, run_open_loop};
-use crate::api::pb;
+use crate::pb;
 
 #[derive(Debug, Clone)]
 pub struct BurstRun {

@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 use tonic::Request;
 
 use super::{LoadError, Progress, connect, new_histogram};
-use crate::api::pb;
+use crate::pb;
 
 /// What the list holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

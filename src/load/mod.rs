@@ -20,13 +20,13 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use crate::api::pb;
+use crate::pb;
 
 /// The echo service's generated code, placed so its references to `iysgate.v1` resolve.
 #[allow(clippy::pedantic, missing_docs)]
 pub mod proto {
     pub mod v1 {
-        pub use crate::api::pb::*;
+        pub use crate::pb::*;
     }
     pub mod loadtest {
         pub mod v1 {
@@ -423,14 +423,17 @@ pub fn demo_recipients(
     hits: usize,
     channel: crate::domain::Channel,
 ) -> Vec<String> {
-    let index = Arc::new(crate::index::ConsentIndex::new());
-    let keyer = Arc::new(crate::index::EmailKeyer::new([0; 16]));
-    let consents = crate::store::Consents::new(index, keyer);
+    let index = Arc::new(crate::check::index::ConsentIndex::new());
+    let keyer = Arc::new(crate::check::index::EmailKeyer::new([0; 16]));
+    let consents = crate::check::store::Consents::new(index, keyer);
     let now = crate::domain::Clock::now_turkey(&crate::domain::SystemClock);
-    crate::demo::generate(&consents, records, seed, now);
+    crate::app::demo::generate(&consents, records, seed, now);
     let mut out = Vec::with_capacity(hits * 2);
     consents.records().for_each(|key, _| {
-        if out.len() < hits && key.brand == crate::demo::BRANDS[0].code && key.channel == channel {
+        if out.len() < hits
+            && key.brand == crate::app::demo::BRANDS[0].code
+            && key.channel == channel
+        {
             out.push(key.recipient.to_string());
         }
     });

@@ -6,13 +6,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use iysgate::check::index::{ConsentIndex, EmailKeyer};
+use iysgate::check::store::Consents;
 use iysgate::check::{Checker, Freshness, Query};
 use iysgate::domain::{
     BusinessCalendar, Channel, Clock, Purpose, Reason, RecipientType, SystemClock,
 };
-use iysgate::index::{ConsentIndex, EmailKeyer};
-use iysgate::shared::SharedState;
-use iysgate::store::Consents;
+use iysgate::sync::redis::SharedState;
 use iysgate::sync::{BrandRef, Change, ChangeSource, Page, PullError, PullSource};
 use tokio_util::sync::CancellationToken;
 
@@ -194,9 +194,9 @@ pub async fn demo_server_with(
     stop: &CancellationToken,
 ) -> String {
     use clap::Parser;
-    use iysgate::config::{Cli, Command};
+    use iysgate::app::config::{Cli, Command};
+    use iysgate::app::{self, App};
     use iysgate::domain::SystemClock;
-    use iysgate::server::{self, App};
     let mut argv = vec![
         "iysgate".to_owned(),
         "serve".into(),
@@ -214,19 +214,19 @@ pub async fn demo_server_with(
         unreachable!()
     };
     let app = Arc::new(App::embedded(&args, Arc::new(SystemClock)).unwrap());
-    iysgate::demo::generate(
+    iysgate::app::demo::generate(
         &app.consents,
         records,
         seed,
         Clock::now_turkey(&SystemClock),
     );
-    let listener = server::bind(args.listen).await.unwrap();
+    let listener = app::bind(args.listen).await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let stop = stop.clone();
     tokio::spawn(async move {
         let tasks = tokio_util::task::TaskTracker::new();
         app.spawn_embedded_heartbeat(&tasks, stop.clone());
-        server::serve_grpc(&app, &args, listener, stop, &tasks).await
+        app::serve_grpc(&app, &args, listener, stop, &tasks).await
     });
     addr
 }

@@ -3,9 +3,9 @@
 
 use iysgate::auth::{RetailerGrant, hash_key};
 use iysgate::domain::BrandPolicy;
-use iysgate::evidence::{Brand, EvidenceError, EvidenceStore, api_keys};
 use iysgate::iys::client::PullSource;
 use iysgate::sync::{BrandRef, Cursor};
+use iysgate::write::evidence::{Brand, EvidenceError, EvidenceStore, api_keys};
 
 use super::{BRAND, IYS_CODE, OTHER_BRAND, at, setup};
 

@@ -1,6 +1,6 @@
 //! One behaviour suite for the evidence store, run against every backend
 //! (`tests/evidence_pg.rs`, `tests/evidence_file.rs`): each function takes a fresh, empty
-//! store and proves one promise of `iysgate::evidence`. Times are fixed instants, never the
+//! store and proves one promise of `iysgate::write::evidence`. Times are fixed instants, never the
 //! clock, so deadlines are tested at their exact boundaries.
 //!
 //! - `records`: recording, idempotency, all-or-nothing batches;
@@ -23,7 +23,7 @@ use iysgate::auth::hash_key;
 use iysgate::domain::recipient::normalise_recipient;
 use iysgate::domain::time::{from_turkey, parse_iys};
 use iysgate::domain::{BrandPolicy, Channel, ConsentStatus, RecipientType, Source, TurkeyTime};
-use iysgate::evidence::{
+use iysgate::write::evidence::{
     Brand, EventId, Evidence, EvidenceStore, NewEvent, Provider, Recorder, UploadAnswer,
     UploadOutcome, UploadState,
 };

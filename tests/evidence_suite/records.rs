@@ -3,7 +3,7 @@
 
 use iysgate::auth::hash_key;
 use iysgate::domain::{Channel, ConsentStatus, Source};
-use iysgate::evidence::{EventId, EvidenceError, EvidenceStore, Recorded, UploadState};
+use iysgate::write::evidence::{EventId, EvidenceError, EvidenceStore, Recorded, UploadState};
 
 use chrono::TimeDelta;
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use iysgate::evidence::{
+use iysgate::write::evidence::{
     EventId, EvidenceError, EvidenceStore, NewEvent, UploadAnswer, UploadCounts, UploadOutcome,
     UploadState,
 };

@@ -7,7 +7,7 @@
 use std::str::FromStr;
 
 use iysgate::domain::BusinessCalendar;
-use iysgate::evidence::{EvidenceStore, PgStore};
+use iysgate::write::evidence::{EvidenceStore, PgStore};
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 

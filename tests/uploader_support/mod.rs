@@ -17,13 +17,13 @@ use iysgate::domain::{
     BrandPolicy, BusinessCalendar, Channel, Clock, ConsentEvent, ConsentKey, ConsentStatus,
     RecipientType, Source, SystemClock, TurkeyTime,
 };
-use iysgate::evidence::{
-    Brand, EventId, Evidence, EvidenceStore, FileStore, NewEvent, Provider, Recorder, UploadState,
-};
 use iysgate::iys::client::{Credentials, IysClient, RetryPolicy};
 use iysgate::iys::mock::{Account, Faults, MockConfig, MockIys};
 use iysgate::iys::token::MemoryTokenStore;
-use iysgate::uploader::{Backoff, Uploader, UploaderConfig};
+use iysgate::write::evidence::{
+    Brand, EventId, Evidence, EvidenceStore, FileStore, NewEvent, Provider, Recorder, UploadState,
+};
+use iysgate::write::uploader::{Backoff, Uploader, UploaderConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

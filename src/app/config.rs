@@ -1,0 +1,889 @@
+//! Command line and environment, parsed and validated once at start. Every environment
+//! variable is named here; a bad value stops the process with a message naming it before any
+//! port is bound. With no flags at all the embedded default works.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const ENV_LISTEN: &str = "IYSGATE_LISTEN";
+pub const ENV_METRICS_LISTEN: &str = "IYSGATE_METRICS_LISTEN";
+pub const ENV_API_KEYS: &str = "IYSGATE_API_KEYS";
+pub const ENV_BRANDS: &str = "IYSGATE_BRANDS";
+pub const ENV_CALENDAR: &str = "IYSGATE_CALENDAR";
+pub const ENV_DATABASE_URL: &str = "IYSGATE_DATABASE_URL";
+pub const ENV_EVIDENCE_FILE: &str = "IYSGATE_EVIDENCE_FILE";
+pub const ENV_MAX_STALENESS: &str = "IYSGATE_MAX_STALENESS";
+pub const ENV_LOG: &str = "IYSGATE_LOG";
+pub const ENV_ADDR: &str = "IYSGATE_ADDR";
+pub const ENV_REDIS_URL: &str = "REDIS_URL";
+pub const ENV_IYS_URL: &str = "IYSGATE_IYS_URL";
+pub const ENV_IYS_TIMEOUT: &str = "IYSGATE_IYS_TIMEOUT";
+pub const ENV_PUSH_LISTEN: &str = "IYSGATE_PUSH_LISTEN";
+pub const ENV_PUSH_USERNAME: &str = "IYSGATE_PUSH_USERNAME";
+pub const ENV_PUSH_PASSWORD: &str = "IYSGATE_PUSH_PASSWORD";
+pub const ENV_IYS_USERNAME: &str = "IYSGATE_IYS_USERNAME";
+pub const ENV_IYS_PASSWORD: &str = "IYSGATE_IYS_PASSWORD";
+pub const ENV_REDIS_PREFIX: &str = "IYSGATE_REDIS_PREFIX";
+pub const ENV_API_KEY: &str = "IYSGATE_API_KEY";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "iysgate",
+    version,
+    about = "İYS consent checks in microseconds"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// The tokio scheduler: `multi-thread` (work stealing across worker threads) or
+    /// `current-thread` (one thread, no cross-thread wake-ups; for a process pinned to one core).
+    #[arg(
+        long,
+        global = true,
+        env = "IYSGATE_RUNTIME",
+        default_value = "multi-thread"
+    )]
+    pub runtime: RuntimeFlavor,
+    /// Worker threads of the multi-thread scheduler (default: one per available core).
+    #[arg(long, global = true, env = "IYSGATE_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeFlavor {
+    MultiThread,
+    CurrentThread,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server on the embedded default with a generated, realistic data set and a new
+    /// API key (no Redis, no PostgreSQL).
+    Demo(DemoArgs),
+    /// Run the server on the embedded default (empty until data is loaded).
+    Serve(ServeArgs),
+    /// Ask a running server about one recipient.
+    Check(CheckArgs),
+    /// Filter a file of recipients (one per line; `-` or nothing for stdin) through a server.
+    Filter(FilterArgs),
+    /// Make a new API key: prints the secret once and the entry to configure it with.
+    Keygen(KeygenArgs),
+    /// Run a sync worker: follow İYS's changes for the configured brands and publish them to
+    /// the replicas through Redis (one active leader per deployment, by lease).
+    Sync(SyncArgs),
+    /// Run the mock İYS (same paths, fields, codes and limits as the real API) for
+    /// integration and load tests.
+    MockIys(MockIysArgs),
+    /// Load-test a server with unary Checks (closed loop), against iysgate or the echo baseline.
+    Load(LoadArgs),
+    /// Serve the load-test baseline: a bare gRPC echo of `Check`'s messages.
+    EchoServer(EchoServerArgs),
+    /// Apply the PostgreSQL migrations of the evidence store and exit (`serve` also applies
+    /// them at start).
+    Migrate(MigrateArgs),
+    /// Load a CSV of consents collected elsewhere into the evidence store (resumable: running
+    /// the same file again stores only what is missing).
+    Import(ImportArgs),
+    /// The daily action report of a brand from the evidence store.
+    Report(ReportArgs),
+    /// Reconcile a brand's past day with İYS through a running server (Admin.Reconcile):
+    /// verify İYS's daily file, compare, repair what the index missed, store and print the
+    /// daily report. Needs an admin API key.
+    Reconcile(ReconcileArgs),
+    /// Brands that record consents: `brand add`, `brand list`.
+    #[command(subcommand)]
+    Brand(BrandCommand),
+    /// API clients kept in the evidence store: `client add`, `grant`, `revoke`, `list`.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Ask a running server (Admin.GetDailyReport) instead of opening the store; needed with
+    /// the embedded evidence file, which the server keeps locked.
+    #[arg(long, env = ENV_ADDR)]
+    pub addr: Option<String>,
+    /// With `--addr`: an admin key, or an API key granted the brand.
+    #[arg(long, env = ENV_API_KEY, hide_env_values = true, default_value = "")]
+    pub api_key: String,
+    #[arg(long)]
+    pub brand: u32,
+    /// The day (Turkey time), YYYY-MM-DD; default today.
+    #[arg(long)]
+    pub date: Option<chrono::NaiveDate>,
+    /// `table`, `json` or `csv`.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReconcileArgs {
+    /// Server address.
+    #[arg(long, env = ENV_ADDR, default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// An admin API key (`serve --admin-key-sha256`).
+    #[arg(long, env = ENV_API_KEY, hide_env_values = true)]
+    pub api_key: String,
+    #[arg(long)]
+    pub brand: u32,
+    /// The day (Turkey time), YYYY-MM-DD; default yesterday.
+    #[arg(long)]
+    pub date: Option<chrono::NaiveDate>,
+    /// Confirm the agreement with İYS when the day is clean.
+    #[arg(long)]
+    pub confirm: bool,
+    /// `table`, `json` or `csv`.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+/// Where the administration commands find the evidence store.
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
+    #[arg(long, env = ENV_DATABASE_URL, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Without a database: the evidence file (the server using it must be stopped).
+    #[arg(long, env = ENV_EVIDENCE_FILE, default_value = "iysgate-data/evidence.log")]
+    pub evidence_file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrandCommand {
+    /// Register a brand (and its provider, if new).
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The provider's iysCode.
+        #[arg(long)]
+        iys_code: u32,
+        #[arg(long)]
+        brand_code: u32,
+        #[arg(long)]
+        name: String,
+        /// TACIR rule: allow TACIR recipients without a registered record.
+        #[arg(long)]
+        allow_unregistered_tacir: bool,
+    },
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Make a new API key for a client (shown once) and keep its digest.
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        name: String,
+    },
+    /// Grant a client a brand (`--retailers '*'` or a comma list lets it name retailers).
+    Grant {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        brand: u32,
+        #[arg(long)]
+        retailers: Option<String>,
+    },
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        brand: u32,
+    },
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ImportArgs {
+    /// The CSV file (header: see `iysgate::write::import::HEADER`).
+    pub file: PathBuf,
+    /// The brand the consents were collected for.
+    #[arg(long)]
+    pub brand: u32,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MigrateArgs {
+    #[arg(long, env = ENV_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+}
+
+/// Settings of a serving process.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// gRPC listen address.
+    #[arg(long, env = ENV_LISTEN, default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Prometheus metrics listen address (`/metrics`); "off" disables it.
+    #[arg(long, env = ENV_METRICS_LISTEN, default_value = "127.0.0.1:9464")]
+    pub metrics_listen: OptionalAddr,
+    /// JSON file of API clients (key digests and brand grants).
+    #[arg(long, env = ENV_API_KEYS)]
+    pub api_keys: Option<PathBuf>,
+    /// An API client on the command line: `name=NAME;sha256=HEX;brands=CODE,CODE[;retailers=*|CODE,CODE]`.
+    #[arg(long = "client")]
+    pub clients: Vec<String>,
+    /// JSON file of brands and their policies.
+    #[arg(long, env = ENV_BRANDS)]
+    pub brands: Option<PathBuf>,
+    /// Holiday calendar CSV replacing the embedded one (date,weekday,kind,name_tr,basis).
+    #[arg(long, env = ENV_CALENDAR)]
+    pub calendar: Option<PathBuf>,
+    /// PostgreSQL holding the consents the company records (evidence, uploads), e.g.
+    /// `postgres://iysgate@db/iysgate`; migrations are applied at start. Without it they are
+    /// kept in `--evidence-file`.
+    #[arg(long, env = ENV_DATABASE_URL, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Upload recorded consents to this İYS (https://api.iys.org.tr, or the mock's http://
+    /// address): the uploader drains the outbox and turns registered ONAYs into ALLOW.
+    /// The same İYS serves the daily reconciliation (`--reconcile-at`, Admin.Reconcile).
+    #[arg(long = "upload-iys-url", visible_alias = "iys-url", env = ENV_IYS_URL)]
+    pub upload_iys_url: Option<String>,
+    /// The İYS API user of the provider whose brands record consents here.
+    #[arg(long, env = ENV_IYS_USERNAME, default_value = "")]
+    pub iys_username: String,
+    #[arg(long, env = ENV_IYS_PASSWORD, hide_env_values = true, default_value = "")]
+    pub iys_password: String,
+    /// The provider's iysCode (the brands recording consents belong to it).
+    #[arg(long, default_value_t = 0)]
+    pub iys_code: u32,
+    /// Longest wait for one İYS answer (connect, send, read the whole body), per attempt. At
+    /// most half of `--max-staleness`: a hung answer must end, and the next attempt succeed,
+    /// while the data is still fresh enough to ALLOW.
+    #[arg(long, env = ENV_IYS_TIMEOUT, default_value = "10s", value_parser = parse_duration)]
+    pub iys_timeout: Duration,
+    /// SHA-256 (64 hex digits) of an API key that may call the Admin service (brands,
+    /// clients, reconciliation, every brand's report); repeat or separate with commas.
+    /// `iysgate keygen` makes a key and its digest.
+    #[arg(
+        long = "admin-key-sha256",
+        env = "IYSGATE_ADMIN_KEY_SHA256",
+        value_delimiter = ','
+    )]
+    pub admin_keys: Vec<String>,
+    /// Re-read the API clients kept in the evidence store this often, so a client added,
+    /// granted or revoked through another replica is served here too (0s: only at start).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub clients_reload: Duration,
+    /// Each day at this Turkey time (HH:MM), reconcile every stored brand of `--iys-code`
+    /// with İYS for the day before, store the daily report, and retry every 15 minutes until
+    /// İYS has the file. Needs `--iys-url`.
+    #[arg(long, value_parser = parse_time_of_day)]
+    pub reconcile_at: Option<chrono::NaiveTime>,
+    /// Confirm the agreement with İYS when a scheduled reconciliation finds the day clean.
+    #[arg(long)]
+    pub reconcile_confirm: bool,
+    /// Poll a batch's result no sooner than this after sending it (İYS: 300 s).
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub upload_poll_delay: Duration,
+    /// The embedded default's durable store of recorded consents: an append-only file, each
+    /// write synced to disk before it is acknowledged.
+    #[arg(long, env = ENV_EVIDENCE_FILE, default_value = "iysgate-data/evidence.log")]
+    pub evidence_file: PathBuf,
+    /// Past this data age, ALLOWs become UNAVAILABLE and health NOT_SERVING (e.g. 30s, 2m).
+    #[arg(long, env = ENV_MAX_STALENESS, default_value = "30s", value_parser = parse_duration)]
+    pub max_staleness: Duration,
+    /// Calls being worked on across all connections before new ones are shed with
+    /// RESOURCE_EXHAUSTED (a Filter stream counts only while one of its chunks is answered).
+    #[arg(long, env = "IYSGATE_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
+    /// The same, per API key: a tenant's share, so one key cannot take the others' capacity.
+    #[arg(long, env = "IYSGATE_MAX_IN_FLIGHT_PER_KEY", default_value_t = 1024)]
+    pub max_in_flight_per_key: usize,
+    /// A call that waited longer than this for its work to start (worker threads busy, its
+    /// body still arriving) is shed with RESOURCE_EXHAUSTED instead of answered late; 0ms
+    /// turns it off.
+    #[arg(long, env = "IYSGATE_MAX_QUEUE_DELAY", default_value = "100ms", value_parser = parse_duration)]
+    pub max_queue_delay: Duration,
+    /// A request that sends nothing for this long (a Filter stream waiting for its next
+    /// chunk, a call whose message never comes) ends with DEADLINE_EXCEEDED.
+    #[arg(long, env = "IYSGATE_STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub stream_idle_timeout: Duration,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// How long a call over its client's quota is held before RESOURCE_EXHAUSTED is sent (within
+    /// the call's deadline; 0ms answers at once): a client that ignores RetryInfo is slowed
+    /// instead of spending the server's CPU on refusals.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub quota_hold: Duration,
+    /// HTTP/2 streams per connection.
+    #[arg(long, default_value_t = 1024)]
+    pub max_concurrent_streams: u32,
+    /// Calls in flight per connection before that connection's new calls are shed.
+    #[arg(long, default_value_t = 1024)]
+    pub max_in_flight_per_connection: usize,
+    /// At shutdown, how long health reports NOT_SERVING before the listener stops accepting,
+    /// so load balancers move traffic away first.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// How long in-flight calls may take to finish at shutdown.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Follow the shared state in this Redis (a replica of a deployment) instead of the
+    /// embedded in-process state.
+    #[arg(long, env = ENV_REDIS_URL)]
+    pub redis_url: Option<String>,
+    /// Key prefix of this deployment's shared state in Redis.
+    #[arg(long, env = ENV_REDIS_PREFIX, default_value = "iysgate")]
+    pub redis_prefix: String,
+    /// Log filter, e.g. `info` or `info,iysgate=debug`.
+    #[arg(long, env = ENV_LOG, default_value = "info")]
+    pub log: String,
+}
+
+/// TLS of the listeners (gRPC, metrics, push), from PEM files re-read when they change.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TlsArgs {
+    /// Certificate chain (PEM) served by every listener; with `--tls-key`.
+    #[arg(long, env = "IYSGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "IYSGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM): clients must present a certificate they signed (mTLS).
+    #[arg(long, env = "IYSGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the certificate files are looked at; a change is served to new connections.
+    #[arg(long, env = "IYSGATE_TLS_RELOAD", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload: Duration,
+}
+
+impl TlsArgs {
+    /// The files, when TLS is configured.
+    pub fn files(&self) -> Option<crate::app::tls::TlsFiles> {
+        Some(crate::app::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Records to generate (one per brand, recipient and recipient type).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: usize,
+    /// Seed of the generator (the same seed gives the same data).
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// Server address.
+    #[arg(long, env = ENV_ADDR, default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// API key (better given through the environment than on the command line).
+    #[arg(long, env = ENV_API_KEY, hide_env_values = true)]
+    pub api_key: String,
+    /// İYS brandCode.
+    #[arg(long)]
+    pub brand: u32,
+    #[arg(long, value_enum)]
+    pub channel: ChannelArg,
+    /// Ask about the TACIR record instead of BIREYSEL.
+    #[arg(long)]
+    pub tacir: bool,
+    /// Retailer (bayi) code the message is sent through.
+    #[arg(long)]
+    pub retailer: Option<u32>,
+    #[arg(long, value_enum, default_value = "commercial")]
+    pub purpose: PurposeArg,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print the whole answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Phone number or e-mail address.
+    pub recipient: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FilterArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print every recipient with its verdict and reason, not only the allowed ones.
+    #[arg(long)]
+    pub reasons: bool,
+    /// Recipients per chunk sent to the server.
+    #[arg(long, default_value_t = 10_000)]
+    pub chunk: usize,
+    /// File of recipients, one per line; `-` or nothing reads stdin.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct KeygenArgs {
+    /// Client name.
+    #[arg(long)]
+    pub name: String,
+    /// Brand codes to grant, comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub brands: Vec<u32>,
+    /// Decisions per second this client may ask for (a Check is 1, a batch its items, a
+    /// Filter its recipients); past it calls get RESOURCE_EXHAUSTED and Filter streams slow.
+    #[arg(long)]
+    pub quota: Option<u32>,
+    /// Decisions the client may ask for at once (default: one second's worth).
+    #[arg(long, requires = "quota")]
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SyncArgs {
+    /// İYS base URL (https://api.iys.org.tr in production; the mock's http:// address in tests).
+    #[arg(long, env = ENV_IYS_URL)]
+    pub iys_url: String,
+    /// İYS API user (created on hs.iys.org.tr).
+    #[arg(long, env = ENV_IYS_USERNAME)]
+    pub iys_username: String,
+    /// İYS API password; give it through the environment, never on the command line.
+    #[arg(long, env = ENV_IYS_PASSWORD, hide_env_values = true)]
+    pub iys_password: String,
+    /// A brand to follow, as IYSCODE:BRANDCODE (repeat for every brand of the provider).
+    #[arg(long = "brand", value_parser = parse_brand_ref, required = true)]
+    pub brands: Vec<crate::sync::BrandRef>,
+    /// Redis of the deployment (records, change stream, cursors, lease).
+    #[arg(long, env = ENV_REDIS_URL)]
+    pub redis_url: String,
+    #[arg(long, env = ENV_REDIS_PREFIX, default_value = "iysgate")]
+    pub redis_prefix: String,
+    /// Pause between sync passes.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Longest wait for one İYS answer, per attempt; at most half of `--max-staleness`.
+    #[arg(long, env = ENV_IYS_TIMEOUT, default_value = "10s", value_parser = parse_duration)]
+    pub iys_timeout: Duration,
+    /// The replicas' staleness budget (their `--max-staleness`): this worker's heartbeats keep
+    /// their data fresh, so `--iys-timeout` is checked against it.
+    #[arg(long, env = ENV_MAX_STALENESS, default_value = "30s", value_parser = parse_duration)]
+    pub max_staleness: Duration,
+    /// Sync lease: a standby takes over this long after the leader stops renewing.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease: Duration,
+    /// Where to receive İYS's push webhook (`POST /iys/push`, behind the HTTPS terminator
+    /// registered with İYS); none by default (pull only).
+    #[arg(long, env = ENV_PUSH_LISTEN)]
+    pub push_listen: Option<SocketAddr>,
+    /// Basic-auth user İYS is given for the webhook.
+    #[arg(long, env = ENV_PUSH_USERNAME, default_value = "iys")]
+    pub push_username: String,
+    /// Basic-auth password İYS is given for the webhook (environment only).
+    #[arg(long, env = ENV_PUSH_PASSWORD, hide_env_values = true)]
+    pub push_password: Option<String>,
+    /// Prometheus metrics listen address (`/metrics`); "off" disables it.
+    #[arg(long, env = ENV_METRICS_LISTEN, default_value = "127.0.0.1:9465")]
+    pub metrics_listen: OptionalAddr,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[arg(long, env = ENV_LOG, default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MockIysArgs {
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    pub listen: SocketAddr,
+    /// Pull hides changes newer than this (İYS: 60m).
+    #[arg(long, default_value = "60m", value_parser = parse_duration)]
+    pub hold_back: Duration,
+    /// Batch items stay `enqueue` this long (İYS asks to poll no sooner than 300 s).
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub batch_delay: Duration,
+    /// Switch off İYS's rate limits (H124, H084, H086, H089).
+    #[arg(long)]
+    pub no_rate_limits: bool,
+    /// Seed this many ONAY records (MESAJ, HS_WEB) into brand 700001.
+    #[arg(long, default_value_t = 0)]
+    pub seed: usize,
+    /// Citizen changes per second generated by the simulator (0 = none).
+    #[arg(long, default_value_t = 0.0)]
+    pub citizen_rate: f64,
+    #[arg(long, env = ENV_LOG, default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LoadArgs {
+    /// `sms` (unary Check), `email` (lists through Filter), `mixed-tenants` (a steady tenant
+    /// beside a flooding one), `sync-burst` (RETs arriving at once, until all are enforced) or
+    /// `cold-start` (time until a starting server answers SERVING; --records it loads).
+    #[arg(long, default_value = "sms")]
+    pub scenario: String,
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// `iysgate` or `echo` (sms only).
+    #[arg(long, default_value = "iysgate")]
+    pub target: String,
+    #[arg(long, env = ENV_API_KEY, hide_env_values = true, default_value = "")]
+    pub api_key: String,
+    #[arg(long, default_value_t = 600_001)]
+    pub brand: u32,
+    /// Connections (for `email`: concurrent Filter streams, one per connection).
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// Calls in flight per connection.
+    #[arg(long, default_value_t = 32)]
+    pub in_flight: usize,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// The demo's record count and seed, to ask about recipients the server has (half the
+    /// calls) besides ones it has not.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: usize,
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// Open loop: this many calls per second in total, latency from the intended send time
+    /// (0 = closed loop). For `mixed-tenants`: the steady tenant's rate.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Recipients to use instead of the demo's, one per line (e.g. a sample of real traffic,
+    /// or the mock İYS's seeded numbers); for `sms` and `mixed-tenants`.
+    #[arg(long)]
+    pub recipients_file: Option<std::path::PathBuf>,
+    /// `sms`: recipients per call; 0 sends `Check`, more a `CheckBatch` of that many.
+    #[arg(long, default_value_t = 0)]
+    pub batch: usize,
+    /// `email`: recipients in the whole list.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub recipients: usize,
+    /// `email`: `phones` (packed numbers, MESAJ), `emails` (addresses in `recipient_lines`,
+    /// EPOSTA) or `email-strings` (addresses as `repeated string`).
+    #[arg(long, default_value = "emails")]
+    pub list: String,
+    /// `email`: recipients per Filter chunk.
+    #[arg(long, default_value_t = 10_000)]
+    pub chunk: usize,
+    /// `email`: the server's process id, to report its peak memory (Linux).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// `mixed-tenants`: the flooding tenant's API key.
+    #[arg(
+        long,
+        env = "IYSGATE_FLOOD_API_KEY",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub flood_api_key: String,
+    /// `mixed-tenants`: the flooding tenant's connections and calls in flight per connection.
+    #[arg(long, default_value_t = 2)]
+    pub flood_connections: usize,
+    #[arg(long, default_value_t = 64)]
+    pub flood_in_flight: usize,
+    /// `mixed-tenants`: the flooding tenant waits as a RetryInfo tells it (a well-behaved
+    /// client) instead of calling again at once.
+    #[arg(long)]
+    pub flood_honours_retry: bool,
+    /// `sync-burst`: the recipients the burst turns to RET, one per line.
+    #[arg(long)]
+    pub targets_file: Option<std::path::PathBuf>,
+    /// `sync-burst`: the request that makes the burst (plain HTTP POST of a JSON body).
+    #[arg(long, default_value = "http://127.0.0.1:8089/_mock/burst")]
+    pub trigger_url: String,
+    #[arg(long, default_value = "")]
+    pub trigger_body: String,
+    /// `cold-start`: when the server process was started, Unix milliseconds (`date +%s%3N`).
+    #[arg(long)]
+    pub started_unix_ms: Option<u64>,
+    /// Print the report as JSON instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct EchoServerArgs {
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    pub listen: SocketAddr,
+}
+
+fn parse_brand_ref(text: &str) -> Result<crate::sync::BrandRef, String> {
+    let (iys, brand) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?}: expected IYSCODE:BRANDCODE"))?;
+    Ok(crate::sync::BrandRef {
+        iys_code: iys
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?}: iysCode is not a number"))?,
+        brand_code: brand
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?}: brandCode is not a number"))?,
+    })
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ChannelArg {
+    #[value(name = "ARAMA", alias = "arama")]
+    Arama,
+    #[value(name = "MESAJ", alias = "mesaj")]
+    Mesaj,
+    #[value(name = "EPOSTA", alias = "eposta")]
+    Eposta,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PurposeArg {
+    Commercial,
+    Transactional,
+    Information,
+    DebtReminder,
+    DeliveryNotice,
+    DataUpdate,
+    LegalNotice,
+}
+
+impl Cli {
+    /// Checks what clap cannot: settings that must agree with each other. Runs before any
+    /// port is bound.
+    ///
+    /// # Errors
+    /// A message naming the flags that disagree.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.command {
+            Command::Serve(args) => check_iys_timeout(args.iys_timeout, args.max_staleness),
+            Command::Demo(args) => {
+                check_iys_timeout(args.serve.iys_timeout, args.serve.max_staleness)
+            }
+            Command::Sync(args) => check_iys_timeout(args.iys_timeout, args.max_staleness),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The İYS request timeout must be well below the staleness budget: the sync leader confirms
+/// the replicas' data only after a pass whose İYS calls all answered, so one hung answer ages
+/// every replica's data by up to the timeout. At most half the budget leaves the other half
+/// for the retry and the pass around it.
+///
+/// # Errors
+/// A message naming both flags (and their environment variables) and both values.
+pub fn check_iys_timeout(timeout: Duration, max_staleness: Duration) -> Result<(), String> {
+    if timeout.is_zero() {
+        return Err(format!(
+            "--iys-timeout ({ENV_IYS_TIMEOUT}) must be above zero"
+        ));
+    }
+    if timeout.saturating_mul(2) > max_staleness {
+        return Err(format!(
+            "--iys-timeout ({ENV_IYS_TIMEOUT}) {timeout:?} must be at most half of \
+             --max-staleness ({ENV_MAX_STALENESS}) {max_staleness:?}: one hung İYS answer \
+             would otherwise age every replica's data past the budget and turn ALLOWs \
+             UNAVAILABLE"
+        ));
+    }
+    Ok(())
+}
+
+/// A listen address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for OptionalAddr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(OptionalAddr(None));
+        }
+        text.parse()
+            .map(|a| OptionalAddr(Some(a)))
+            .map_err(|e| format!("{text:?}: {e}"))
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h`.
+pub fn parse_time_of_day(text: &str) -> Result<chrono::NaiveTime, String> {
+    chrono::NaiveTime::parse_from_str(text, "%H:%M")
+        .map_err(|_| format!("{text:?}: expected HH:MM (Turkey time), e.g. 02:30"))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected e.g. 500ms, 30s, 5m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_mins(2)));
+        assert!(parse_duration("30").unwrap_err().contains("unit"));
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn embedded_default_needs_no_flags() {
+        let cli = Cli::try_parse_from(["iysgate", "demo"]).unwrap();
+        let Command::Demo(demo) = cli.command else {
+            panic!("demo expected")
+        };
+        assert_eq!(demo.records, 1_000_000);
+        assert_eq!(demo.serve.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(demo.serve.max_staleness, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn sync_brands_parse_and_bad_ones_name_the_flag() {
+        let cli = Cli::try_parse_from([
+            "iysgate",
+            "sync",
+            "--iys-url",
+            "http://127.0.0.1:8089",
+            "--iys-username",
+            "u",
+            "--iys-password",
+            "p",
+            "--redis-url",
+            "redis://127.0.0.1",
+            "--brand",
+            "700000:700001",
+        ])
+        .unwrap();
+        let Command::Sync(sync) = cli.command else {
+            panic!("sync expected")
+        };
+        assert_eq!(sync.brands[0].brand_code, 700_001);
+        let err = Cli::try_parse_from([
+            "iysgate",
+            "sync",
+            "--iys-url",
+            "x",
+            "--iys-username",
+            "u",
+            "--iys-password",
+            "p",
+            "--redis-url",
+            "r",
+            "--brand",
+            "700001",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--brand"), "{err}");
+    }
+
+    /// One hung İYS answer lasts up to the request timeout; with the defaults it must stay
+    /// well inside the staleness budget, or it turns every replica's ALLOWs UNAVAILABLE.
+    #[test]
+    fn default_iys_timeout_is_well_inside_the_staleness_budget() {
+        let cli = Cli::try_parse_from(["iysgate", "serve"]).unwrap();
+        cli.validate().unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve expected")
+        };
+        let timeout = crate::iys::client::RetryPolicy::default().request_timeout;
+        assert!(
+            timeout * 2 <= serve.max_staleness,
+            "request timeout {timeout:?} vs max staleness {:?}",
+            serve.max_staleness
+        );
+        assert_eq!(
+            serve.iys_timeout, timeout,
+            "the flag's default is the client's"
+        );
+    }
+
+    /// A timeout not well below the staleness budget stops the start with a message naming
+    /// both flags; half the budget is the limit, and zero is refused.
+    #[test]
+    fn iys_timeout_must_be_at_most_half_the_staleness_budget() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().validate();
+        let err = parse(&["iysgate", "serve", "--iys-timeout", "30s"]).unwrap_err();
+        for name in [
+            "--iys-timeout",
+            "--max-staleness",
+            ENV_IYS_TIMEOUT,
+            ENV_MAX_STALENESS,
+        ] {
+            assert!(err.contains(name), "{name} in {err}");
+        }
+        assert!(parse(&["iysgate", "serve", "--iys-timeout", "15s"]).is_ok());
+        assert!(parse(&["iysgate", "serve", "--iys-timeout", "15001ms"]).is_err());
+        assert!(
+            parse(&[
+                "iysgate",
+                "serve",
+                "--max-staleness",
+                "10s",
+                "--iys-timeout",
+                "5s"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["iysgate", "demo", "--max-staleness", "10s"]).is_err());
+        assert!(parse(&["iysgate", "serve", "--iys-timeout", "0s"]).is_err());
+        let sync = [
+            "iysgate",
+            "sync",
+            "--iys-url",
+            "http://127.0.0.1:8089",
+            "--iys-username",
+            "u",
+            "--iys-password",
+            "p",
+            "--redis-url",
+            "redis://127.0.0.1",
+            "--brand",
+            "700000:700001",
+        ];
+        assert!(parse(&sync).is_ok());
+        let mut slow = sync.to_vec();
+        slow.extend(["--iys-timeout", "20s"]);
+        assert!(parse(&slow).unwrap_err().contains("--max-staleness"));
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let err = Cli::try_parse_from(["iysgate", "serve", "--max-staleness", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("--max-staleness"), "{err}");
+    }
+}

@@ -1,0 +1,411 @@
+//! The current consent records and the one write path into the index. Every event, whatever
+//! brought it (sync, a collected consent, the demo generator), goes through
+//! [`Consents::apply`]: the record store decides by the latest-event rule, and only a change
+//! reaches the index. In the embedded default the records live in memory; later backends
+//! (Redis, PostgreSQL) plug in behind the same calls.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::check::index::{ChannelState, ConsentIndex, EmailKeyer, IndexAddress, IndexStatus};
+use crate::domain::time::to_minute;
+use crate::domain::{
+    AddressKind, Applied, Channel, ConsentEvent, ConsentKey, ConsentRecord, ConsentStatus,
+    Recipient, RecipientType,
+};
+
+const SHARDS: usize = 64;
+
+type Shard = HashMap<ConsentKey, ConsentRecord, foldhash::fast::RandomState>;
+
+/// Current records in memory, sharded so concurrent writers rarely meet.
+pub struct MemoryStore {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+}
+
+impl MemoryStore {
+    fn shard(&self, key: &ConsentKey) -> MutexGuard<'_, Shard> {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        let i = (std::hash::Hasher::finish(&h) as usize) % SHARDS;
+        // A poisoned shard means a writer panicked mid-insert of a HashMap entry, which
+        // leaves the map itself valid: keep serving it.
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn apply(&self, key: ConsentKey, event: ConsentEvent) -> Applied {
+        self.apply_then(key, event, |_, _| {})
+    }
+
+    /// Applies `event` and, if it became the current record, calls `on_change` while the
+    /// key's shard is still locked: whatever `on_change` derives (the index entry) is
+    /// written in the same order as the records, so two writers of one key cannot leave
+    /// the derived state on the older event.
+    pub fn apply_then(
+        &self,
+        key: ConsentKey,
+        event: ConsentEvent,
+        on_change: impl FnOnce(&ConsentKey, &ConsentEvent),
+    ) -> Applied {
+        use std::collections::hash_map::Entry;
+        let mut shard = self.shard(&key);
+        // One hash lookup: the entry is decided in place.
+        match shard.entry(key) {
+            // The latest-event rule of `ConsentRecord::apply`, in place.
+            Entry::Occupied(mut slot) => {
+                if !event.supersedes(&slot.get().current) {
+                    return Applied::Ignored;
+                }
+                on_change(slot.key(), &event);
+                slot.get_mut().current = event;
+                Applied::Changed
+            }
+            Entry::Vacant(slot) => {
+                on_change(slot.key(), &event);
+                slot.insert(ConsentRecord { current: event });
+                Applied::Changed
+            }
+        }
+    }
+
+    /// Makes room for `additional` more records (a bulk load knows its size: growing the
+    /// maps step by step would rehash them again and again).
+    pub fn reserve(&self, additional: usize) {
+        for shard in &*self.shards {
+            shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .reserve(additional / SHARDS + 1);
+        }
+    }
+
+    pub fn get(&self, key: &ConsentKey) -> Option<ConsentRecord> {
+        self.shard(key).get(key).cloned()
+    }
+
+    /// Calls `f` with the key's record while its shard is locked, so what `f` writes is
+    /// ordered with what `apply_then` derives from the same key's changes.
+    fn with_record(&self, key: &ConsentKey, f: impl FnOnce(&ConsentRecord)) {
+        if let Some(record) = self.shard(key).get(key) {
+            f(record);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.len()))
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Visits every record, shard by shard.
+    pub fn for_each(&self, mut f: impl FnMut(&ConsentKey, &ConsentRecord)) {
+        for shard in &*self.shards {
+            let shard = shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (k, r) in shard.iter() {
+                f(k, r);
+            }
+        }
+    }
+}
+
+/// Locks a mutex whose holder cannot leave it half-written (a push, a take).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The index state of an event.
+pub fn channel_state(event: &ConsentEvent) -> ChannelState {
+    let status = match (event.status, event.is_pending()) {
+        (ConsentStatus::Onay, false) => IndexStatus::Onay,
+        (ConsentStatus::Onay, true) => IndexStatus::OnayPending,
+        (ConsentStatus::Ret, false) => IndexStatus::Ret,
+        (ConsentStatus::Ret, true) => IndexStatus::RetPending,
+    };
+    ChannelState::new(status, event.source, to_minute(event.consent_date))
+}
+
+/// The records and the index they feed, kept in step.
+pub struct Consents {
+    records: MemoryStore,
+    index: Arc<ConsentIndex>,
+    keyer: Arc<EmailKeyer>,
+    /// Set while [`Self::rebuild_index`] runs. Its bulk load replaces whatever the index held,
+    /// writes made meanwhile included, and on a replica `apply` may run then (a consent
+    /// recorded while the snapshot reloads): such writes note their key in `rebuilt_late`,
+    /// and the rebuild writes those keys' entries again once its bulk load is in.
+    rebuilding: AtomicBool,
+    rebuilt_late: Mutex<Vec<ConsentKey>>,
+}
+
+impl Consents {
+    pub fn new(index: Arc<ConsentIndex>, keyer: Arc<EmailKeyer>) -> Self {
+        Self {
+            records: MemoryStore::default(),
+            index,
+            keyer,
+            rebuilding: AtomicBool::new(false),
+            rebuilt_late: Mutex::default(),
+        }
+    }
+
+    pub fn index(&self) -> &Arc<ConsentIndex> {
+        &self.index
+    }
+
+    pub fn records(&self) -> &MemoryStore {
+        &self.records
+    }
+
+    fn address(&self, recipient: &Recipient, rtype: RecipientType) -> IndexAddress {
+        match recipient {
+            Recipient::Phone(p) => IndexAddress::Phone(p.digits()),
+            Recipient::Email(e) => IndexAddress::Email(self.keyer.key(rtype, e.as_str())),
+        }
+    }
+
+    /// Applies one event: the record store decides, and a change is written to the index.
+    pub fn apply(&self, key: ConsentKey, event: ConsentEvent) -> Result<Applied, KindMismatch> {
+        if key.recipient.kind() != key.channel.address_kind() {
+            return Err(KindMismatch {
+                channel: key.channel,
+            });
+        }
+        let (brand, rtype, channel) = (key.brand, key.recipient_type, key.channel);
+        let address = self.address(&key.recipient, rtype);
+        Ok(self.records.apply_then(key, event, |key, current| {
+            // Read under the key's shard lock, which a rebuild takes after setting the flag:
+            // a write that sees it unset is in the records the rebuild reads. Noted before
+            // the index is written: a key noted after the rebuild took the list is written
+            // after its bulk load, and needs nothing more.
+            if self.rebuilding.load(AtomicOrdering::SeqCst) {
+                lock(&self.rebuilt_late).push(key.clone());
+            }
+            let state = channel_state(current);
+            self.write_index(
+                brand,
+                rtype,
+                address,
+                channel,
+                state,
+                &current.retailer_access,
+            );
+        }))
+    }
+
+    fn write_index(
+        &self,
+        brand: u32,
+        rtype: RecipientType,
+        address: IndexAddress,
+        channel: Channel,
+        state: ChannelState,
+        retailers: &[u32],
+    ) {
+        match address {
+            IndexAddress::Phone(digits) => {
+                self.index.set_phone(brand, rtype, digits, channel, state);
+            }
+            IndexAddress::Email(key) => self.index.set_email(brand, key, state),
+        }
+        self.index
+            .set_retailers(brand, rtype, address, channel, retailers);
+    }
+
+    pub fn get(&self, key: &ConsentKey) -> Option<ConsentRecord> {
+        self.records.get(key)
+    }
+
+    /// Rebuilds the index from the records in one pass per brand (cold start and the demo
+    /// loader use this: much faster than one write at a time). Writes through
+    /// [`Self::apply`] meanwhile are kept: their index entries are written again after the
+    /// bulk load. (Writes to [`Self::records`] alone never reach the index; a rebuild is how
+    /// they do.)
+    pub fn rebuild_index(&self) {
+        lock(&self.rebuilt_late).clear();
+        self.rebuilding.store(true, AtomicOrdering::SeqCst);
+        self.bulk_load_index();
+        self.rebuilding.store(false, AtomicOrdering::SeqCst);
+        let late = std::mem::take(&mut *lock(&self.rebuilt_late));
+        for key in late {
+            let address = self.address(&key.recipient, key.recipient_type);
+            self.records.with_record(&key, |record| {
+                self.write_index(
+                    key.brand,
+                    key.recipient_type,
+                    address,
+                    key.channel,
+                    channel_state(&record.current),
+                    &record.current.retailer_access,
+                );
+            });
+        }
+    }
+
+    fn bulk_load_index(&self) {
+        const TACIR: u64 = 1 << 63;
+        // (digits with the TACIR bit, channel slot, state): sorted, then merged per key. A
+        // flat vector and one sort cost far less than a map of millions of entries.
+        let mut phones: HashMap<u32, Vec<(u64, u8, ChannelState)>> = HashMap::new();
+        let mut emails: HashMap<u32, Vec<(crate::check::index::EmailKey, ChannelState)>> =
+            HashMap::new();
+        let mut retailers = Vec::new();
+        self.records.for_each(|key, record| {
+            let state = channel_state(&record.current);
+            let address = self.address(&key.recipient, key.recipient_type);
+            match address {
+                IndexAddress::Phone(digits) => {
+                    let tacir = if key.recipient_type == RecipientType::Tacir {
+                        TACIR
+                    } else {
+                        0
+                    };
+                    let slot = u8::from(key.channel == Channel::Mesaj);
+                    phones
+                        .entry(key.brand)
+                        .or_default()
+                        .push((digits | tacir, slot, state));
+                }
+                IndexAddress::Email(ekey) => {
+                    emails.entry(key.brand).or_default().push((ekey, state));
+                }
+            }
+            if !record.current.retailer_access.is_empty() {
+                retailers.push((key.clone(), address, record.current.retailer_access.clone()));
+            }
+        });
+        for (brand, mut rows) in phones {
+            rows.sort_unstable_by_key(|&(key, slot, _)| (key, slot));
+            let merged = rows.chunk_by(|a, b| a.0 == b.0).map(|run| {
+                let mut states = [ChannelState::EMPTY; 2];
+                for &(_, slot, state) in run {
+                    states[usize::from(slot)] = state;
+                }
+                let key = run[0].0;
+                let rtype = if key & TACIR == 0 {
+                    RecipientType::Bireysel
+                } else {
+                    RecipientType::Tacir
+                };
+                (rtype, key & !TACIR, states)
+            });
+            self.index.bulk_load_phones(brand, merged);
+        }
+        for (brand, rows) in emails {
+            self.index.bulk_load_emails(brand, rows);
+        }
+        for (key, address, codes) in retailers {
+            self.index
+                .set_retailers(key.brand, key.recipient_type, address, key.channel, &codes);
+        }
+    }
+}
+
+/// An event whose recipient is the wrong kind of address for its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{channel} needs a {}", match channel.address_kind() { AddressKind::Phone => "phone number", AddressKind::Email => "e-mail address" })]
+pub struct KindMismatch {
+    pub channel: Channel,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::time::parse_iys;
+    use crate::domain::{PhoneNumber, Registration, Source};
+
+    fn key(i: u64) -> ConsentKey {
+        ConsentKey {
+            brand: 600_001,
+            recipient: Recipient::Phone(
+                PhoneNumber::from_e164_digits(905_320_000_000 + i).unwrap(),
+            ),
+            recipient_type: RecipientType::Bireysel,
+            channel: Channel::Mesaj,
+        }
+    }
+
+    fn event(status: ConsentStatus, date: &str) -> ConsentEvent {
+        ConsentEvent {
+            status,
+            source: Source::HsWeb,
+            consent_date: parse_iys(date).unwrap(),
+            registration: Registration::Pending,
+            retailer_access: vec![],
+        }
+    }
+
+    /// On a replica a consent may be recorded while the snapshot reloads: a write through
+    /// `apply` during a rebuild must be in the index afterwards, not replaced by the bulk load.
+    #[test]
+    fn writes_during_a_rebuild_reach_the_index() {
+        const N: u64 = 20_000;
+        let consents = Arc::new(Consents::new(
+            Arc::new(ConsentIndex::new()),
+            Arc::new(EmailKeyer::new([3; 16])),
+        ));
+        for i in 0..N {
+            consents
+                .records()
+                .apply(key(i), event(ConsentStatus::Onay, "2026-05-01 10:00:00"));
+        }
+        consents.rebuild_index();
+        let done = Arc::new(AtomicBool::new(false));
+        let rebuilder = {
+            let (consents, done) = (Arc::clone(&consents), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut rebuilds = 0;
+                while !done.load(AtomicOrdering::SeqCst) || rebuilds == 0 {
+                    consents.rebuild_index();
+                    rebuilds += 1;
+                }
+                rebuilds
+            })
+        };
+        for i in 0..N {
+            consents
+                .apply(key(i), event(ConsentStatus::Ret, "2026-05-02 10:00:00"))
+                .unwrap();
+        }
+        done.store(true, AtomicOrdering::SeqCst);
+        let rebuilds = rebuilder.join().unwrap();
+        let lost = (0..N)
+            .filter(|&i| {
+                let Recipient::Phone(p) = key(i).recipient else {
+                    unreachable!()
+                };
+                let [_, mesaj] =
+                    consents
+                        .index()
+                        .phone(600_001, RecipientType::Bireysel, p.digits());
+                mesaj.status() != IndexStatus::RetPending
+            })
+            .count();
+        assert_eq!(
+            lost, 0,
+            "RETs written during {rebuilds} rebuilds lost from the index"
+        );
+    }
+}
