@@ -13,8 +13,8 @@ use axum::routing::post;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::sync::Change;
 use crate::sync::redis::SharedState;
+use crate::sync::types::Change;
 
 /// The recipient of the fixed test payload İYS sends when a URL is registered.
 const TEST_RECIPIENT: &str = "pushtest@iys.org.tr";

@@ -30,7 +30,7 @@ use crate::check::store::Consents;
 use crate::domain::recipient::normalise_recipient;
 use crate::domain::time::{format_iys, parse_iys};
 use crate::domain::{ConsentEvent, ConsentKey, ConsentRecord, Registration};
-use crate::sync::{BrandRef, Cursor, PullSource};
+use crate::sync::types::{BrandRef, Cursor, PullSource};
 
 /// Stream entries kept (approximately); a replica further behind reloads the snapshot.
 const STREAM_MAXLEN: usize = 1_000_000;
@@ -385,7 +385,7 @@ impl SharedState {
     /// Stores changes İYS pushed, for the leader to apply (durable before acknowledged).
     pub async fn push_inbox(
         &self,
-        changes: &[(u32, crate::sync::Change)],
+        changes: &[(u32, crate::sync::types::Change)],
     ) -> Result<(), SharedError> {
         if changes.is_empty() {
             return Ok(());
@@ -410,7 +410,7 @@ impl SharedState {
     pub async fn take_pushed(
         &self,
         max: usize,
-    ) -> Result<Vec<(u32, crate::sync::Change)>, SharedError> {
+    ) -> Result<Vec<(u32, crate::sync::types::Change)>, SharedError> {
         #[derive(Deserialize)]
         struct Pushed {
             b: u32,
@@ -437,7 +437,7 @@ impl SharedState {
                     serde_json::from_str(line).map_err(|e| SharedError::Decode(e.to_string()))?;
                 Ok((
                     p.b,
-                    crate::sync::Change {
+                    crate::sync::types::Change {
                         recipient: p.r,
                         recipient_type: p.t,
                         channel: p.c,
