@@ -113,7 +113,7 @@ fn store_status(e: EvidenceError) -> Status {
         | EvidenceError::UnknownClient(_)
         | EvidenceError::UnknownProvider(_) => Status::not_found(e.to_string()),
         EvidenceError::InvalidField { field, reason } => {
-            api::invalid_status(&api::invalid(field, reason))
+            api::invalid_status(&crate::pb::convert::invalid(field, reason))
         }
         other => {
             tracing::error!(error = %other, "evidence store call failed");
@@ -127,7 +127,10 @@ fn date_field(text: &str, default: NaiveDate) -> Result<NaiveDate, Status> {
         return Ok(default);
     }
     NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
-        api::invalid_status(&api::invalid("date", format!("{text:?} is not YYYY-MM-DD")))
+        api::invalid_status(&crate::pb::convert::invalid(
+            "date",
+            format!("{text:?} is not YYYY-MM-DD"),
+        ))
     })
 }
 
@@ -141,9 +144,9 @@ fn refuse_field(field: &str, why: &str) -> Status {
     )
 }
 
-/// A code field (iys_code, brand_code, a retailer code) as a `u32`, see [`api::narrow_code`].
+/// A code field (iys_code, brand_code, a retailer code) as a `u32`, see [`crate::pb::convert::narrow_code`].
 fn code(field: &str, value: u64) -> Result<u32, Status> {
-    api::narrow_code(value).map_err(|why| refuse_field(field, &why))
+    crate::pb::convert::narrow_code(value).map_err(|why| refuse_field(field, &why))
 }
 
 /// A grant from the wire; `prefix` names it in a refusal (`grant.`, `grants[0].`).
@@ -354,7 +357,7 @@ fn reconcile_status(e: crate::write::reconcile::ReconcileError) -> Status {
     use crate::write::reconcile::ReconcileError as E;
     match e {
         E::NotOver { .. } | E::TooOld { .. } => {
-            api::invalid_status(&api::invalid("date", e.to_string()))
+            api::invalid_status(&crate::pb::convert::invalid("date", e.to_string()))
         }
         E::NotReady { .. } | E::Iys(_) => Status::unavailable(e.to_string()),
         E::Store(inner) => store_status(inner),
@@ -372,10 +375,15 @@ impl pb::admin_server::Admin for AdminService {
         let iys_code = code("iys_code", r.iys_code)?;
         let brand_code = code("brand_code", r.brand_code)?;
         if iys_code == 0 {
-            return Err(api::invalid_status(&api::invalid("iys_code", "required")));
+            return Err(api::invalid_status(&crate::pb::convert::invalid(
+                "iys_code", "required",
+            )));
         }
         if brand_code == 0 {
-            return Err(api::invalid_status(&api::invalid("brand_code", "required")));
+            return Err(api::invalid_status(&crate::pb::convert::invalid(
+                "brand_code",
+                "required",
+            )));
         }
         let now = self.now();
         crate::app::ensure_provider(&self.store, iys_code, now)
@@ -414,7 +422,9 @@ impl pb::admin_server::Admin for AdminService {
         self.admin(&request)?;
         let r = request.into_inner();
         if r.name.is_empty() {
-            return Err(api::invalid_status(&api::invalid("name", "required")));
+            return Err(api::invalid_status(&crate::pb::convert::invalid(
+                "name", "required",
+            )));
         }
         let grants = r
             .grants
@@ -448,9 +458,9 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::AdminClient>, Status> {
         self.admin(&request)?;
         let r = request.into_inner();
-        let grant = r
-            .grant
-            .ok_or_else(|| api::invalid_status(&api::invalid("grant", "required")))?;
+        let grant = r.grant.ok_or_else(|| {
+            api::invalid_status(&crate::pb::convert::invalid("grant", "required"))
+        })?;
         let (brand, retailers) = grant_of("grant.", &grant)?;
         self.store
             .grant(&r.client, brand, &retailers, self.now())

@@ -3,6 +3,7 @@
 //! API services, the write path's input and the command-line client all speak these types.
 
 pub mod codec;
+pub mod convert;
 
 #[allow(clippy::pedantic, missing_docs)]
 mod generated {

@@ -91,10 +91,14 @@ fn row_input(fields: &[Cow<'_, str>], key: String) -> Result<pb::ConsentInput, &
     Ok(pb::ConsentInput {
         recipient: get(0).to_owned(),
         recipient_type: enum_value(get(1), |t| {
-            t.parse::<RecipientType>().ok().map(crate::api::pb_rtype)
+            t.parse::<RecipientType>()
+                .ok()
+                .map(crate::pb::convert::pb_rtype)
         }),
         channel: enum_value(get(2), |t| {
-            t.parse::<Channel>().ok().map(crate::api::pb_channel)
+            t.parse::<Channel>()
+                .ok()
+                .map(crate::pb::convert::pb_channel)
         }),
         status: enum_value(get(3), |t| match t {
             "ONAY" => Some(pb::ConsentStatus::Onay),

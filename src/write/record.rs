@@ -13,22 +13,14 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tonic::{Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::api::{self, ConsentService};
 use crate::check::store::Consents;
 use crate::domain::recipient::normalise_recipient;
-use crate::domain::time::format_iys;
-use crate::domain::{
-    ConsentEvent, ConsentKey, ConsentRecord, ConsentStatus, Purpose, Registration, Source,
-};
+use crate::domain::{ConsentKey, ConsentRecord, ConsentStatus, Source};
 use crate::iys::validate;
 use crate::pb;
 use crate::sync::redis::SharedState;
-use crate::write::evidence::{
-    Evidence, EvidenceError, EvidenceStore, NewEvent, Recorded, Recorder,
-};
+use crate::write::evidence::{Evidence, NewEvent, Recorder};
 
 /// Most consents in one RecordConsents call (İYS's own batch limit).
 pub const MAX_RECORDS: usize = 1_000;
@@ -53,7 +45,7 @@ fn status_word(value: i32) -> Option<&'static str> {
 fn iys_body(input: &pb::ConsentInput, recipient: &str) -> Value {
     let mut body = serde_json::Map::new();
     body.insert("recipient".into(), json!(recipient));
-    if let Ok(channel) = api::channel(input.channel) {
+    if let Ok(channel) = crate::pb::convert::channel(input.channel) {
         body.insert("type".into(), json!(channel.as_str()));
     }
     if let Some(status) = status_word(input.status) {
@@ -65,7 +57,7 @@ fn iys_body(input: &pb::ConsentInput, recipient: &str) -> Value {
     if !input.consent_date.is_empty() {
         body.insert("consentDate".into(), json!(input.consent_date));
     }
-    if let Ok(rtype) = api::recipient_type(input.recipient_type) {
+    if let Ok(rtype) = crate::pb::convert::recipient_type(input.recipient_type) {
         body.insert("recipientType".into(), json!(rtype.as_str()));
     }
     if !input.retailer_access.is_empty() {
@@ -123,7 +115,7 @@ pub fn new_event(
     let retailer_access = input
         .retailer_access
         .iter()
-        .map(|&code| api::narrow_code(code))
+        .map(|&code| crate::pb::convert::narrow_code(code))
         .collect::<Result<Vec<u32>, String>>()
         .map_err(|why| {
             vec![Violation {
@@ -134,7 +126,7 @@ pub fn new_event(
     // The recipient is normalised first, by the code that normalises a check's recipient and
     // a synced record's (design rule 2), so "+90 532 999 12 34" is stored, uploaded and found
     // as +905329991234. İYS's validation then sees the form it will be sent.
-    let normalised = api::channel(input.channel)
+    let normalised = crate::pb::convert::channel(input.channel)
         .ok()
         .map(|channel| normalise_recipient(&input.recipient, channel.address_kind()));
     let (recipient_text, recipient_refused) = match &normalised {
@@ -191,9 +183,10 @@ pub fn new_event(
             "source and consent_date are required to record evidence",
         ));
     };
-    let channel = api::channel(input.channel).map_err(|e| bad("channel", &e.reason))?;
-    let recipient_type =
-        api::recipient_type(input.recipient_type).map_err(|e| bad("recipient_type", &e.reason))?;
+    let channel =
+        crate::pb::convert::channel(input.channel).map_err(|e| bad("channel", &e.reason))?;
+    let recipient_type = crate::pb::convert::recipient_type(input.recipient_type)
+        .map_err(|e| bad("recipient_type", &e.reason))?;
     let recipient = normalise_recipient(&input.recipient, channel.address_kind())
         .map_err(|e| bad("recipient", &e.to_string()))?;
     let status = match valid.status {
@@ -221,142 +214,10 @@ pub fn new_event(
     })
 }
 
-impl ConsentService {
-    async fn record(
-        &self,
-        store: &EvidenceStore,
-        brand: u32,
-        prefix: impl Fn(usize) -> String,
-        inputs: &[pb::ConsentInput],
-        recorder: &Recorder,
-    ) -> Result<Vec<pb::RecordedConsent>, Status> {
-        let mut events = Vec::with_capacity(inputs.len());
-        let mut violations = Vec::new();
-        for (i, input) in inputs.iter().enumerate() {
-            let now = self.checker().clock().now_turkey();
-            match new_event(
-                brand,
-                &prefix(i),
-                input,
-                recorder,
-                now,
-                self.checker().calendar(),
-            ) {
-                Ok(event) => events.push(event),
-                Err(v) => violations.extend(v),
-            }
-        }
-        if !violations.is_empty() {
-            return Err(refuse(&violations));
-        }
-        let checker = self.checker();
-        let recorded = store
-            .record(&events, checker.clock().now_utc())
-            .await
-            .map_err(|e| match e {
-                EvidenceError::Invalid {
-                    index,
-                    field,
-                    reason,
-                } => refuse(&[Violation {
-                    field: format!("{}{field}", prefix(index)),
-                    description: reason.to_owned(),
-                }]),
-                EvidenceError::IdempotencyConflict { index, .. } => refuse(&[Violation {
-                    field: format!("{}idempotency_key", prefix(index)),
-                    description: "already used for a different event".into(),
-                }]),
-                EvidenceError::UnknownBrand(b) => Status::failed_precondition(format!(
-                    "brand {b} is not registered for recording consents (iysgate brand add)"
-                )),
-                other => {
-                    tracing::error!(error = %other, "recording consents failed");
-                    Status::unavailable(
-                        "the evidence store is unavailable; nothing was stored; retry",
-                    )
-                }
-            })?;
-        // Durable: now the index. A RET is DENY from the next check on; an ONAY is pending.
-        let mut out = Vec::with_capacity(events.len());
-        let mut keys = Vec::with_capacity(events.len());
-        for (event, outcome) in events.into_iter().zip(recorded) {
-            let (id, duplicate) = match outcome {
-                Recorded::New(id) => (id, false),
-                Recorded::Duplicate(id) => (id, true),
-            };
-            let deadline = checker.calendar().registration_deadline(event.consent_date);
-            let key = ConsentKey {
-                brand,
-                recipient: event.recipient.clone(),
-                recipient_type: event.recipient_type,
-                channel: event.channel,
-            };
-            keys.push(key.clone());
-            // Applying an event twice changes nothing (the latest-event rule), so a duplicate
-            // is applied too: harmless, and it heals an index that missed the first.
-            let _ = self.consents().apply(
-                key,
-                ConsentEvent {
-                    status: event.status,
-                    source: event.source,
-                    consent_date: event.consent_date,
-                    registration: Registration::Pending,
-                    retailer_access: event.retailer_access.clone(),
-                },
-            );
-            let text = event.recipient.to_string();
-            let query = crate::check::Query {
-                brand,
-                recipient: &text,
-                channel: event.channel,
-                recipient_type: event.recipient_type,
-                retailer: None,
-                purpose: Purpose::Commercial,
-            };
-            let decision = checker
-                .check(&query)
-                .ok()
-                .map(|a| api::decision_pb(&a.decision, a.data_age.as_millis() as u64));
-            out.push(pb::RecordedConsent {
-                event_id: u64::try_from(id.0).unwrap_or_default(),
-                duplicate,
-                upload_deadline: format_iys(deadline),
-                decision,
-                stored_recipient: text,
-            });
-        }
-        // Then every other replica: each key's current record here, which is the event just
-        // recorded unless this replica already held a newer one.
-        if let Some(shared) = self.shared() {
-            let current: Vec<(ConsentKey, ConsentRecord)> = keys
-                .into_iter()
-                .filter_map(|key| self.consents().get(&key).map(|record| (key, record)))
-                .collect();
-            let published = publish_for_replicas(shared, &current, Published::Recorded);
-            if tokio::time::timeout(PUBLISH_WAIT, published).await.is_err() {
-                tracing::error!(
-                    brand,
-                    records = current.len(),
-                    "publishing to the other replicas took too long; answering without it"
-                );
-                metrics::counter!("iysgate_record_publish_failures_total", "what" => Published::Recorded.as_str())
-                    .increment(current.len() as u64);
-            }
-        }
-        Ok(out)
-    }
-
-    fn evidence_store(&self) -> Result<Arc<EvidenceStore>, Status> {
-        self.evidence().ok_or_else(|| {
-            Status::unimplemented("this server records no consents (no evidence store)")
-        })
-    }
-}
-
 /// How long a RecordConsent(s) call waits for its publish to the other replicas before it
 /// answers anyway (the events are durable; see [`publish_for_replicas`]). Redis answers a
 /// publish in about a millisecond; this bounds the answer when it does not answer at all.
-const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+pub const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a publish to the other replicas carried, for its failure metric.
 #[derive(Debug, Clone, Copy)]
@@ -370,7 +231,7 @@ pub enum Published {
 }
 
 impl Published {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Published::Recorded => "recorded",
             Published::Registered => "registered",
@@ -452,103 +313,6 @@ pub fn on_registered(
                 .increment(1);
         }
     })
-}
-
-fn refuse(violations: &[Violation]) -> Status {
-    let mut details = ErrorDetails::new();
-    for v in violations {
-        details.add_bad_request_violation(v.field.clone(), v.description.clone());
-    }
-    let first = violations
-        .first()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .unwrap_or_default();
-    let more = if violations.len() > 1 {
-        format!(" (and {} more)", violations.len() - 1)
-    } else {
-        String::new()
-    };
-    Status::with_error_details(
-        tonic::Code::InvalidArgument,
-        format!("{first}{more}; nothing was stored"),
-        details,
-    )
-}
-
-fn recorder(client: &crate::auth::Client, key: Option<&str>) -> Recorder {
-    Recorder {
-        client: client.name.clone(),
-        key_sha256: key.map(crate::auth::hash_key),
-    }
-}
-
-#[tonic::async_trait]
-impl pb::consent_records_server::ConsentRecords for ConsentService {
-    async fn record_consent(
-        &self,
-        request: Request<pb::RecordConsentRequest>,
-    ) -> Result<Response<pb::RecordConsentResponse>, Status> {
-        let client = self.client(&request)?;
-        let mut slot = Some(self.admit(&request, &client)?);
-        self.charge(&client, 1, &request, &mut slot).await?;
-        let store = self.evidence_store()?;
-        let req = request.get_ref();
-        let brand = api::brand(req.brand_code).map_err(|e| api::invalid_status(&e))?;
-        api::permission(&client, brand, None)?;
-        let input = req.consent.as_ref().ok_or_else(|| {
-            refuse(&[Violation {
-                field: "consent".into(),
-                description: "required".into(),
-            }])
-        })?;
-        let who = recorder(&client, api::presented_key(&request));
-        let mut recorded = self
-            .record(
-                &store,
-                brand,
-                |_| "consent.".to_owned(),
-                std::slice::from_ref(input),
-                &who,
-            )
-            .await?;
-        Ok(Response::new(pb::RecordConsentResponse {
-            recorded: recorded.pop(),
-        }))
-    }
-
-    async fn record_consents(
-        &self,
-        request: Request<pb::RecordConsentsRequest>,
-    ) -> Result<Response<pb::RecordConsentsResponse>, Status> {
-        let client = self.client(&request)?;
-        let mut slot = Some(self.admit(&request, &client)?);
-        let req = request.get_ref();
-        if req.consents.len() > MAX_RECORDS {
-            return Err(refuse(&[Violation {
-                field: "consents".into(),
-                description: format!(
-                    "{} consents; at most {MAX_RECORDS} per call",
-                    req.consents.len()
-                ),
-            }]));
-        }
-        self.charge(&client, req.consents.len(), &request, &mut slot)
-            .await?;
-        let store = self.evidence_store()?;
-        let brand = api::brand(req.brand_code).map_err(|e| api::invalid_status(&e))?;
-        api::permission(&client, brand, None)?;
-        let who = recorder(&client, api::presented_key(&request));
-        let recorded = self
-            .record(
-                &store,
-                brand,
-                |i| format!("consents[{i}]."),
-                &req.consents,
-                &who,
-            )
-            .await?;
-        Ok(Response::new(pb::RecordConsentsResponse { recorded }))
-    }
 }
 
 #[cfg(test)]
