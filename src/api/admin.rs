@@ -79,7 +79,7 @@ impl AdminService {
 
     /// Serves the stored clients (with the flag and file keys) on this replica from now on.
     async fn reload_clients(&self) -> Result<(), Status> {
-        let keys = crate::app::served_keys(&self.base_keys, &self.store)
+        let keys = crate::write::accounts::served_keys(&self.base_keys, &self.store)
             .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         self.consent.replace_keys(Arc::new(keys));
@@ -386,7 +386,7 @@ impl pb::admin_server::Admin for AdminService {
             )));
         }
         let now = self.now();
-        crate::app::ensure_provider(&self.store, iys_code, now)
+        crate::write::accounts::ensure_provider(&self.store, iys_code, now)
             .await
             .map_err(store_status)?;
         let brand = Brand {

@@ -2,7 +2,6 @@
 //! remembered by a keyed hash), rule 1's grants, the queue-delay bound, the server's and the
 //! key's slots, and the key's quota. Everything here is decided before any record is read.
 
-use crate::app::listener::Arrival;
 use crate::auth::{ApiKeys, Client};
 use crate::telemetry::{Metrics, Shed};
 use std::sync::Arc;
@@ -12,6 +11,11 @@ use tonic::{Request, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{API_KEY_HEADER, ConsentService};
+
+/// When the listener accepted the call's stream (a request extension on every gRPC call),
+/// before the call waited for a worker thread or its body: the start of its queueing.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub Instant);
 
 /// Limits that keep one caller from taking the server down, and one tenant from taking the
 /// others' share.

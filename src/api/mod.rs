@@ -19,8 +19,8 @@ mod filter;
 pub mod records;
 mod status;
 
-pub use admission::Limits;
 use admission::VerifiedKeys;
+pub use admission::{Arrival, Limits};
 pub(crate) use admission::{grpc_timeout_header, permission, presented_key};
 pub(crate) use status::invalid_status;
 

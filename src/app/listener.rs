@@ -36,16 +36,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::Arrival;
 use crate::app::tls::ReloadingTls;
 
 /// How long a closed connection keeps reading what the peer still sends.
 pub const LINGER: Duration = Duration::from_secs(2);
 /// A TLS handshake not done by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// When hyper accepted the call's stream (a request extension on every gRPC call).
-#[derive(Debug, Clone, Copy)]
-pub struct Arrival(pub Instant);
 
 /// Settings of the gRPC port's HTTP/2 connections.
 #[derive(Debug, Clone, Copy)]

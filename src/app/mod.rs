@@ -57,6 +57,8 @@ pub enum StartError {
     Reflection(String),
     #[error(transparent)]
     Evidence(#[from] crate::write::evidence::EvidenceError),
+    #[error(transparent)]
+    ServedKeys(#[from] crate::write::accounts::ServedKeysError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::app::tls::TlsError),
     #[error("evidence file directory {path}: {source}")]
@@ -374,19 +376,6 @@ async fn reconcile_brands(
     failed
 }
 
-/// The keys a serving process answers: those of flags and files (`base`) and the API clients
-/// kept in the evidence store. A key present in both refuses, naming the client.
-pub async fn served_keys(
-    base: &ApiKeys,
-    store: &crate::write::evidence::EvidenceStore,
-) -> Result<ApiKeys, StartError> {
-    let mut keys = base.clone();
-    for client in store.clients().await? {
-        keys.insert(client.key_sha256, client.to_auth())?;
-    }
-    Ok(keys)
-}
-
 /// Adds the API clients kept in the evidence store (`iysgate client add`) to the ones given by
 /// flags and files. A key present in both refuses the start, naming the client.
 pub async fn add_stored_clients(
@@ -443,47 +432,7 @@ pub async fn apply_recorded(
     Ok(applied)
 }
 
-/// Registers provider `iys_code` unless it is already there.
-pub async fn ensure_provider(
-    store: &crate::write::evidence::EvidenceStore,
-    iys_code: u32,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), crate::write::evidence::EvidenceError> {
-    use crate::write::evidence::{EvidenceError, Provider};
-    let provider = Provider {
-        iys_code,
-        name: format!("provider {iys_code}"),
-        credentials_ref: "env:IYSGATE_IYS_PASSWORD".into(),
-    };
-    match store.add_provider(&provider, now).await {
-        Ok(()) | Err(EvidenceError::AlreadyExists { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Registers `brands` of provider `iys_code` unless already there.
-pub async fn ensure_brands(
-    store: &crate::write::evidence::EvidenceStore,
-    iys_code: u32,
-    brands: &[(u32, &str, crate::domain::BrandPolicy)],
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StartError> {
-    use crate::write::evidence::{Brand, EvidenceError};
-    ensure_provider(store, iys_code, now).await?;
-    for &(brand_code, name, policy) in brands {
-        let brand = Brand {
-            brand_code,
-            iys_code,
-            name: name.to_owned(),
-            policy,
-        };
-        match store.add_brand(&brand, now).await {
-            Ok(()) | Err(EvidenceError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
+pub use crate::write::accounts::{ensure_brands, ensure_provider, served_keys};
 
 /// Everything a serving process holds.
 pub struct App {

@@ -28,7 +28,7 @@ pub async fn brand(cmd: BrandCommand) -> Result<(), String> {
             allow_unregistered_tacir,
         } => {
             let store = open(&store).await?;
-            crate::app::ensure_provider(&store, iys_code, now)
+            crate::write::accounts::ensure_provider(&store, iys_code, now)
                 .await
                 .map_err(|e| e.to_string())?;
             let brand = Brand {

@@ -3,6 +3,7 @@
 //! with İYS at the end of the day and reported. It never acknowledges an event before it is
 //! durable.
 
+pub mod accounts;
 pub mod evidence;
 pub mod import;
 pub mod reconcile;
