@@ -11,12 +11,13 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use tonic::{Request, Response, Status};
 
+use super::status::{reconcile_status, served_keys_status, store_status};
 use crate::api::{self, ConsentService};
 use crate::auth::{self, ApiKeys, RetailerGrant};
 use crate::domain::BrandPolicy;
 use crate::iys::client::IysClient;
 use crate::pb;
-use crate::write::evidence::{Brand, EvidenceError, EvidenceStore};
+use crate::write::evidence::{Brand, EvidenceStore};
 use crate::write::reconcile::{Reconciliation, Serving, Target};
 use crate::write::report::DailyReport;
 
@@ -81,7 +82,7 @@ impl AdminService {
     async fn reload_clients(&self) -> Result<(), Status> {
         let keys = crate::write::accounts::served_keys(&self.base_keys, &self.store)
             .await
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            .map_err(served_keys_status)?;
         self.consent.replace_keys(Arc::new(keys));
         Ok(())
     }
@@ -101,24 +102,6 @@ impl AdminService {
             .find(|c| c.name == name)
             .map(client_pb)
             .ok_or_else(|| Status::not_found(format!("API client {name:?} is not registered")))
-    }
-}
-
-fn store_status(e: EvidenceError) -> Status {
-    match e {
-        EvidenceError::AlreadyExists { .. } | EvidenceError::KeyInUse(_) => {
-            Status::already_exists(e.to_string())
-        }
-        EvidenceError::UnknownBrand(_)
-        | EvidenceError::UnknownClient(_)
-        | EvidenceError::UnknownProvider(_) => Status::not_found(e.to_string()),
-        EvidenceError::InvalidField { field, reason } => {
-            api::invalid_status(&crate::pb::convert::invalid(field, reason))
-        }
-        other => {
-            tracing::error!(error = %other, "evidence store call failed");
-            Status::unavailable("the evidence store is unavailable; retry")
-        }
     }
 }
 
@@ -351,17 +334,6 @@ pub fn report_from_pb(p: &pb::DailyReport) -> Result<DailyReport, String> {
         expired_now: p.expired_now,
         reconciliation,
     })
-}
-
-fn reconcile_status(e: crate::write::reconcile::ReconcileError) -> Status {
-    use crate::write::reconcile::ReconcileError as E;
-    match e {
-        E::NotOver { .. } | E::TooOld { .. } => {
-            api::invalid_status(&crate::pb::convert::invalid("date", e.to_string()))
-        }
-        E::NotReady { .. } | E::Iys(_) => Status::unavailable(e.to_string()),
-        E::Store(inner) => store_status(inner),
-    }
 }
 
 #[tonic::async_trait]

@@ -13,7 +13,9 @@ use crate::api::{self, ConsentService};
 use crate::domain::time::format_iys;
 use crate::domain::{ConsentEvent, ConsentKey, ConsentRecord, Purpose, Registration};
 use crate::pb;
-use crate::write::evidence::{EvidenceError, EvidenceStore, Recorded, Recorder};
+use crate::write::evidence::{EvidenceStore, Recorded, Recorder};
+
+use super::status::evidence_status;
 use crate::write::record::{
     MAX_RECORDS, PUBLISH_WAIT, Published, Violation, new_event, publish_for_replicas,
 };
@@ -50,29 +52,7 @@ impl ConsentService {
         let recorded = store
             .record(&events, checker.clock().now_utc())
             .await
-            .map_err(|e| match e {
-                EvidenceError::Invalid {
-                    index,
-                    field,
-                    reason,
-                } => refuse(&[Violation {
-                    field: format!("{}{field}", prefix(index)),
-                    description: reason.to_owned(),
-                }]),
-                EvidenceError::IdempotencyConflict { index, .. } => refuse(&[Violation {
-                    field: format!("{}idempotency_key", prefix(index)),
-                    description: "already used for a different event".into(),
-                }]),
-                EvidenceError::UnknownBrand(b) => Status::failed_precondition(format!(
-                    "brand {b} is not registered for recording consents (iysgate brand add)"
-                )),
-                other => {
-                    tracing::error!(error = %other, "recording consents failed");
-                    Status::unavailable(
-                        "the evidence store is unavailable; nothing was stored; retry",
-                    )
-                }
-            })?;
+            .map_err(|e| evidence_status(e, &prefix))?;
         // Durable: now the index. A RET is DENY from the next check on; an ONAY is pending.
         let mut out = Vec::with_capacity(events.len());
         let mut keys = Vec::with_capacity(events.len());
