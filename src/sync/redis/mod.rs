@@ -19,7 +19,6 @@
 use std::sync::Arc;
 
 use chrono::DateTime;
-use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 

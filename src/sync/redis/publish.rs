@@ -3,7 +3,6 @@
 //! and the leader's heartbeat on the change stream.
 
 use chrono::{DateTime, Utc};
-use redis::AsyncCommands;
 
 use crate::check::store::Consents;
 use crate::domain::{ConsentKey, ConsentRecord};
