@@ -5,41 +5,33 @@
 //! tests below it prove what only the database does: durability across pools, the
 //! append-only triggers, and the reporting role that cannot read recipients.
 
+#[macro_use]
 mod evidence_suite;
 mod pg_support;
 
-use evidence_suite::{BRAND, at, onay, setup};
+use evidence_suite::{BRAND, Backend, at, onay, setup};
 use iysgate::domain::BusinessCalendar;
 use iysgate::write::evidence::{EvidenceStore, PgStore, UploadAnswer, UploadOutcome};
 use pg_support::{Schema, admin};
 use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, Row};
 
-/// Runs suite functions, each on a fresh schema that is dropped when it passes.
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let schema = Schema::new(stringify!($name)).await;
-            evidence_suite::$name(schema.store().await).await;
-            schema.drop().await;
-        }
-    )*};
+/// Each suite test on a fresh schema of its own, dropped when the test passed.
+struct PgBackend(Schema);
+
+impl Backend for PgBackend {
+    async fn fresh(test: &str) -> (Self, EvidenceStore) {
+        let schema = Schema::new(test).await;
+        let store = schema.store().await;
+        (Self(schema), store)
+    }
+
+    async fn tidy(self) {
+        self.0.drop().await;
+    }
 }
 
-suite!(
-    record_reads_back,
-    same_key_is_stored_once,
-    concurrent_duplicates_store_one,
-    failing_batch_stores_nothing,
-    uploads_follow_the_state_machine,
-    superseded_is_final_and_kept,
-    lapsed_lease_is_reclaimed,
-    deadlines_follow_the_calendar,
-    concurrent_claimers_never_share,
-    brands_and_clients,
-    cursors_and_reports,
-);
+evidence_suite!(PgBackend);
 
 /// What was acknowledged is read back by a new pool (a restarted process), with its upload
 /// state and attempts; connecting again finds the schema migrated and changes nothing.

@@ -6,6 +6,9 @@
 //! - `records`: recording, idempotency, all-or-nothing batches;
 //! - `uploads`: the outbox state machine, leases, deadlines, concurrent claimers;
 //! - `admin`: providers, brands, clients and grants, cursors, reports.
+//!
+//! The list of the suite's tests is written once, in [`evidence_suite!`]: a backend file
+//! implements [`Backend`] and invokes the macro, so a test added here runs on every backend.
 #![allow(dead_code)] // each test binary uses its own subset
 
 mod admin;
@@ -27,6 +30,44 @@ use iysgate::write::evidence::{
     Brand, EventId, Evidence, EvidenceStore, NewEvent, Provider, Recorder, UploadAnswer,
     UploadOutcome, UploadState,
 };
+
+/// A backend the suite runs against: a fresh, empty store for each test, and what to tidy
+/// away once the test passed (a failing test leaves its file or schema to look at).
+pub trait Backend: Sized {
+    /// A fresh, empty store of its own for the test named `test`.
+    async fn fresh(test: &str) -> (Self, EvidenceStore);
+    /// Removes what `fresh` made; runs only when the test passed.
+    async fn tidy(self);
+}
+
+/// One `#[tokio::test]` per suite test, each on a fresh store of the [`Backend`] given:
+/// `evidence_suite!(FileBackend);`. The one list of the suite's tests.
+macro_rules! evidence_suite {
+    ($backend:ty) => {
+        evidence_suite!(@tests $backend;
+            record_reads_back,
+            same_key_is_stored_once,
+            concurrent_duplicates_store_one,
+            failing_batch_stores_nothing,
+            uploads_follow_the_state_machine,
+            superseded_is_final_and_kept,
+            lapsed_lease_is_reclaimed,
+            deadlines_follow_the_calendar,
+            concurrent_claimers_never_share,
+            brands_and_clients,
+            cursors_and_reports,
+        );
+    };
+    (@tests $backend:ty; $($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (backend, store) =
+                <$backend as $crate::evidence_suite::Backend>::fresh(stringify!($name)).await;
+            $crate::evidence_suite::$name(store).await;
+            $crate::evidence_suite::Backend::tidy(backend).await;
+        }
+    )*};
+}
 
 pub const IYS_CODE: u32 = 600_000;
 pub const BRAND: u32 = 600_001;
