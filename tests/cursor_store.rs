@@ -174,12 +174,9 @@ mod suite {
 
 /// One `#[tokio::test]` per suite test, each on a fresh backend from `$make` (an async fn
 /// given the test's name, returning the store and what to tidy once the test passed). The
-/// one list of the suite's tests. A test named in `known_bugs` must fail on this backend:
-/// it documents a bug without hiding it, and fails the moment the bug is fixed, so the entry
-/// is then removed.
+/// one list of the suite's tests.
 macro_rules! cursor_suite {
-    ($make:path $(, known_bugs: [$($bug:ident),*])?) => {
-        const KNOWN_BUGS: &[&str] = &[$($(stringify!($bug)),*)?];
+    ($make:path) => {
         cursor_suite!(@tests $make;
             missing_is_none,
             put_then_get,
@@ -192,15 +189,7 @@ macro_rules! cursor_suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             let (store, tidy) = $make(stringify!($name)).await;
-            let outcome = tokio::spawn($crate::suite::$name(store)).await;
-            if KNOWN_BUGS.contains(&stringify!($name)) {
-                assert!(
-                    outcome.is_err(),
-                    "a known bug of this backend is fixed: remove it from known_bugs"
-                );
-            } else if let Err(e) = outcome {
-                std::panic::resume_unwind(e.into_panic());
-            }
+            $crate::suite::$name(store).await;
             tidy.tidy().await;
         }
     )*};
@@ -264,9 +253,9 @@ mod redis {
         (common::shared(&prefix).await, Tidy::Redis(prefix))
     }
 
-    // `store_cursor` writes an unset `caught_up_at` as 0, read back as 1970-01-01: a leader
-    // taking over mid first catch-up reports a false sync gap (src/sync/redis.rs).
-    cursor_suite!(fresh, known_bugs: [unset_parts_read_back_unset]);
+    // Before the fix, an unset `caught_up_at` was written as 0 and read back as 1970-01-01:
+    // a leader taking over mid first catch-up reported a false sync gap.
+    cursor_suite!(fresh);
 }
 
 mod pg {

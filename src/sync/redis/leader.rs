@@ -271,9 +271,11 @@ impl SharedState {
             let (after, at) = t.split_once('\t')?;
             Some(Cursor {
                 after: (!after.is_empty()).then(|| after.to_owned()),
+                // Empty: never caught up (older versions wrote 0 for that).
                 caught_up_at: at
                     .parse::<i64>()
                     .ok()
+                    .filter(|&micros| micros != 0)
                     .and_then(DateTime::from_timestamp_micros),
             })
         }))
@@ -289,7 +291,9 @@ impl SharedState {
         let text = format!(
             "{}\t{}",
             cursor.after.as_deref().unwrap_or(""),
-            cursor.caught_up_at.map_or(0, |t| t.timestamp_micros())
+            cursor
+                .caught_up_at
+                .map_or(String::new(), |t| t.timestamp_micros().to_string())
         );
         conn.set::<_, _, ()>(
             self.key(&format!("cursor:{}:{}", brand.brand_code, source.as_str())),
