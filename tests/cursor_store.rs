@@ -54,21 +54,12 @@ impl Cursors for SharedState {
     }
 }
 
-// The evidence store names the source with the İYS client's `PullSource`, a second enum of
-// the same two values as sync's.
-fn client_source(source: PullSource) -> iysgate::iys::client::PullSource {
-    match source {
-        PullSource::Iys => iysgate::iys::client::PullSource::Iys,
-        PullSource::Hs => iysgate::iys::client::PullSource::Hs,
-    }
-}
-
 impl Cursors for EvidenceStore {
     async fn get(&self, brand: BrandRef, source: PullSource) -> Option<Cursor> {
-        self.cursor(brand, client_source(source)).await.unwrap()
+        self.cursor(brand, source).await.unwrap()
     }
     async fn put(&self, brand: BrandRef, source: PullSource, cursor: &Cursor) {
-        let source = client_source(source);
+        let source = source;
         self.set_cursor(brand, source, cursor, at(0)).await.unwrap();
     }
 }

@@ -142,6 +142,8 @@ pub enum PullSource {
 }
 
 impl PullSource {
+    pub const BOTH: [PullSource; 2] = [PullSource::Iys, PullSource::Hs];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PullSource::Iys => "IYS",

@@ -490,10 +490,7 @@ where
     ) -> impl Future<Output = Result<Page, PullError>> + Send {
         let client = self.clone();
         async move {
-            let wire_source = match source {
-                PullSource::Iys => crate::iys::client::PullSource::Iys,
-                PullSource::Hs => crate::iys::client::PullSource::Hs,
-            };
+            let wire_source = source;
             let page = client
                 .pull_changes(
                     u64::from(brand.iys_code),

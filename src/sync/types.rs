@@ -15,25 +15,8 @@ use crate::domain::{
     Channel, ConsentEvent, ConsentKey, ConsentStatus, RecipientType, Registration, Source,
 };
 
-/// İYS's pull `source`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PullSource {
-    /// Changes recipients made in İYS (İYS's default).
-    Iys,
-    /// Changes the service provider itself sent.
-    Hs,
-}
-
-impl PullSource {
-    pub const BOTH: [PullSource; 2] = [PullSource::Iys, PullSource::Hs];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PullSource::Iys => "IYS",
-            PullSource::Hs => "HS",
-        }
-    }
-}
+/// İYS's pull `source`: one enum, the İYS client's.
+pub use crate::iys::client::PullSource;
 
 /// A brand to follow, with the service provider it belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
