@@ -40,7 +40,6 @@
 //! This module does no I/O, except in the explicit [`BusinessCalendar::from_path`] constructor.
 //! Lookups do not allocate: the holidays are a sorted `Vec` searched by binary search.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -154,19 +153,44 @@ impl BusinessCalendar {
     /// [`CalendarError::Empty`] when there is no header or no data row.
     pub fn from_csv(text: &str) -> Result<Self, CalendarError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut lines = text
-            .lines()
-            .enumerate()
-            .map(|(index, line)| (index + 1, line))
-            .filter(|(_, line)| !line.trim().is_empty());
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        let mut lines = reader
+            .records()
+            .map(|record| {
+                let mut record = record.map_err(|e| {
+                    let line = e.position().map_or(0, csv::Position::line);
+                    line_error(
+                        usize::try_from(line).unwrap_or(usize::MAX),
+                        "row",
+                        e.to_string(),
+                    )
+                })?;
+                let line_no = record
+                    .position()
+                    .map_or(0, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
+                // A line break inside a field means a quote was never closed (the data never
+                // needs one): report it on the line where the field opened.
+                if record.iter().any(|f| f.contains(['\n', '\r'])) {
+                    return Err(line_error(line_no, "row", "unterminated quoted field"));
+                }
+                // Trimmed only now, so the check above still sees the line break.
+                record.trim();
+                Ok((line_no, record))
+            })
+            // A line of blanks reads as one empty field: skip it like an empty line.
+            .filter(|row| !matches!(row, Ok((_, r)) if r.len() == 1 && r[0].is_empty()));
 
-        let (header_line, header) = lines.next().ok_or(CalendarError::Empty)?;
-        let columns = Columns::from_header(header_line, header)?;
+        let (header_line, header) = lines.next().ok_or(CalendarError::Empty)??;
+        let columns = Columns::from_header(header_line, &header)?;
 
         let mut days = Vec::new();
         let mut seen: HashMap<(NaiveDate, String), usize> = HashMap::new();
-        for (line_no, line) in lines {
-            let row = columns.parse_row(line_no, line)?;
+        for line in lines {
+            let (line_no, record) = line?;
+            let row = columns.parse_row(line_no, &record)?;
             if let Some(first) = seen.insert((row.date, row.name), line_no) {
                 return Err(line_error(
                     line_no,
@@ -363,10 +387,9 @@ struct Row {
 }
 
 impl Columns {
-    fn from_header(line_no: usize, header: &str) -> Result<Self, CalendarError> {
-        let names = split_fields(header).map_err(|reason| line_error(line_no, "header", reason))?;
+    fn from_header(line_no: usize, header: &csv::StringRecord) -> Result<Self, CalendarError> {
         let find = |name: &str| {
-            names.iter().position(|n| n == name).ok_or_else(|| {
+            header.iter().position(|n| n == name).ok_or_else(|| {
                 line_error(
                     line_no,
                     "header",
@@ -382,12 +405,10 @@ impl Columns {
         })
     }
 
-    fn parse_row(&self, line_no: usize, line: &str) -> Result<Row, CalendarError> {
-        let fields = split_fields(line).map_err(|reason| line_error(line_no, "row", reason))?;
+    fn parse_row(&self, line_no: usize, fields: &csv::StringRecord) -> Result<Row, CalendarError> {
         let field = |index: usize, name: &'static str| {
             fields
                 .get(index)
-                .map(AsRef::as_ref)
                 .ok_or_else(|| line_error(line_no, name, "missing (too few columns)"))
         };
 
@@ -450,48 +471,6 @@ fn parse_date(text: &str) -> Option<NaiveDate> {
     let month = text[5..7].parse().ok()?;
     let day = text[8..10].parse().ok()?;
     NaiveDate::from_ymd_opt(year, month, day)
-}
-
-/// Splits one CSV line into fields. Unquoted fields are trimmed of surrounding whitespace;
-/// quoted fields may contain commas and `""` for a quote, but not line breaks.
-fn split_fields(line: &str) -> Result<Vec<Cow<'_, str>>, &'static str> {
-    let mut fields = Vec::new();
-    let mut rest = line;
-    loop {
-        let start = rest.trim_start();
-        if let Some(quoted) = start.strip_prefix('"') {
-            let mut value = String::new();
-            let mut chars = quoted.char_indices();
-            let after = loop {
-                match chars.next() {
-                    None => return Err("unterminated quoted field"),
-                    Some((i, '"')) => {
-                        if quoted[i + 1..].starts_with('"') {
-                            value.push('"');
-                            chars.next();
-                        } else {
-                            break &quoted[i + 1..];
-                        }
-                    }
-                    Some((_, c)) => value.push(c),
-                }
-            };
-            fields.push(Cow::Owned(value));
-            let after = after.trim_start();
-            if after.is_empty() {
-                return Ok(fields);
-            }
-            rest = after
-                .strip_prefix(',')
-                .ok_or("text after the closing quote of a field")?;
-        } else if let Some((field, tail)) = rest.split_once(',') {
-            fields.push(Cow::Borrowed(field.trim()));
-            rest = tail;
-        } else {
-            fields.push(Cow::Borrowed(rest.trim()));
-            return Ok(fields);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -744,9 +723,13 @@ mod tests {
             reordered.unwrap().day_kind(d("2025-01-01")),
             DayKind::FullHoliday
         );
+        // RFC 4180 quoting: a comma and `""` inside a quoted field.
+        let quoted = BusinessCalendar::from_csv(
+            "date,weekday,kind,name_tr\n2025-01-01,Wed,\"FULL\",\"Yılbaşı, \"\"yeni\"\" yıl\"\n",
+        );
         assert_eq!(
-            split_fields(r#"a, "b,""c""" ,d"#).unwrap(),
-            ["a", "b,\"c\"", "d"]
+            quoted.unwrap().day_kind(d("2025-01-01")),
+            DayKind::FullHoliday
         );
     }
 

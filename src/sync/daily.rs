@@ -7,15 +7,22 @@ use super::types::{Change, PullError};
 /// (creationDate, transactionId, recipient, recipientType, type, status, consentDate, source),
 /// then one change per line.
 pub fn parse_daily_file(text: &str) -> Result<Vec<Change>, PullError> {
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines
-        .next()
-        .map(|h| h.split(',').map(str::trim).collect())
-        .unwrap_or_default();
+    // RFC 4180 quoting (a source or recipient may hold a comma); blank lines are skipped and
+    // rows may be short, so a missing column is reported by name below rather than by `csv`.
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut records = reader.records();
+    let header = match records.next() {
+        Some(row) => row.map_err(|e| PullError(format!("daily file header: {e}")))?,
+        None => csv::StringRecord::new(),
+    };
     let column = |name: &str| {
         header
             .iter()
-            .position(|h| *h == name)
+            .position(|h| h == name)
             .ok_or_else(|| PullError(format!("daily file has no {name} column")))
     };
     let (cd, tx, r, rt, ty, st, d, src) = (
@@ -28,13 +35,13 @@ pub fn parse_daily_file(text: &str) -> Result<Vec<Change>, PullError> {
         column("consentDate")?,
         column("source")?,
     );
-    lines
+    records
         .enumerate()
-        .map(|(i, line)| {
-            let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        .map(|(i, row)| {
+            let f = row.map_err(|e| PullError(format!("daily file line {}: {e}", i + 2)))?;
             let get = |k: usize| {
                 f.get(k)
-                    .map(|v| (*v).to_owned())
+                    .map(str::to_owned)
                     .ok_or_else(|| PullError(format!("daily file line {}: too few columns", i + 2)))
             };
             Ok(Change {
@@ -49,4 +56,34 @@ pub fn parse_daily_file(text: &str) -> Result<Vec<Change>, PullError> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_daily_file;
+
+    const HEADER: &str =
+        "creationDate,transactionId,recipient,recipientType,type,status,consentDate,source";
+
+    /// A quoted field holding a comma is one field; splitting on every comma (the reader
+    /// before `csv`) shifted every later column and read `status` from the wrong place.
+    #[test]
+    fn a_quoted_field_with_a_comma_is_one_field() {
+        let text = format!(
+            "{HEADER}\n2026-05-20 10:00:00,\"tx,1\",+905551112233,BIREYSEL,MESAJ,ONAY,,HS_WEB\n"
+        );
+        let changes = parse_daily_file(&text).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].transaction_id, "tx,1");
+        assert_eq!(changes[0].status, "ONAY");
+        assert_eq!(changes[0].consent_date, None);
+        assert_eq!(changes[0].source, "HS_WEB");
+    }
+
+    #[test]
+    fn blank_lines_are_skipped_and_a_short_row_names_its_line() {
+        let text = format!("{HEADER}\n\n2026-05-20 10:00:00,tx\n");
+        let err = parse_daily_file(&text).unwrap_err();
+        assert_eq!(err.0, "daily file line 2: too few columns");
+    }
 }

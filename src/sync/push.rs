@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::sync::redis::SharedState;
 use crate::sync::types::Change;
@@ -72,10 +73,7 @@ fn authorised(headers: &HeaderMap, expected: &[u8; 32]) -> bool {
     };
     let got: [u8; 32] = Sha256::digest(&plain).into();
     // Constant time over the digests: no early exit on the first differing byte.
-    got.iter()
-        .zip(expected)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0
+    bool::from(got.ct_eq(expected))
 }
 
 async fn receive(
@@ -122,35 +120,20 @@ async fn receive(
     }
 }
 
-/// Standard base64 (RFC 4648) decoding for the Basic auth header; no dependency needed.
+/// Standard base64 (RFC 4648) for the Basic auth header, padding optional (some clients drop
+/// it).
 mod base64_decode {
+    use base64::Engine as _;
+    use base64::alphabet::STANDARD;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+    const ENGINE: GeneralPurpose = GeneralPurpose::new(
+        &STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+
     pub fn decode(text: &str) -> Option<Vec<u8>> {
-        let value = |c: u8| -> Option<u32> {
-            Some(match c {
-                b'A'..=b'Z' => u32::from(c - b'A'),
-                b'a'..=b'z' => u32::from(c - b'a') + 26,
-                b'0'..=b'9' => u32::from(c - b'0') + 52,
-                b'+' => 62,
-                b'/' => 63,
-                _ => return None,
-            })
-        };
-        let bytes = text.trim_end_matches('=').as_bytes();
-        let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-        for chunk in bytes.chunks(4) {
-            let mut acc = 0u32;
-            for (i, &c) in chunk.iter().enumerate() {
-                acc |= value(c)? << (18 - 6 * i);
-            }
-            let n = match chunk.len() {
-                4 => 3,
-                3 => 2,
-                2 => 1,
-                _ => return None,
-            };
-            out.extend_from_slice(&acc.to_be_bytes()[1..=n]);
-        }
-        Some(out)
+        ENGINE.decode(text).ok()
     }
 
     #[cfg(test)]

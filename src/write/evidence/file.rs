@@ -29,11 +29,11 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use self::entry::Entry;
 use self::state::State;
-use super::EvidenceError;
 use super::model::{
     ApiClient, AttemptRecord, Brand, Claim, EventId, NewEvent, Provider, Recorded, StoredEvent,
     UploadAnswer, UploadCounts, UploadState,
 };
+use super::{EvidenceError, Store};
 use crate::auth::RetailerGrant;
 use crate::domain::{BrandPolicy, BusinessCalendar};
 use crate::iys::client::PullSource;
@@ -104,8 +104,11 @@ impl FileStore {
             .await
             .map_err(|e| EvidenceError::Task(e.to_string()))?
     }
+}
 
-    pub(super) async fn record(
+#[async_trait::async_trait]
+impl Store for FileStore {
+    async fn record(
         &self,
         events: &[NewEvent],
         now: DateTime<Utc>,
@@ -121,11 +124,11 @@ impl FileStore {
         .await
     }
 
-    pub(super) fn event(&self, id: EventId) -> Result<Option<StoredEvent>, EvidenceError> {
+    async fn event(&self, id: EventId) -> Result<Option<StoredEvent>, EvidenceError> {
         Ok(self.read()?.state.event(id))
     }
 
-    pub(super) fn events_between(
+    async fn events_between(
         &self,
         brand: u32,
         from: DateTime<Utc>,
@@ -134,7 +137,7 @@ impl FileStore {
         Ok(self.read()?.state.events_between(brand, from, to))
     }
 
-    pub(super) async fn claim_uploads(
+    async fn claim_uploads(
         &self,
         limit: u32,
         lease: Duration,
@@ -158,7 +161,7 @@ impl FileStore {
         .await
     }
 
-    pub(super) async fn finish_upload(
+    async fn finish_upload(
         &self,
         id: EventId,
         attempt: u32,
@@ -176,11 +179,11 @@ impl FileStore {
         .await
     }
 
-    pub(super) fn upload_attempts(&self, id: EventId) -> Result<Vec<AttemptRecord>, EvidenceError> {
+    async fn upload_attempts(&self, id: EventId) -> Result<Vec<AttemptRecord>, EvidenceError> {
         Ok(self.read()?.state.upload_attempts(id))
     }
 
-    pub(super) async fn expire_overdue(&self, now: DateTime<Utc>) -> Result<u64, EvidenceError> {
+    async fn expire_overdue(&self, now: DateTime<Utc>) -> Result<u64, EvidenceError> {
         self.write(move |log, _| {
             let Some(entry) = log.state.plan_expire(now) else {
                 return Ok(0);
@@ -195,11 +198,11 @@ impl FileStore {
         .await
     }
 
-    pub(super) fn upload_counts(&self, now: DateTime<Utc>) -> Result<UploadCounts, EvidenceError> {
+    async fn upload_counts(&self, now: DateTime<Utc>) -> Result<UploadCounts, EvidenceError> {
         Ok(self.read()?.state.upload_counts(now, &self.calendar))
     }
 
-    pub(super) fn cursor(
+    async fn cursor(
         &self,
         brand: BrandRef,
         source: PullSource,
@@ -207,7 +210,7 @@ impl FileStore {
         Ok(self.read()?.state.cursor(brand, source))
     }
 
-    pub(super) async fn set_cursor(
+    async fn set_cursor(
         &self,
         brand: BrandRef,
         source: PullSource,
@@ -225,7 +228,7 @@ impl FileStore {
         self.write(move |log, _| log.commit(entry)).await
     }
 
-    pub(super) async fn add_provider(
+    async fn add_provider(
         &self,
         provider: &Provider,
         now: DateTime<Utc>,
@@ -238,15 +241,11 @@ impl FileStore {
         .await
     }
 
-    pub(super) fn providers(&self) -> Result<Vec<Provider>, EvidenceError> {
+    async fn providers(&self) -> Result<Vec<Provider>, EvidenceError> {
         Ok(self.read()?.state.providers())
     }
 
-    pub(super) async fn add_brand(
-        &self,
-        brand: &Brand,
-        now: DateTime<Utc>,
-    ) -> Result<(), EvidenceError> {
+    async fn add_brand(&self, brand: &Brand, now: DateTime<Utc>) -> Result<(), EvidenceError> {
         let brand = brand.clone();
         self.write(move |log, _| {
             let entry = log.state.plan_brand(&brand, now)?;
@@ -255,15 +254,11 @@ impl FileStore {
         .await
     }
 
-    pub(super) fn brands(&self) -> Result<Vec<Brand>, EvidenceError> {
+    async fn brands(&self) -> Result<Vec<Brand>, EvidenceError> {
         Ok(self.read()?.state.brands())
     }
 
-    pub(super) async fn set_brand_policy(
-        &self,
-        brand: u32,
-        policy: BrandPolicy,
-    ) -> Result<(), EvidenceError> {
+    async fn set_brand_policy(&self, brand: u32, policy: BrandPolicy) -> Result<(), EvidenceError> {
         self.write(move |log, _| {
             let entry = log.state.plan_policy(brand, policy)?;
             log.commit(entry)
@@ -271,7 +266,7 @@ impl FileStore {
         .await
     }
 
-    pub(super) async fn add_client(
+    async fn add_client(
         &self,
         name: &str,
         key_sha256: [u8; 32],
@@ -285,11 +280,11 @@ impl FileStore {
         .await
     }
 
-    pub(super) fn clients(&self) -> Result<Vec<ApiClient>, EvidenceError> {
+    async fn clients(&self) -> Result<Vec<ApiClient>, EvidenceError> {
         Ok(self.read()?.state.clients())
     }
 
-    pub(super) async fn grant(
+    async fn grant(
         &self,
         client: &str,
         brand: u32,
@@ -305,7 +300,7 @@ impl FileStore {
         .await
     }
 
-    pub(super) async fn revoke(&self, client: &str, brand: u32) -> Result<bool, EvidenceError> {
+    async fn revoke(&self, client: &str, brand: u32) -> Result<bool, EvidenceError> {
         let client = client.to_owned();
         self.write(move |log, _| {
             let Some(entry) = log.state.plan_revoke(&client, brand) else {
@@ -317,7 +312,7 @@ impl FileStore {
         .await
     }
 
-    pub(super) async fn save_report(
+    async fn save_report(
         &self,
         brand: u32,
         date: NaiveDate,
@@ -332,7 +327,7 @@ impl FileStore {
         .await
     }
 
-    pub(super) fn report(
+    async fn report(
         &self,
         brand: u32,
         date: NaiveDate,

@@ -10,7 +10,7 @@ mod rows;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
@@ -19,13 +19,18 @@ use self::rows::{
     AttemptColumns, StateColumns, attempt_from_row, attempt_to_db, codes_to_db, stored_event,
     upload_from_row,
 };
-use super::EvidenceError;
 use super::model::{
-    AttemptRecord, Claim, EventId, NewEvent, Recorded, StoredEvent, UploadAnswer, UploadCounts,
-    UploadOutcome, UploadState, after_answer, at_risk_before, micros, prepare,
+    ApiClient, AttemptRecord, Brand, Claim, EventId, NewEvent, Provider, Recorded, StoredEvent,
+    UploadAnswer, UploadCounts, UploadOutcome, UploadState, after_answer, at_risk_before, micros,
+    prepare,
 };
+use super::{EvidenceError, Leadership, Store};
+use crate::auth::RetailerGrant;
+use crate::domain::BrandPolicy;
 use crate::domain::BusinessCalendar;
 use crate::domain::time::from_turkey;
+use crate::iys::client::PullSource;
+use crate::sync::{BrandRef, Cursor};
 
 /// The schema migrations, embedded at build time from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
@@ -163,8 +168,11 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
 
-    pub(super) async fn record(
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn record(
         &self,
         events: &[NewEvent],
         now: DateTime<Utc>,
@@ -336,7 +344,7 @@ impl PgStore {
         Ok(recorded)
     }
 
-    pub(super) async fn event(&self, id: EventId) -> Result<Option<StoredEvent>, EvidenceError> {
+    async fn event(&self, id: EventId) -> Result<Option<StoredEvent>, EvidenceError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             event_columns!(),
@@ -348,7 +356,7 @@ impl PgStore {
         row.as_ref().map(stored_event).transpose()
     }
 
-    pub(super) async fn events_between(
+    async fn events_between(
         &self,
         brand: u32,
         from: DateTime<Utc>,
@@ -369,7 +377,7 @@ impl PgStore {
         rows.iter().map(stored_event).collect()
     }
 
-    pub(super) async fn claim_uploads(
+    async fn claim_uploads(
         &self,
         limit: u32,
         lease: Duration,
@@ -392,7 +400,7 @@ impl PgStore {
             .collect()
     }
 
-    pub(super) async fn finish_upload(
+    async fn finish_upload(
         &self,
         id: EventId,
         attempt: u32,
@@ -446,10 +454,7 @@ impl PgStore {
         Ok(state)
     }
 
-    pub(super) async fn upload_attempts(
-        &self,
-        id: EventId,
-    ) -> Result<Vec<AttemptRecord>, EvidenceError> {
+    async fn upload_attempts(&self, id: EventId) -> Result<Vec<AttemptRecord>, EvidenceError> {
         let rows = sqlx::query(
             "SELECT attempt, finished_at, outcome, http_status, iys_code, iys_message, \
                     transaction_id, iys_creation_date, retry_at \
@@ -461,7 +466,7 @@ impl PgStore {
         rows.iter().map(|row| attempt_from_row(row, id)).collect()
     }
 
-    pub(super) async fn expire_overdue(&self, now: DateTime<Utc>) -> Result<u64, EvidenceError> {
+    async fn expire_overdue(&self, now: DateTime<Utc>) -> Result<u64, EvidenceError> {
         let now = micros(now);
         let done = sqlx::query(
             "UPDATE upload_outbox SET state = 'expired', lease_until = NULL, updated_at = $1 \
@@ -474,10 +479,7 @@ impl PgStore {
         Ok(done.rows_affected())
     }
 
-    pub(super) async fn upload_counts(
-        &self,
-        now: DateTime<Utc>,
-    ) -> Result<UploadCounts, EvidenceError> {
+    async fn upload_counts(&self, now: DateTime<Utc>) -> Result<UploadCounts, EvidenceError> {
         let now = micros(now);
         let risk_before = at_risk_before(&self.calendar, now);
         let row = sqlx::query(
@@ -499,6 +501,101 @@ impl PgStore {
             at_risk: count("at_risk")?,
             expired: count("expired")?,
         })
+    }
+
+    // The administration side lives in `admin.rs`, as inherent methods of the same names.
+    async fn cursor(
+        &self,
+        brand: BrandRef,
+        source: PullSource,
+    ) -> Result<Option<Cursor>, EvidenceError> {
+        PgStore::cursor(self, brand, source).await
+    }
+
+    async fn set_cursor(
+        &self,
+        brand: BrandRef,
+        source: PullSource,
+        cursor: &Cursor,
+        now: DateTime<Utc>,
+    ) -> Result<(), EvidenceError> {
+        PgStore::set_cursor(self, brand, source, cursor, now).await
+    }
+
+    async fn add_provider(
+        &self,
+        provider: &Provider,
+        now: DateTime<Utc>,
+    ) -> Result<(), EvidenceError> {
+        PgStore::add_provider(self, provider, now).await
+    }
+
+    async fn providers(&self) -> Result<Vec<Provider>, EvidenceError> {
+        PgStore::providers(self).await
+    }
+
+    async fn add_brand(&self, brand: &Brand, now: DateTime<Utc>) -> Result<(), EvidenceError> {
+        PgStore::add_brand(self, brand, now).await
+    }
+
+    async fn brands(&self) -> Result<Vec<Brand>, EvidenceError> {
+        PgStore::brands(self).await
+    }
+
+    async fn set_brand_policy(&self, brand: u32, policy: BrandPolicy) -> Result<(), EvidenceError> {
+        PgStore::set_brand_policy(self, brand, policy).await
+    }
+
+    async fn add_client(
+        &self,
+        name: &str,
+        key_sha256: [u8; 32],
+        now: DateTime<Utc>,
+    ) -> Result<(), EvidenceError> {
+        PgStore::add_client(self, name, key_sha256, now).await
+    }
+
+    async fn clients(&self) -> Result<Vec<ApiClient>, EvidenceError> {
+        PgStore::clients(self).await
+    }
+
+    async fn grant(
+        &self,
+        client: &str,
+        brand: u32,
+        retailers: &RetailerGrant,
+        now: DateTime<Utc>,
+    ) -> Result<(), EvidenceError> {
+        PgStore::grant(self, client, brand, retailers, now).await
+    }
+
+    async fn revoke(&self, client: &str, brand: u32) -> Result<bool, EvidenceError> {
+        PgStore::revoke(self, client, brand).await
+    }
+
+    async fn save_report(
+        &self,
+        brand: u32,
+        date: NaiveDate,
+        body: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), EvidenceError> {
+        PgStore::save_report(self, brand, date, body, now).await
+    }
+
+    async fn report(
+        &self,
+        brand: u32,
+        date: NaiveDate,
+    ) -> Result<Option<serde_json::Value>, EvidenceError> {
+        PgStore::report(self, brand, date).await
+    }
+
+    async fn try_lead(&self, role: &str) -> Result<Option<Leadership>, EvidenceError> {
+        Ok(self
+            .try_advisory_lock(&format!("iysgate:{role}"))
+            .await?
+            .map(Leadership::Pg))
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::super::Store;
 use super::FileStore;
 use crate::auth::{RetailerGrant, hash_key};
 use crate::domain::recipient::normalise_recipient;
@@ -111,24 +112,22 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn of(s: &FileStore, ids: &[EventId], brand: BrandRef, day: chrono::NaiveDate) -> Self {
-        let events = ids
-            .iter()
-            .map(|&id| {
-                (
-                    s.event(id).unwrap().unwrap(),
-                    s.upload_attempts(id).unwrap(),
-                )
-            })
-            .collect();
+    async fn of(s: &FileStore, ids: &[EventId], brand: BrandRef, day: chrono::NaiveDate) -> Self {
+        let mut events = Vec::new();
+        for &id in ids {
+            events.push((
+                s.event(id).await.unwrap().unwrap(),
+                s.upload_attempts(id).await.unwrap(),
+            ));
+        }
         Self {
             events,
-            brands: s.brands().unwrap(),
-            providers: s.providers().unwrap(),
-            clients: s.clients().unwrap(),
-            cursor: s.cursor(brand, PullSource::Hs).unwrap(),
-            report: s.report(BRAND, day).unwrap(),
-            counts: s.upload_counts(at("2026-05-24 00:00:00")).unwrap(),
+            brands: s.brands().await.unwrap(),
+            providers: s.providers().await.unwrap(),
+            clients: s.clients().await.unwrap(),
+            cursor: s.cursor(brand, PullSource::Hs).await.unwrap(),
+            report: s.report(BRAND, day).await.unwrap(),
+            counts: s.upload_counts(at("2026-05-24 00:00:00")).await.unwrap(),
         }
     }
 }
@@ -209,10 +208,10 @@ async fn a_restart_replays_everything() {
     let body = serde_json::json!({"pending": 1});
     store.save_report(BRAND, day, &body, now).await.unwrap();
 
-    let before = Snapshot::of(&store, &ids, brand, day);
+    let before = Snapshot::of(&store, &ids, brand, day).await;
     drop(store);
     let reopened = open(&path).await;
-    let after = Snapshot::of(&reopened, &ids, brand, day);
+    let after = Snapshot::of(&reopened, &ids, brand, day).await;
     assert_eq!(before, after);
     let states: Vec<_> = after
         .events
@@ -304,13 +303,13 @@ async fn a_torn_last_line_is_dropped() {
 
     let store = open(&path).await;
     assert_eq!(std::fs::metadata(&path).unwrap().len(), last_start as u64);
-    assert!(store.event(first).unwrap().is_some());
+    assert!(store.event(first).await.unwrap().is_some());
     assert_eq!(
-        store.event(EventId(2)).unwrap(),
+        store.event(EventId(2)).await.unwrap(),
         None,
         "the torn batch is gone whole"
     );
-    assert_eq!(store.event(EventId(3)).unwrap(), None);
+    assert_eq!(store.event(EventId(3)).await.unwrap(), None);
     // The store goes on writing where the whole lines end; ids continue from there.
     let next = store
         .record(&[onay("b", "+905321234568")], now)
@@ -322,6 +321,7 @@ async fn a_torn_last_line_is_dropped() {
     assert_eq!(
         store
             .event(EventId(2))
+            .await
             .unwrap()
             .unwrap()
             .event
