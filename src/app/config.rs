@@ -76,10 +76,13 @@ pub enum Command {
     Sync(SyncArgs),
     /// Run the mock İYS (same paths, fields, codes and limits as the real API) for
     /// integration and load tests.
+    #[cfg(feature = "dev-tools")]
     MockIys(MockIysArgs),
     /// Load-test a server with unary Checks (closed loop), against iysgate or the echo baseline.
+    #[cfg(feature = "dev-tools")]
     Load(LoadArgs),
     /// Serve the load-test baseline: a bare gRPC echo of `Check`'s messages.
+    #[cfg(feature = "dev-tools")]
     EchoServer(EchoServerArgs),
     /// Apply the PostgreSQL migrations of the evidence store and exit (`serve` also applies
     /// them at start).
@@ -509,6 +512,7 @@ pub struct SyncArgs {
     pub log: String,
 }
 
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args, Clone)]
 pub struct MockIysArgs {
     #[arg(long, default_value = "127.0.0.1:8089")]
@@ -532,6 +536,7 @@ pub struct MockIysArgs {
     pub log: String,
 }
 
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args, Clone)]
 pub struct LoadArgs {
     /// `sms` (unary Check), `email` (lists through Filter), `mixed-tenants` (a steady tenant
@@ -622,6 +627,7 @@ pub struct LoadArgs {
     pub quiet: bool,
 }
 
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args, Clone)]
 pub struct EchoServerArgs {
     #[arg(long, default_value = "127.0.0.1:50052")]

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod demo;
 pub mod listener;
+pub mod run;
 pub mod tls;
 
 use std::collections::HashMap;

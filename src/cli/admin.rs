@@ -203,3 +203,18 @@ fn print_report(report: &crate::write::report::DailyReport, format: &str) -> Res
     }
     Ok(())
 }
+
+/// `iysgate migrate`: applies the evidence store's PostgreSQL migrations and exits.
+///
+/// # Errors
+/// When the database cannot be reached or a migration fails.
+pub async fn migrate(args: &crate::app::config::MigrateArgs) -> Result<(), String> {
+    crate::write::evidence::PgStore::connect(
+        &args.database_url,
+        crate::domain::BusinessCalendar::embedded(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    println!("evidence store migrated");
+    Ok(())
+}
