@@ -262,3 +262,34 @@ pub async fn sync(args: SyncArgs) -> Result<(), String> {
     tasks.wait().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The reflection descriptor set of a production build (no `dev-tools`) names only the
+    /// shipped services: the load test's echo is there only with the feature.
+    #[test]
+    fn the_echo_service_is_reflected_only_with_dev_tools() {
+        let set: prost_types_free::Set = prost::Message::decode(crate::pb::FILE_DESCRIPTOR_SET)
+            .expect("build.rs encodes a valid descriptor set");
+        let echo = set.file.iter().any(|f| f.package == "iysgate.loadtest.v1");
+        assert_eq!(echo, cfg!(feature = "dev-tools"));
+        assert!(set.file.iter().any(|f| f.package == "iysgate.v1"));
+    }
+
+    /// The two fields of `google.protobuf.FileDescriptorSet` / `FileDescriptorProto` this test
+    /// reads, so it needs no descriptor crate.
+    mod prost_types_free {
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Set {
+            #[prost(message, repeated, tag = "1")]
+            pub file: Vec<File>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct File {
+            #[prost(string, tag = "1")]
+            pub name: String,
+            #[prost(string, tag = "2")]
+            pub package: String,
+        }
+    }
+}

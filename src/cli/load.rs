@@ -3,10 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::app::{
-    self,
-    config::{EchoServerArgs, LoadArgs},
-};
+use crate::app;
+use crate::app::config::{EchoServerArgs, ListArg, LoadArgs, LoadTarget, Scenario};
 
 /// Serves the echo baseline until SIGINT/SIGTERM.
 ///
@@ -42,19 +40,18 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
         }
         Ok(())
     }
-    let target = match args.target.as_str() {
-        "iysgate" => Target::Iysgate,
-        "echo" => Target::Echo,
-        other => return Err(format!("--target {other:?}: expected iysgate or echo")),
+    let target = match args.target {
+        LoadTarget::Iysgate => Target::Iysgate,
+        LoadTarget::Echo => Target::Echo,
     };
     let progress = Progress::default();
-    let planned = match args.scenario.as_str() {
-        "mixed-tenants" => Some(args.duration * 2 + std::time::Duration::from_secs(1)),
-        "email" | "cold-start" => None,
-        _ => Some(args.duration),
+    let planned = match args.scenario {
+        Scenario::MixedTenants => Some(args.duration * 2 + std::time::Duration::from_secs(1)),
+        Scenario::Email | Scenario::ColdStart => None,
+        Scenario::Sms | Scenario::SyncBurst => Some(args.duration),
     };
     let line = (!args.quiet).then(|| progress.show("answered", planned));
-    let checks = if args.scenario == "email" || args.scenario == "cold-start" {
+    let checks = if matches!(args.scenario, Scenario::Email | Scenario::ColdStart) {
         Arc::default()
     } else if let Some(path) = &args.recipients_file {
         Arc::new(read_lines("--recipients-file", path)?)
@@ -79,8 +76,8 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
         honour_retry_info: false,
         batch: args.batch,
     };
-    match args.scenario.as_str() {
-        "sms" => {
+    match args.scenario {
+        Scenario::Sms => {
             let run = sms(args.api_key.clone(), progress);
             let report = if args.rate > 0 {
                 run_open_loop(run, args.rate).await
@@ -91,16 +88,11 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
             finish(line).await;
             emit(args.json, &report, &report.summary())
         }
-        "email" => {
-            let (kind, channel) = match args.list.as_str() {
-                "phones" => (ListKind::Phones, Channel::Mesaj),
-                "emails" => (ListKind::Emails, Channel::Eposta),
-                "email-strings" => (ListKind::EmailStrings, Channel::Eposta),
-                other => {
-                    return Err(format!(
-                        "--list {other:?}: expected phones, emails or email-strings"
-                    ));
-                }
+        Scenario::Email => {
+            let (kind, channel) = match args.list {
+                ListArg::Phones => (ListKind::Phones, Channel::Mesaj),
+                ListArg::Emails => (ListKind::Emails, Channel::Eposta),
+                ListArg::EmailStrings => (ListKind::EmailStrings, Channel::Eposta),
             };
             let pool = demo_recipients(args.records, args.seed, 500_000, channel);
             let run = FilterRun {
@@ -119,7 +111,7 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
             finish(line).await;
             emit(args.json, &report, &report.summary())
         }
-        "mixed-tenants" => {
+        Scenario::MixedTenants => {
             if args.rate == 0 || args.flood_api_key.is_empty() {
                 return Err(
                     "mixed-tenants needs --rate (the steady tenant's calls/s) and --flood-api-key"
@@ -139,7 +131,7 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
             finish(line).await;
             emit(args.json, &report, &report.summary())
         }
-        "sync-burst" => {
+        Scenario::SyncBurst => {
             use crate::load::burst::{BurstRun, run_burst};
             let path = args
                 .targets_file
@@ -161,7 +153,7 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
             finish(line).await;
             emit(args.json, &report, &report.summary())
         }
-        "cold-start" => {
+        Scenario::ColdStart => {
             let started = args
                 .started_unix_ms
                 .ok_or("cold-start needs --started-unix-ms (the server's start)")?;
@@ -172,9 +164,6 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
             finish(line).await;
             emit(args.json, &report, &report.summary())
         }
-        other => Err(format!(
-            "--scenario {other:?}: expected sms, email, mixed-tenants, sync-burst or cold-start"
-        )),
     }
 }
 
