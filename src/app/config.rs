@@ -1,6 +1,15 @@
 //! Command line and environment, parsed and validated once at start. Every environment
-//! variable is named here; a bad value stops the process with a message naming it before any
-//! port is bound. With no flags at all the embedded default works.
+//! variable is named here, as a `const`, under the one prefix `IYSGATE_`; a bad value stops
+//! the process with a message naming it before any port is bound ([`Cli::validate`] adds the
+//! checks of flag combinations clap cannot make). With no flags at all the embedded default
+//! works.
+//!
+//! Precedence, per setting: the flag, then its environment variable, then the default. A
+//! repeatable flag given once on the command line replaces its variable's whole list.
+//! Durations are humantime's forms (`100ms`, `30s`, `10m`, `1h 30m`); a bare number is
+//! refused. Lists in one variable: `IYSGATE_CLIENTS` separates client specs with `|` (a spec
+//! uses `;`, `=`, `,` and `*`, never `|`); `IYSGATE_ADMIN_KEY_SHA256` and
+//! `IYSGATE_SYNC_BRANDS` separate with commas.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
