@@ -11,14 +11,14 @@ demo:
 # when they are not running (scripts/test-services.sh, the same script .ci/run uses).
 test:
 	bash scripts/test-services.sh
-	$(CARGO) test --locked
+	$(CARGO) test --locked --features dev-tools
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --features dev-tools -- -D warnings
 
 # Micro-benchmarks (release profile); each file in benches/ says what it measures.
 bench:
-	$(CARGO) bench --locked
+	$(CARGO) bench --locked --features dev-tools
 
 ci: lint test

@@ -15,8 +15,8 @@ cd "$(dirname "$0")/.."
 N=${1:-1000000}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 PREFIX=iysgate-coldstart
-cargo build --release --quiet --example cold_start
-cargo build --release --quiet
+cargo build --release --quiet --features dev-tools --example cold_start
+cargo build --release --quiet --features dev-tools
 BIN=${BIN:-target/release/iysgate}
 out=$(mktemp -d)
 cleanup() {

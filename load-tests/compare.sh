@@ -19,7 +19,7 @@ ROUNDS=${ROUNDS:-1}
 # The tokio scheduler of both servers and of the generator (multi-thread or current-thread).
 SERVER_RUNTIME=${SERVER_RUNTIME:-multi-thread}
 LOAD_RUNTIME=${LOAD_RUNTIME:-multi-thread}
-cargo build --release --quiet
+cargo build --release --quiet --features dev-tools
 BIN=${CARGO_TARGET_DIR:-target}/release/iysgate
 SERVER_CPU=0
 LOAD_CPU=1

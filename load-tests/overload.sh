@@ -28,7 +28,7 @@ limit_cpu() { # pid
 }
 RECORDS=${RECORDS:-1000000}
 SEED=2026
-cargo build --release --quiet
+cargo build --release --quiet --features dev-tools
 BIN=${CARGO_TARGET_DIR:-target}/release/iysgate
 if command -v taskset >/dev/null; then SERVER_PIN="taskset -c 0"; LOAD_PIN="taskset -c 1"; else SERVER_PIN=""; LOAD_PIN=""; fi
 out=$(mktemp -d)

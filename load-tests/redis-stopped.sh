@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
 ROUNDS=${2:-2}
 SEEDED=200000
-cargo build --release --quiet
+cargo build --release --quiet --features dev-tools
 BIN=${CARGO_TARGET_DIR:-target}/release/iysgate
 if command -v taskset >/dev/null; then SERVER_PIN="taskset -c 0"; LOAD_PIN="taskset -c 1"; else SERVER_PIN=""; LOAD_PIN=""; fi
 out=$(mktemp -d)

@@ -15,7 +15,7 @@ BURST=${1:-100000}
 RATE=${2:-20000}
 INTERVAL=${3:-1s}
 SEEDED=$((BURST * 2))
-cargo build --release --quiet
+cargo build --release --quiet --features dev-tools
 BIN=${CARGO_TARGET_DIR:-target}/release/iysgate
 if command -v taskset >/dev/null; then SERVER_PIN="taskset -c 0"; OTHER_PIN="taskset -c 1"; else SERVER_PIN=""; OTHER_PIN=""; fi
 out=$(mktemp -d)

@@ -33,6 +33,7 @@ pub mod check;
 pub mod cli;
 pub mod domain;
 pub mod iys;
+#[cfg(feature = "dev-tools")]
 pub mod load;
 pub mod pb;
 pub mod quota;

@@ -1,6 +1,15 @@
 //! Command line and environment, parsed and validated once at start. Every environment
-//! variable is named here; a bad value stops the process with a message naming it before any
-//! port is bound. With no flags at all the embedded default works.
+//! variable is named here, as a `const`, under the one prefix `IYSGATE_`; a bad value stops
+//! the process with a message naming it before any port is bound ([`Cli::validate`] adds the
+//! checks of flag combinations clap cannot make). With no flags at all the embedded default
+//! works.
+//!
+//! Precedence, per setting: the flag, then its environment variable, then the default. A
+//! repeatable flag given once on the command line replaces its variable's whole list.
+//! Durations are humantime's forms (`100ms`, `30s`, `10m`, `1h 30m`); a bare number is
+//! refused. Lists in one variable: `IYSGATE_CLIENTS` separates client specs with `|` (a spec
+//! uses `;`, `=`, `,` and `*`, never `|`); `IYSGATE_ADMIN_KEY_SHA256` and
+//! `IYSGATE_SYNC_BRANDS` separate with commas.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +27,7 @@ pub const ENV_EVIDENCE_FILE: &str = "IYSGATE_EVIDENCE_FILE";
 pub const ENV_MAX_STALENESS: &str = "IYSGATE_MAX_STALENESS";
 pub const ENV_LOG: &str = "IYSGATE_LOG";
 pub const ENV_ADDR: &str = "IYSGATE_ADDR";
-pub const ENV_REDIS_URL: &str = "REDIS_URL";
+pub const ENV_REDIS_URL: &str = "IYSGATE_REDIS_URL";
 pub const ENV_IYS_URL: &str = "IYSGATE_IYS_URL";
 pub const ENV_IYS_TIMEOUT: &str = "IYSGATE_IYS_TIMEOUT";
 pub const ENV_PUSH_LISTEN: &str = "IYSGATE_PUSH_LISTEN";
@@ -28,6 +37,37 @@ pub const ENV_IYS_USERNAME: &str = "IYSGATE_IYS_USERNAME";
 pub const ENV_IYS_PASSWORD: &str = "IYSGATE_IYS_PASSWORD";
 pub const ENV_REDIS_PREFIX: &str = "IYSGATE_REDIS_PREFIX";
 pub const ENV_API_KEY: &str = "IYSGATE_API_KEY";
+pub const ENV_RUNTIME: &str = "IYSGATE_RUNTIME";
+pub const ENV_WORKER_THREADS: &str = "IYSGATE_WORKER_THREADS";
+pub const ENV_ADMIN_KEY_SHA256: &str = "IYSGATE_ADMIN_KEY_SHA256";
+pub const ENV_MAX_IN_FLIGHT: &str = "IYSGATE_MAX_IN_FLIGHT";
+pub const ENV_MAX_IN_FLIGHT_PER_KEY: &str = "IYSGATE_MAX_IN_FLIGHT_PER_KEY";
+pub const ENV_MAX_QUEUE_DELAY: &str = "IYSGATE_MAX_QUEUE_DELAY";
+pub const ENV_STREAM_IDLE_TIMEOUT: &str = "IYSGATE_STREAM_IDLE_TIMEOUT";
+pub const ENV_TLS_CERT: &str = "IYSGATE_TLS_CERT";
+pub const ENV_TLS_KEY: &str = "IYSGATE_TLS_KEY";
+pub const ENV_TLS_CLIENT_CA: &str = "IYSGATE_TLS_CLIENT_CA";
+pub const ENV_TLS_RELOAD: &str = "IYSGATE_TLS_RELOAD";
+pub const ENV_FLOOD_API_KEY: &str = "IYSGATE_FLOOD_API_KEY";
+/// `--client`, repeated: specs separated by `|`, which no spec contains (a spec uses `;`,
+/// `=`, `,` and `*`), e.g. `IYSGATE_CLIENTS='name=a;sha256=..;brands=1|name=b;...'`.
+pub const ENV_CLIENTS: &str = "IYSGATE_CLIENTS";
+pub const ENV_IYS_CODE: &str = "IYSGATE_IYS_CODE";
+pub const ENV_CLIENTS_RELOAD: &str = "IYSGATE_CLIENTS_RELOAD";
+pub const ENV_RECONCILE_AT: &str = "IYSGATE_RECONCILE_AT";
+pub const ENV_RECONCILE_CONFIRM: &str = "IYSGATE_RECONCILE_CONFIRM";
+pub const ENV_UPLOAD_POLL_DELAY: &str = "IYSGATE_UPLOAD_POLL_DELAY";
+pub const ENV_QUOTA_HOLD: &str = "IYSGATE_QUOTA_HOLD";
+pub const ENV_MAX_CONCURRENT_STREAMS: &str = "IYSGATE_MAX_CONCURRENT_STREAMS";
+pub const ENV_MAX_IN_FLIGHT_PER_CONNECTION: &str = "IYSGATE_MAX_IN_FLIGHT_PER_CONNECTION";
+pub const ENV_SHUTDOWN_DELAY: &str = "IYSGATE_SHUTDOWN_DELAY";
+pub const ENV_GRACE: &str = "IYSGATE_GRACE";
+pub const ENV_DEMO_RECORDS: &str = "IYSGATE_DEMO_RECORDS";
+pub const ENV_DEMO_SEED: &str = "IYSGATE_DEMO_SEED";
+/// `--brand` of `sync`, repeated: `IYSCODE:BRANDCODE` pairs separated by commas.
+pub const ENV_SYNC_BRANDS: &str = "IYSGATE_SYNC_BRANDS";
+pub const ENV_SYNC_INTERVAL: &str = "IYSGATE_SYNC_INTERVAL";
+pub const ENV_SYNC_LEASE: &str = "IYSGATE_SYNC_LEASE";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,12 +83,12 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
-        env = "IYSGATE_RUNTIME",
+        env = ENV_RUNTIME,
         default_value = "multi-thread"
     )]
     pub runtime: RuntimeFlavor,
     /// Worker threads of the multi-thread scheduler (default: one per available core).
-    #[arg(long, global = true, env = "IYSGATE_WORKER_THREADS")]
+    #[arg(long, global = true, env = ENV_WORKER_THREADS)]
     pub worker_threads: Option<usize>,
 }
 
@@ -76,10 +116,13 @@ pub enum Command {
     Sync(SyncArgs),
     /// Run the mock İYS (same paths, fields, codes and limits as the real API) for
     /// integration and load tests.
+    #[cfg(feature = "dev-tools")]
     MockIys(MockIysArgs),
     /// Load-test a server with unary Checks (closed loop), against iysgate or the echo baseline.
+    #[cfg(feature = "dev-tools")]
     Load(LoadArgs),
     /// Serve the load-test baseline: a bare gRPC echo of `Check`'s messages.
+    #[cfg(feature = "dev-tools")]
     EchoServer(EchoServerArgs),
     /// Apply the PostgreSQL migrations of the evidence store and exit (`serve` also applies
     /// them at start).
@@ -117,9 +160,8 @@ pub struct ReportArgs {
     /// The day (Turkey time), YYYY-MM-DD; default today.
     #[arg(long)]
     pub date: Option<chrono::NaiveDate>,
-    /// `table`, `json` or `csv`.
-    #[arg(long, default_value = "table")]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -138,9 +180,8 @@ pub struct ReconcileArgs {
     /// Confirm the agreement with İYS when the day is clean.
     #[arg(long)]
     pub confirm: bool,
-    /// `table`, `json` or `csv`.
-    #[arg(long, default_value = "table")]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
 }
 
 /// Where the administration commands find the evidence store.
@@ -243,7 +284,7 @@ pub struct ServeArgs {
     #[arg(long, env = ENV_API_KEYS)]
     pub api_keys: Option<PathBuf>,
     /// An API client on the command line: `name=NAME;sha256=HEX;brands=CODE,CODE[;retailers=*|CODE,CODE]`.
-    #[arg(long = "client")]
+    #[arg(long = "client", env = ENV_CLIENTS, value_delimiter = '|')]
     pub clients: Vec<String>,
     /// JSON file of brands and their policies.
     #[arg(long, env = ENV_BRANDS)]
@@ -267,7 +308,7 @@ pub struct ServeArgs {
     #[arg(long, env = ENV_IYS_PASSWORD, hide_env_values = true, default_value = "")]
     pub iys_password: String,
     /// The provider's iysCode (the brands recording consents belong to it).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = ENV_IYS_CODE, default_value_t = 0)]
     pub iys_code: u32,
     /// Longest wait for one İYS answer (connect, send, read the whole body), per attempt. At
     /// most half of `--max-staleness`: a hung answer must end, and the next attempt succeed,
@@ -279,24 +320,24 @@ pub struct ServeArgs {
     /// `iysgate keygen` makes a key and its digest.
     #[arg(
         long = "admin-key-sha256",
-        env = "IYSGATE_ADMIN_KEY_SHA256",
+        env = ENV_ADMIN_KEY_SHA256,
         value_delimiter = ','
     )]
     pub admin_keys: Vec<String>,
     /// Re-read the API clients kept in the evidence store this often, so a client added,
     /// granted or revoked through another replica is served here too (0s: only at start).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = ENV_CLIENTS_RELOAD, default_value = "30s", value_parser = parse_duration)]
     pub clients_reload: Duration,
     /// Each day at this Turkey time (HH:MM), reconcile every stored brand of `--iys-code`
     /// with İYS for the day before, store the daily report, and retry every 15 minutes until
     /// İYS has the file. Needs `--iys-url`.
-    #[arg(long, value_parser = parse_time_of_day)]
+    #[arg(long, env = ENV_RECONCILE_AT, value_parser = parse_time_of_day)]
     pub reconcile_at: Option<chrono::NaiveTime>,
     /// Confirm the agreement with İYS when a scheduled reconciliation finds the day clean.
-    #[arg(long)]
+    #[arg(long, env = ENV_RECONCILE_CONFIRM)]
     pub reconcile_confirm: bool,
     /// Poll a batch's result no sooner than this after sending it (İYS: 300 s).
-    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    #[arg(long, env = ENV_UPLOAD_POLL_DELAY, default_value = "300s", value_parser = parse_duration)]
     pub upload_poll_delay: Duration,
     /// The embedded default's durable store of recorded consents: an append-only file, each
     /// write synced to disk before it is acknowledged.
@@ -307,39 +348,39 @@ pub struct ServeArgs {
     pub max_staleness: Duration,
     /// Calls being worked on across all connections before new ones are shed with
     /// RESOURCE_EXHAUSTED (a Filter stream counts only while one of its chunks is answered).
-    #[arg(long, env = "IYSGATE_MAX_IN_FLIGHT", default_value_t = 4096)]
+    #[arg(long, env = ENV_MAX_IN_FLIGHT, default_value_t = 4096)]
     pub max_in_flight: usize,
     /// The same, per API key: a tenant's share, so one key cannot take the others' capacity.
-    #[arg(long, env = "IYSGATE_MAX_IN_FLIGHT_PER_KEY", default_value_t = 1024)]
+    #[arg(long, env = ENV_MAX_IN_FLIGHT_PER_KEY, default_value_t = 1024)]
     pub max_in_flight_per_key: usize,
     /// A call that waited longer than this for its work to start (worker threads busy, its
     /// body still arriving) is shed with RESOURCE_EXHAUSTED instead of answered late; 0ms
     /// turns it off.
-    #[arg(long, env = "IYSGATE_MAX_QUEUE_DELAY", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, env = ENV_MAX_QUEUE_DELAY, default_value = "100ms", value_parser = parse_duration)]
     pub max_queue_delay: Duration,
     /// A request that sends nothing for this long (a Filter stream waiting for its next
     /// chunk, a call whose message never comes) ends with DEADLINE_EXCEEDED.
-    #[arg(long, env = "IYSGATE_STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = ENV_STREAM_IDLE_TIMEOUT, default_value = "30s", value_parser = parse_duration)]
     pub stream_idle_timeout: Duration,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// How long a call over its client's quota is held before RESOURCE_EXHAUSTED is sent (within
     /// the call's deadline; 0ms answers at once): a client that ignores RetryInfo is slowed
     /// instead of spending the server's CPU on refusals.
-    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    #[arg(long, env = ENV_QUOTA_HOLD, default_value = "50ms", value_parser = parse_duration)]
     pub quota_hold: Duration,
     /// HTTP/2 streams per connection.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, env = ENV_MAX_CONCURRENT_STREAMS, default_value_t = 1024)]
     pub max_concurrent_streams: u32,
     /// Calls in flight per connection before that connection's new calls are shed.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, env = ENV_MAX_IN_FLIGHT_PER_CONNECTION, default_value_t = 1024)]
     pub max_in_flight_per_connection: usize,
     /// At shutdown, how long health reports NOT_SERVING before the listener stops accepting,
     /// so load balancers move traffic away first.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = ENV_SHUTDOWN_DELAY, default_value = "1s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
     /// How long in-flight calls may take to finish at shutdown.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = ENV_GRACE, default_value = "10s", value_parser = parse_duration)]
     pub grace: Duration,
     /// Follow the shared state in this Redis (a replica of a deployment) instead of the
     /// embedded in-process state.
@@ -357,16 +398,16 @@ pub struct ServeArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct TlsArgs {
     /// Certificate chain (PEM) served by every listener; with `--tls-key`.
-    #[arg(long, env = "IYSGATE_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = ENV_TLS_CERT, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of `--tls-cert`.
-    #[arg(long, env = "IYSGATE_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = ENV_TLS_KEY, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// CA certificates (PEM): clients must present a certificate they signed (mTLS).
-    #[arg(long, env = "IYSGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    #[arg(long, env = ENV_TLS_CLIENT_CA, requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
     /// How often the certificate files are looked at; a change is served to new connections.
-    #[arg(long, env = "IYSGATE_TLS_RELOAD", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = ENV_TLS_RELOAD, default_value = "10s", value_parser = parse_duration)]
     pub tls_reload: Duration,
 }
 
@@ -386,10 +427,10 @@ pub struct DemoArgs {
     #[command(flatten)]
     pub serve: ServeArgs,
     /// Records to generate (one per brand, recipient and recipient type).
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, env = ENV_DEMO_RECORDS, default_value_t = 1_000_000)]
     pub records: usize,
     /// Seed of the generator (the same seed gives the same data).
-    #[arg(long, default_value_t = 2026)]
+    #[arg(long, env = ENV_DEMO_SEED, default_value_t = 2026)]
     pub seed: u64,
 }
 
@@ -470,7 +511,13 @@ pub struct SyncArgs {
     #[arg(long, env = ENV_IYS_PASSWORD, hide_env_values = true)]
     pub iys_password: String,
     /// A brand to follow, as IYSCODE:BRANDCODE (repeat for every brand of the provider).
-    #[arg(long = "brand", value_parser = parse_brand_ref, required = true)]
+    #[arg(
+        long = "brand",
+        env = ENV_SYNC_BRANDS,
+        value_delimiter = ',',
+        value_parser = parse_brand_ref,
+        required = true
+    )]
     pub brands: Vec<crate::sync::BrandRef>,
     /// Redis of the deployment (records, change stream, cursors, lease).
     #[arg(long, env = ENV_REDIS_URL)]
@@ -478,7 +525,7 @@ pub struct SyncArgs {
     #[arg(long, env = ENV_REDIS_PREFIX, default_value = "iysgate")]
     pub redis_prefix: String,
     /// Pause between sync passes.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = ENV_SYNC_INTERVAL, default_value = "5s", value_parser = parse_duration)]
     pub interval: Duration,
     /// Longest wait for one İYS answer, per attempt; at most half of `--max-staleness`.
     #[arg(long, env = ENV_IYS_TIMEOUT, default_value = "10s", value_parser = parse_duration)]
@@ -488,7 +535,7 @@ pub struct SyncArgs {
     #[arg(long, env = ENV_MAX_STALENESS, default_value = "30s", value_parser = parse_duration)]
     pub max_staleness: Duration,
     /// Sync lease: a standby takes over this long after the leader stops renewing.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = ENV_SYNC_LEASE, default_value = "15s", value_parser = parse_duration)]
     pub lease: Duration,
     /// Where to receive İYS's push webhook (`POST /iys/push`, behind the HTTPS terminator
     /// registered with İYS); none by default (pull only).
@@ -509,6 +556,7 @@ pub struct SyncArgs {
     pub log: String,
 }
 
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args, Clone)]
 pub struct MockIysArgs {
     #[arg(long, default_value = "127.0.0.1:8089")]
@@ -532,18 +580,19 @@ pub struct MockIysArgs {
     pub log: String,
 }
 
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args, Clone)]
 pub struct LoadArgs {
     /// `sms` (unary Check), `email` (lists through Filter), `mixed-tenants` (a steady tenant
     /// beside a flooding one), `sync-burst` (RETs arriving at once, until all are enforced) or
     /// `cold-start` (time until a starting server answers SERVING; --records it loads).
-    #[arg(long, default_value = "sms")]
-    pub scenario: String,
+    #[arg(long, value_enum, default_value_t = Scenario::Sms)]
+    pub scenario: Scenario,
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub addr: String,
-    /// `iysgate` or `echo` (sms only).
-    #[arg(long, default_value = "iysgate")]
-    pub target: String,
+    /// What answers: iysgate, or the bare-tonic echo baseline (sms only).
+    #[arg(long, value_enum, default_value_t = LoadTarget::Iysgate)]
+    pub target: LoadTarget,
     #[arg(long, env = ENV_API_KEY, hide_env_values = true, default_value = "")]
     pub api_key: String,
     #[arg(long, default_value_t = 600_001)]
@@ -578,8 +627,8 @@ pub struct LoadArgs {
     pub recipients: usize,
     /// `email`: `phones` (packed numbers, MESAJ), `emails` (addresses in `recipient_lines`,
     /// EPOSTA) or `email-strings` (addresses as `repeated string`).
-    #[arg(long, default_value = "emails")]
-    pub list: String,
+    #[arg(long, value_enum, default_value_t = ListArg::Emails)]
+    pub list: ListArg,
     /// `email`: recipients per Filter chunk.
     #[arg(long, default_value_t = 10_000)]
     pub chunk: usize,
@@ -589,7 +638,7 @@ pub struct LoadArgs {
     /// `mixed-tenants`: the flooding tenant's API key.
     #[arg(
         long,
-        env = "IYSGATE_FLOOD_API_KEY",
+        env = ENV_FLOOD_API_KEY,
         hide_env_values = true,
         default_value = ""
     )]
@@ -622,6 +671,7 @@ pub struct LoadArgs {
     pub quiet: bool,
 }
 
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args, Clone)]
 pub struct EchoServerArgs {
     #[arg(long, default_value = "127.0.0.1:50052")]
@@ -642,6 +692,53 @@ fn parse_brand_ref(text: &str) -> Result<crate::sync::BrandRef, String> {
             .parse()
             .map_err(|_| format!("{text:?}: brandCode is not a number"))?,
     })
+}
+
+/// How a daily report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned columns for a terminal.
+    Table,
+    /// The report as pretty JSON.
+    Json,
+    /// One line per action, for a spreadsheet.
+    Csv,
+}
+
+/// A load-test scenario (`load --scenario`).
+#[cfg(feature = "dev-tools")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Unary Checks (or CheckBatches with `--batch`), closed or open loop.
+    Sms,
+    /// Lists through Filter streams.
+    Email,
+    /// A steady tenant beside a flooding one.
+    MixedTenants,
+    /// RETs arriving at once, until all are enforced.
+    SyncBurst,
+    /// Time until a starting server answers SERVING.
+    ColdStart,
+}
+
+/// What a load test calls (`load --target`).
+#[cfg(feature = "dev-tools")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadTarget {
+    Iysgate,
+    Echo,
+}
+
+/// How the `email` scenario sends its list (`load --list`).
+#[cfg(feature = "dev-tools")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListArg {
+    /// Packed phone numbers, MESAJ.
+    Phones,
+    /// Addresses in `recipient_lines`, EPOSTA.
+    Emails,
+    /// Addresses as `repeated string`, EPOSTA.
+    EmailStrings,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -677,7 +774,41 @@ impl Cli {
             Command::Demo(args) => {
                 check_iys_timeout(args.serve.iys_timeout, args.serve.max_staleness)
             }
-            Command::Sync(args) => check_iys_timeout(args.iys_timeout, args.max_staleness),
+            Command::Sync(args) => {
+                check_iys_timeout(args.iys_timeout, args.max_staleness)?;
+                if args.push_listen.is_some() && args.push_password.is_none() {
+                    return Err(format!("--push-listen needs {ENV_PUSH_PASSWORD}"));
+                }
+                Ok(())
+            }
+            #[cfg(feature = "dev-tools")]
+            Command::Load(args) => args.validate(),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(feature = "dev-tools")]
+impl LoadArgs {
+    /// The flags each scenario needs, checked before any connection is made.
+    ///
+    /// # Errors
+    /// A message naming the scenario and the missing flags.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.scenario {
+            Scenario::MixedTenants if self.rate == 0 || self.flood_api_key.is_empty() => Err(
+                "mixed-tenants needs --rate (the steady tenant's calls/s) and --flood-api-key"
+                    .into(),
+            ),
+            Scenario::SyncBurst if self.targets_file.is_none() => {
+                Err("sync-burst needs --targets-file".into())
+            }
+            Scenario::SyncBurst if self.rate == 0 => {
+                Err("sync-burst needs --rate (the steady Checks per second)".into())
+            }
+            Scenario::ColdStart if self.started_unix_ms.is_none() => {
+                Err("cold-start needs --started-unix-ms (the server's start)".into())
+            }
             _ => Ok(()),
         }
     }
@@ -723,29 +854,17 @@ impl std::str::FromStr for OptionalAddr {
     }
 }
 
-/// Parses `250ms`, `30s`, `5m`, `1h`.
+/// Parses a Turkey time of day, `HH:MM`.
 pub fn parse_time_of_day(text: &str) -> Result<chrono::NaiveTime, String> {
     chrono::NaiveTime::parse_from_str(text, "%H:%M")
         .map_err(|_| format!("{text:?}: expected HH:MM (Turkey time), e.g. 02:30"))
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected e.g. 500ms, 30s, 5m"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
-    };
-    Ok(d)
+/// A duration in humantime's forms: `250ms`, `30s`, `5m`, `1h`, `1h 30m`; a bare number has no
+/// unit and is refused.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?}: {e} (expected e.g. 500ms, 30s, 5m)"))
 }
 
 #[cfg(test)]
@@ -757,8 +876,106 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_mins(2)));
-        assert!(parse_duration("30").unwrap_err().contains("unit"));
-        assert!(parse_duration("x").is_err());
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_mins(10)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_hours(1)));
+        assert_eq!(parse_duration("0ms"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("300s"), Ok(Duration::from_mins(5)));
+        assert!(parse_duration("30").is_err(), "a bare number has no unit");
+        assert!(parse_duration("x").unwrap_err().contains("expected e.g."));
+    }
+
+    /// Every flag of `serve` (and so of `demo`, which flattens it) and of `sync` can be set
+    /// from the environment, under the one prefix.
+    #[test]
+    fn every_serve_and_sync_flag_has_an_environment_variable() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for name in ["serve", "demo", "sync"] {
+            let sub = cli.find_subcommand(name).expect("subcommand exists");
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                let env = arg
+                    .get_env()
+                    .unwrap_or_else(|| panic!("{name} --{id} has no environment variable"));
+                let env = env.to_str().expect("ASCII name");
+                assert!(env.starts_with("IYSGATE_"), "{name} --{id}: {env}");
+            }
+        }
+    }
+
+    /// A flag over the default; `|` separates client specs (in `IYSGATE_CLIENTS` too).
+    #[test]
+    fn a_flag_overrides_the_default_and_client_specs_split_on_bars() {
+        use clap::{CommandFactory, FromArgMatches};
+        // The process environment is not touched (tests run in parallel): the flag and the
+        // default sides are checked here, the environment names by the test above.
+        let m = Cli::command()
+            .try_get_matches_from(["iysgate", "serve", "--grace", "3s", "--client", "a|b"])
+            .unwrap();
+        let cli = Cli::from_arg_matches(&m).unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(serve.grace, Duration::from_secs(3));
+        assert_eq!(serve.clients, ["a", "b"], "`|` separates client specs");
+        assert_eq!(serve.quota_hold, Duration::from_millis(50), "the default");
+    }
+
+    #[test]
+    fn closed_sets_of_words_are_typed() {
+        let err = Cli::try_parse_from(["iysgate", "report", "--brand", "1", "--format", "xml"])
+            .unwrap_err();
+        assert!(err.to_string().contains("table"), "{err}");
+        let cli =
+            Cli::try_parse_from(["iysgate", "report", "--brand", "1", "--format", "csv"]).unwrap();
+        let Command::Report(report) = cli.command else {
+            panic!("report expected")
+        };
+        assert_eq!(report.format, ReportFormat::Csv);
+    }
+
+    #[test]
+    fn sync_push_needs_its_password_before_any_port() {
+        let err = Cli::try_parse_from([
+            "iysgate",
+            "sync",
+            "--iys-url",
+            "http://127.0.0.1:8089",
+            "--iys-username",
+            "u",
+            "--iys-password",
+            "p",
+            "--redis-url",
+            "redis://127.0.0.1",
+            "--brand",
+            "700000:700001,700000:700002",
+            "--push-listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let Command::Sync(sync) = &err.command else {
+            panic!("sync expected")
+        };
+        assert_eq!(sync.brands.len(), 2, "commas separate brands");
+        if sync.push_password.is_none() {
+            assert!(err.validate().unwrap_err().contains(ENV_PUSH_PASSWORD));
+        }
+    }
+
+    #[cfg(feature = "dev-tools")]
+    #[test]
+    fn load_scenarios_check_their_flags_at_start() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().validate();
+        let err = parse(&["iysgate", "load", "--scenario", "mixed-tenants"]).unwrap_err();
+        assert!(err.contains("--flood-api-key"), "{err}");
+        let err = parse(&["iysgate", "load", "--scenario", "cold-start"]).unwrap_err();
+        assert!(err.contains("--started-unix-ms"), "{err}");
+        assert!(parse(&["iysgate", "load"]).is_ok());
+        assert!(Cli::try_parse_from(["iysgate", "load", "--scenario", "smss"]).is_err());
     }
 
     #[test]

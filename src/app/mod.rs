@@ -6,6 +6,7 @@
 pub mod config;
 pub mod demo;
 pub mod listener;
+pub mod run;
 pub mod schedules;
 pub mod serving;
 pub mod tls;

@@ -156,7 +156,7 @@ pub async fn report(args: ReportArgs) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?
     };
-    print_report(&report, &args.format)
+    print_report(&report, args.format)
 }
 
 /// `iysgate reconcile`: Admin.Reconcile on a running server, the report printed.
@@ -180,7 +180,7 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<(), String> {
         .await
         .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
     let report = crate::api::admin::report_from_pb(reply.get_ref())?;
-    print_report(&report, &args.format)
+    print_report(&report, args.format)
 }
 
 async fn admin_client(
@@ -191,15 +191,33 @@ async fn admin_client(
         .map_err(|e| format!("connecting to {addr}: {e}"))
 }
 
-fn print_report(report: &crate::write::report::DailyReport, format: &str) -> Result<(), String> {
+fn print_report(
+    report: &crate::write::report::DailyReport,
+    format: crate::app::config::ReportFormat,
+) -> Result<(), String> {
+    use crate::app::config::ReportFormat;
     match format {
-        "table" => print!("{}", report.table()),
-        "csv" => print!("{}", report.csv()),
-        "json" => println!(
+        ReportFormat::Table => print!("{}", report.table()),
+        ReportFormat::Csv => print!("{}", report.csv()),
+        ReportFormat::Json => println!(
             "{}",
             serde_json::to_string_pretty(report).map_err(|e| e.to_string())?
         ),
-        other => return Err(format!("--format {other:?}: expected table, json or csv")),
     }
+    Ok(())
+}
+
+/// `iysgate migrate`: applies the evidence store's PostgreSQL migrations and exits.
+///
+/// # Errors
+/// When the database cannot be reached or a migration fails.
+pub async fn migrate(args: &crate::app::config::MigrateArgs) -> Result<(), String> {
+    crate::write::evidence::PgStore::connect(
+        &args.database_url,
+        crate::domain::BusinessCalendar::embedded(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    println!("evidence store migrated");
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod client;
 /// İYS's H-codes and their messages, as İYS answers them (the mock's answers and the write
 /// path's refusals).
 pub mod codes;
+#[cfg(feature = "dev-tools")]
 pub mod mock;
 pub mod token;
 /// İYS's field validation (the 422 layer), shared by the mock İYS and `ConsentRecords`.
