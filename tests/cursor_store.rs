@@ -59,7 +59,6 @@ impl Cursors for EvidenceStore {
         self.cursor(brand, source).await.unwrap()
     }
     async fn put(&self, brand: BrandRef, source: PullSource, cursor: &Cursor) {
-        let source = source;
         self.set_cursor(brand, source, cursor, at(0)).await.unwrap();
     }
 }

@@ -490,12 +490,11 @@ where
     ) -> impl Future<Output = Result<Page, PullError>> + Send {
         let client = self.clone();
         async move {
-            let wire_source = source;
             let page = client
                 .pull_changes(
                     u64::from(brand.iys_code),
                     u64::from(brand.brand_code),
-                    wire_source,
+                    source,
                     after.as_deref(),
                     limit,
                 )
