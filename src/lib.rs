@@ -1,30 +1,39 @@
 //! iysgate answers one question, millions of times a second: may brand B send a commercial
 //! message on channel C to recipient R right now, under Turkey's İYS consent rules?
 //!
-//! The modules, each with one job:
+//! Folders by path, lowest first; a folder imports only those before it in this list, never
+//! one below (no two folders import each other):
 //! - [`domain`]: the İYS vocabulary, recipient normalisation, consent ordering, the decision
-//!   rules and the business-day calendar. Pure: no I/O.
-//! - [`index`]: the compact in-memory index of current records that answers every check.
-//! - [`store`]: current records and the one write path that keeps the index in step.
-//! - [`check`]: a check from input to decision, reading only memory.
-//! - [`auth`]: API keys (stored hashed) and their brand grants.
-//! - [`quota`]: per-client rate limits, so one tenant cannot take another's capacity.
-//! - [`evidence`]: the system of record for collected consents, their evidence and their
-//!   upload to İYS (PostgreSQL, or an append-only file in the embedded default).
-//! - [`uploader`]: drains the evidence store's upload outbox into İYS (single and batch
-//!   add), exactly once, within the registration deadline.
-//! - [`api`]: the tonic gRPC services and the mapping to status codes.
-//! - [`import`]: consents collected elsewhere, from a CSV file into the evidence store.
-//! - [`report`]: the daily action report from the evidence store.
-//! - [`record`]: `ConsentRecords`, consents the company collected: validated, stored, applied.
-//! - [`server`]: assembling and running a process; shutdown in order.
-//! - [`listener`]: accepting connections (TLS, lingering close, queueing stamps, idle
-//!   request timeouts) for the gRPC port and the HTTP listeners.
-//! - [`tls`]: certificates for every listener, re-read when their files change.
-//! - [`demo`]: the generated data set of the embedded default.
-//! - [`client`]: the command-line client.
-//! - [`config`]: command line and environment.
-//! - [`telemetry`]: logs without personal data, and metrics.
+//!   rules and the business-day calendar. Pure.
+//! - [`rng`], [`telemetry`], [`quota`], [`auth`]: leaves: a seeded generator; logs without
+//!   personal data and metrics; per-key rate limits; API keys and their grants (a leaf
+//!   because the evidence store keeps clients too).
+//! - [`check`]: **the check path**: the compact index (`check::index`), the current records
+//!   and the one write path into the index (`check::store`), and a check from input to
+//!   decision reading only memory (`check::Checker`).
+//! - [`iys`]: İYS's REST API: the client (token flow, retries, the halt), wire types, İYS's
+//!   own validation and H-codes; the mock İYS under the `dev-tools` feature.
+//! - [`pb`]: the generated protobuf code, its codec and the conversions to domain values.
+//! - [`sync`]: **the sync path**: the worker pulling both sources per brand, its leaf types
+//!   (`sync::types`), the daily file, the push receiver, and the shared state in Redis
+//!   (`sync::redis`: publish, follow, leader).
+//! - [`write`]: **the write path**: recorded consents (`write::record`), the evidence store,
+//!   the uploader, the import, the reconciliation, the daily report, accounts.
+//! - [`api`]: the gRPC services, one file each, over admission (`api::admission`) and one
+//!   error-to-status table (`api::status`).
+//! - [`app`]: **assembling and running a process**: the `App`, serving and the ordered
+//!   shutdown, the schedules, the listener (TLS, lingering close), configuration.
+//! - `load` (`dev-tools`): the load generator.
+//! - [`cli`]: the commands besides serving (client, admin, import, keygen, the demo tour).
+//!
+//! Where each decision rule (DESIGN.md) lives:
+//! 1. grants: `auth::Client::may`, asked by `api::admission::permission`;
+//! 2. normalisation: `domain::recipient::normalise_recipient`, asked by `check::parse_recipient`
+//!    and `write::record::new_event`;
+//! 3. exempt purposes and 4–6 (own RET, latest event, retailer): `domain::decision::decide`,
+//!    ordering in `domain::consent`;
+//! 7. fresh data only: `check::Freshness` and `Checker::data_age`, health in `app::serving`;
+//! 8. every answer says why: `pb::convert::decision_pb`.
 
 pub mod api;
 pub mod app;

@@ -10,6 +10,8 @@
 //! refused. Lists in one variable: `IYSGATE_CLIENTS` separates client specs with `|` (a spec
 //! uses `;`, `=`, `,` and `*`, never `|`); `IYSGATE_ADMIN_KEY_SHA256` and
 //! `IYSGATE_SYNC_BRANDS` separate with commas.
+//!
+//! Over 600 lines on purpose: every flag, each documented with its reason and unit, and the start-up checks.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

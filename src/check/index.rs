@@ -92,6 +92,8 @@
 //! that long too); all heavy work, building tables, happens holding no lock readers need. It does
 //! not decide: policy (pending deadlines, TACIR defaults, staleness, exemptions) lives in the
 //! decision code, and how old the data is belongs to the sync layer.
+//!
+//! Over 600 lines on purpose: one data structure (frozen table + delta) whose parts only make sense together, with its tests.
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};

@@ -39,6 +39,8 @@
 //!
 //! This module does no I/O, except in the explicit [`BusinessCalendar::from_path`] constructor.
 //! Lookups do not allocate: the holidays are a sorted `Vec` searched by binary search.
+//!
+//! Over 600 lines on purpose: the calendar rules and their boundary tests, most of the file.
 
 use std::collections::HashMap;
 use std::fmt;

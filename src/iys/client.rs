@@ -26,6 +26,8 @@
 //! Transport: HTTP/1.1 through hyper-util's pooled client; `IysClient::new` speaks HTTPS
 //! (rustls, the system's root certificates) for the real İYS and plain HTTP for the mock.
 //! [`IysClient::with_connector`] takes any other hyper connector.
+//!
+//! Over 600 lines on purpose: the İYS client: transport, token flow and endpoints share one retry policy and one error type.
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};

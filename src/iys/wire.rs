@@ -9,6 +9,8 @@
 //!   unknown field becomes `H118` (and a bad enum value `H115`/`H116`/`H117`) instead of a
 //!   generic parse error;
 //! * response types do **not** deny unknown fields, so a client survives İYS adding fields.
+//!
+//! Over 600 lines on purpose: every İYS request and answer body in one place, so they can be held against the OpenAPI document.
 
 use serde::{Deserialize, Serialize};
 

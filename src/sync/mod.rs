@@ -4,6 +4,8 @@
 //! (brand, source) is stored only after its page is applied; the data is confirmed fresh only
 //! after a whole pass succeeded. A gap longer than İYS's 7-day window is reported, not skipped
 //! silently.
+//!
+//! Over 600 lines on purpose: the worker and its unit tests (the parts are in types.rs, daily.rs, redis/).
 
 pub mod daily;
 pub mod push;

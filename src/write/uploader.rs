@@ -27,6 +27,8 @@
 //! (the serving index's `Consents::apply`, or a Redis publish); it knows nothing of either.
 //!
 //! Never logs or reports a recipient: log lines carry event ids, brand codes and H-codes.
+//!
+//! Over 600 lines on purpose: the uploader loop and its unit tests (the parts are in uploader/).
 
 mod answer;
 mod batch;

@@ -1,4 +1,6 @@
 //! HTTP layer of the mock: routes, the guard (faults, per-second limit), auth and handlers.
+//!
+//! Over 600 lines on purpose: one handler per İYS endpoint the mock serves, each small.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -3,6 +3,8 @@
 //! Several replicas may share one database: a batch is one transaction, uploads are claimed
 //! with `FOR UPDATE SKIP LOCKED`, and an answer is applied under the outbox row's lock by the
 //! same rules as the file store (`model::after_answer`).
+//!
+//! Over 600 lines on purpose: one store implementation; its SQL is kept beside the methods that run it.
 
 mod admin;
 mod rows;

@@ -18,6 +18,8 @@
 //!   that record is in force and the consent is not lost; the index then applies it with
 //!   İYS's transactionId and creationDate. A record of another status: it changed in
 //!   between, so retry.
+//!
+//! Over 600 lines on purpose: the classification of every İYS answer, with a unit test per answer.
 
 use std::fmt::Write as _;
 use std::time::Duration;
