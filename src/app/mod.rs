@@ -89,19 +89,22 @@ pub async fn open_evidence(
     ))
 }
 
-/// The İYS client of `--iys-url` with the İYS user of the flags, its token kept in `tokens`.
-fn iys_client(
+/// The one place an İYS client is built from the flags (`serve`'s uploader and
+/// reconciliation, `sync`'s worker): the İYS user, the request timeout, its token kept in
+/// `tokens`.
+pub(crate) fn iys_client(
     url: &str,
-    args: &ServeArgs,
+    user: (&str, &str),
+    timeout: Duration,
     tokens: Arc<dyn crate::iys::token::TokenStore>,
 ) -> Result<crate::iys::client::IysClient, String> {
     use crate::iys::client::{Credentials, IysClient, RetryPolicy};
     let credentials = Credentials {
-        username: args.iys_username.clone(),
-        password: args.iys_password.clone(),
+        username: user.0.to_owned(),
+        password: user.1.to_owned(),
     };
     let retry = RetryPolicy {
-        request_timeout: args.iys_timeout,
+        request_timeout: timeout,
         ..RetryPolicy::default()
     };
     IysClient::new(url, credentials, tokens, retry).map_err(|e| format!("İYS client: {e}"))
@@ -118,7 +121,12 @@ pub fn iys_account(args: &ServeArgs) -> Result<Option<crate::api::admin::IysAcco
     }
     let tokens = Arc::new(crate::iys::token::MemoryTokenStore::new());
     Ok(Some(crate::api::admin::IysAccount {
-        client: iys_client(url, args, tokens)?,
+        client: iys_client(
+            url,
+            (&args.iys_username, &args.iys_password),
+            args.iys_timeout,
+            tokens,
+        )?,
         iys_code: args.iys_code,
     }))
 }
@@ -135,7 +143,12 @@ pub async fn share_iys_token(app: &mut App, args: &ServeArgs) -> Result<(), Stri
         crate::iys::token::RedisTokenStore::connect(redis, &args.redis_prefix, &args.iys_username)
             .await
             .map_err(|e| format!("İYS token store: {e}"))?;
-    account.client = iys_client(url, args, Arc::new(tokens))?;
+    account.client = iys_client(
+        url,
+        (&args.iys_username, &args.iys_password),
+        args.iys_timeout,
+        Arc::new(tokens),
+    )?;
     Ok(())
 }
 

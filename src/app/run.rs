@@ -172,7 +172,6 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), String> {
 /// # Errors
 /// A message for a start-up failure (TLS, Redis, İYS client, a port).
 pub async fn sync(args: SyncArgs) -> Result<(), String> {
-    use crate::iys::client::{Credentials, IysClient, RetryPolicy};
     use crate::sync::{MemoryCursors, SyncConfig, SyncWorker};
     crate::telemetry::init_logging(&args.log)?;
     let shutdown = CancellationToken::new();
@@ -187,10 +186,6 @@ pub async fn sync(args: SyncArgs) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
     }
-    let credentials = Credentials {
-        username: args.iys_username.clone(),
-        password: args.iys_password.clone(),
-    };
     // One token for every worker of the deployment, kept in Redis (İYS limits token calls).
     let tokens = crate::iys::token::RedisTokenStore::connect(
         &args.redis_url,
@@ -199,12 +194,12 @@ pub async fn sync(args: SyncArgs) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    let retry = RetryPolicy {
-        request_timeout: args.iys_timeout,
-        ..RetryPolicy::default()
-    };
-    let client = IysClient::new(&args.iys_url, credentials, Arc::new(tokens), retry)
-        .map_err(|e| format!("İYS client: {e}"))?;
+    let client = super::iys_client(
+        &args.iys_url,
+        (&args.iys_username, &args.iys_password),
+        args.iys_timeout,
+        Arc::new(tokens),
+    )?;
     let shared = crate::sync::redis::SharedState::connect(&args.redis_url, &args.redis_prefix)
         .await
         .map_err(|e| format!("redis: {e}"))?;
