@@ -5,9 +5,9 @@
 //! one below (no two folders import each other):
 //! - [`domain`]: the İYS vocabulary, recipient normalisation, consent ordering, the decision
 //!   rules and the business-day calendar. Pure.
-//! - [`rng`], [`telemetry`], [`quota`], [`auth`]: leaves: a seeded generator; logs without
-//!   personal data and metrics; per-key rate limits; API keys and their grants (a leaf
-//!   because the evidence store keeps clients too).
+//! - [`rng`], [`backoff`], [`telemetry`], [`quota`], [`auth`]: leaves: a seeded generator;
+//!   the one retry backoff; logs without personal data and metrics; per-key rate limits; API
+//!   keys and their grants (a leaf because the evidence store keeps clients too).
 //! - [`check`]: **the check path**: the compact index (`check::index`), the current records
 //!   and the one write path into the index (`check::store`), and a check from input to
 //!   decision reading only memory (`check::Checker`).
@@ -38,6 +38,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backoff;
 pub mod check;
 pub mod cli;
 pub mod domain;

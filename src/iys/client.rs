@@ -122,14 +122,13 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Full jitter: a uniform delay in `[0, min(cap, base · 2^(attempt-1))]`.
     fn backoff(&self, attempt: u32) -> Duration {
-        let shift = attempt.saturating_sub(1).min(31);
-        let ceiling = self.base.saturating_mul(1 << shift).min(self.cap);
-        let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        if ceiling_ms == 0 {
-            return ceiling;
-        }
-        let random = getrandom::u64().unwrap_or(ceiling_ms / 2);
-        Duration::from_millis(random % ceiling_ms.saturating_add(1))
+        let backoff = crate::backoff::Backoff {
+            base: self.base,
+            cap: self.cap,
+        };
+        // Without OS randomness, a fixed point of the range (still capped).
+        let random = getrandom::u64().unwrap_or(u64::MAX / 2);
+        backoff.full_jitter(attempt, random)
     }
 }
 

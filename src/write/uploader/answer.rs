@@ -214,33 +214,7 @@ pub(crate) fn describe(errors: &[ErrorItem]) -> String {
     out
 }
 
-/// Backoff and the earliest retry instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// First ceiling; doubles with each attempt.
-    pub base: Duration,
-    /// Largest ceiling; account problems always wait this long.
-    pub cap: Duration,
-}
-
-impl Backoff {
-    /// Equal jitter: half the ceiling plus a uniform share of the other half, where the
-    /// ceiling is `min(cap, base · 2^(attempt-1))`. Never zero, so a failing upload cannot
-    /// spin; jittered, so uploads that failed together do not return together. `random`
-    /// is any `u64` (the caller draws it).
-    pub fn delay(&self, attempt: u32, account: bool, random: u64) -> Duration {
-        let shift = attempt.saturating_sub(1).min(31);
-        let ceiling = if account {
-            self.cap
-        } else {
-            self.base.saturating_mul(1 << shift).min(self.cap)
-        };
-        let half = ceiling / 2;
-        let spread = u64::try_from(half.as_micros()).unwrap_or(u64::MAX);
-        let jitter = Duration::from_micros(random % spread.saturating_add(1));
-        (ceiling.saturating_sub(half) + jitter).max(Duration::from_millis(1))
-    }
-}
+pub use crate::backoff::Backoff;
 
 /// The answer to record for a reading of attempt `attempt` at `now`. `Registered` needs a
 /// creation date İYS sent; an unreadable one is taken as `now_turkey` (İYS accepted it,
