@@ -16,8 +16,9 @@ use iysgate::app::demo;
 use iysgate::check::index::{ConsentIndex, EmailKeyer};
 use iysgate::check::store::Consents;
 use iysgate::check::{Checker, FilterOutcome, FilterSpec, Freshness, Query};
+use iysgate::clock::SystemClock;
 use iysgate::domain::recipient::{normalise_email, normalise_phone};
-use iysgate::domain::{BusinessCalendar, Channel, Clock, Purpose, RecipientType, SystemClock};
+use iysgate::domain::{BusinessCalendar, Channel, Clock, Purpose, RecipientType};
 
 const CHUNK: usize = 10_000;
 

@@ -5,8 +5,8 @@
 //! one below (no two folders import each other):
 //! - [`domain`]: the İYS vocabulary, recipient normalisation, consent ordering, the decision
 //!   rules and the business-day calendar. Pure.
-//! - [`rng`], [`backoff`], [`telemetry`], [`quota`], [`auth`]: leaves: a seeded generator;
-//!   the one retry backoff; logs without personal data and metrics; per-key rate limits; API
+//! - [`rng`], [`clock`], [`backoff`], [`telemetry`], [`quota`], [`auth`]: leaves: a seeded generator;
+//!   the system clock (the only read of the machine's time); the one retry backoff; logs without personal data and metrics; per-key rate limits; API
 //!   keys and their grants (a leaf because the evidence store keeps clients too).
 //! - [`check`]: **the check path**: the compact index (`check::index`), the current records
 //!   and the one write path into the index (`check::store`), and a check from input to
@@ -41,6 +41,7 @@ pub mod auth;
 pub mod backoff;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod domain;
 pub mod iys;
 #[cfg(feature = "dev-tools")]

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Duration as ChronoDuration;
-use iysgate::domain::{Clock, Reason, SystemClock};
+use iysgate::clock::SystemClock;
+use iysgate::domain::{Clock, Reason};
 use iysgate::iys::client::{Credentials, IysClient, RetryPolicy};
 use iysgate::iys::mock::{CitizenSource, Faults, MockConfig, MockIys, SeedRecord, TruncateMode};
 use iysgate::iys::token::MemoryTokenStore;

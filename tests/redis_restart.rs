@@ -8,7 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use iysgate::domain::{Reason, SystemClock};
+use iysgate::clock::SystemClock;
+use iysgate::domain::Reason;
 use iysgate::sync::redis::SharedState;
 use iysgate::sync::{BrandRef, MemoryCursors, SyncConfig, SyncWorker};
 use tokio_util::sync::CancellationToken;

@@ -18,11 +18,11 @@ use iysgate::app::config::{Cli, Command};
 use iysgate::app::{self, App};
 use iysgate::auth::{hash_key, to_hex};
 use iysgate::check::store::Consents;
+use iysgate::clock::SystemClock;
 use iysgate::domain::time::{format_iys, parse_iys};
 use iysgate::domain::{
     BrandPolicy, Channel as DChannel, Clock, ConsentEvent, ConsentKey, ConsentRecord,
     ConsentStatus, PhoneNumber, Reason, Recipient, RecipientType, Registration, Source,
-    SystemClock,
 };
 use iysgate::pb;
 use iysgate::pb::consent_check_client::ConsentCheckClient;

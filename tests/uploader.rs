@@ -26,10 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Duration as ChronoDuration;
+use iysgate::clock::SystemClock;
 use iysgate::domain::time::{format_iys, parse_iys};
-use iysgate::domain::{
-    Clock, ConsentEvent, ConsentStatus, ManualClock, Reason, Registration, SystemClock,
-};
+use iysgate::domain::{Clock, ConsentEvent, ConsentStatus, ManualClock, Reason, Registration};
 use iysgate::iys::client::BatchItemStatus;
 use iysgate::iys::mock::{Faults, MockConfig, SeedRecord};
 use iysgate::iys::wire::{ConsentStatus as WireStatus, ConsentType, RecipientType};

@@ -16,8 +16,9 @@ use crate::auth::{ApiKeys, KeysError};
 use crate::check::index::{ConsentIndex, EmailKeyer};
 use crate::check::store::Consents;
 use crate::check::{Checker, Freshness};
+use crate::clock::SystemClock;
 use crate::domain::calendar::CalendarError;
-use crate::domain::{BrandPolicy, BusinessCalendar, Clock, SystemClock};
+use crate::domain::{BrandPolicy, BusinessCalendar, Clock};
 use crate::telemetry::Metrics;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -292,7 +293,7 @@ impl App {
             keys.add_flag(flag)?;
         }
         let calendar = match &args.calendar {
-            Some(path) => BusinessCalendar::from_path(path)?,
+            Some(path) => load_calendar(path)?,
             None => BusinessCalendar::embedded(),
         };
         // Deadlines run up to a week ahead: warn while there is time to ship next year's data.
@@ -363,6 +364,17 @@ impl App {
     }
 }
 
+/// Reads and parses the holiday CSV of `--calendar` (`domain` does no I/O).
+///
+/// # Errors
+/// [`CalendarError::Io`] naming `path` when the file cannot be read or is not UTF-8;
+/// otherwise as [`BusinessCalendar::from_csv`].
+pub fn load_calendar(path: &Path) -> Result<BusinessCalendar, CalendarError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| CalendarError::Io(path.to_path_buf(), e))?;
+    BusinessCalendar::from_csv(&text)
+}
+
 /// The system clock as the shared clock type.
 pub fn system_clock() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
@@ -389,6 +401,27 @@ mod tests {
             next_run(t("2026-05-20 23:59:59"), at),
             t("2026-05-21 02:30:00")
         );
+    }
+
+    #[test]
+    fn a_calendar_file_is_read_and_a_missing_one_named() {
+        let path =
+            std::env::temp_dir().join(format!("iysgate-calendar-{}.csv", std::process::id()));
+        std::fs::write(
+            &path,
+            "date,weekday,kind,name_tr,basis\n2031-01-01,Wed,FULL,Yılbaşı,fixed\n",
+        )
+        .unwrap();
+        let cal = load_calendar(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2031, 1, 1).unwrap();
+        assert_eq!(
+            cal.day_kind(day),
+            crate::domain::calendar::DayKind::FullHoliday
+        );
+        let err = load_calendar(&path).unwrap_err();
+        assert!(matches!(err, CalendarError::Io(..)));
+        assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! The holiday list is a CSV file (`date,weekday,kind,name_tr,basis`; `kind` is `FULL` or
 //! `HALF_FROM_13:00`). A default covering 2020–2030 is embedded in the binary
 //! ([`BusinessCalendar::embedded`]); a deployment adds next year's dates or a new holiday by
-//! pointing configuration at its own file ([`BusinessCalendar::from_path`]), without a rebuild.
+//! pointing configuration at its own file (`app::load_calendar`), without a rebuild.
 //! See `BUSINESS-DAYS.md` for the rules and their sources.
 //!
 //! Two calendars are built on the same data:
@@ -37,14 +37,14 @@
 //!
 //! # I/O
 //!
-//! This module does no I/O, except in the explicit [`BusinessCalendar::from_path`] constructor.
+//! This module does no I/O: the file is read by `app::load_calendar`.
 //! Lookups do not allocate: the holidays are a sorted `Vec` searched by binary search.
 //!
 //! Over 600 lines on purpose: the calendar rules and their boundary tests, most of the file.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Weekday};
 
@@ -119,18 +119,6 @@ impl BusinessCalendar {
     #[must_use]
     pub fn embedded() -> Self {
         Self::from_csv(EMBEDDED_CSV).expect("the embedded holiday CSV is checked by a unit test")
-    }
-
-    /// Reads and parses a holiday CSV file. The only function in this module that does I/O.
-    ///
-    /// # Errors
-    ///
-    /// [`CalendarError::Io`] (naming `path`) when the file cannot be read or is not UTF-8;
-    /// otherwise as [`BusinessCalendar::from_csv`].
-    pub fn from_path(path: &Path) -> Result<Self, CalendarError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| CalendarError::Io(path.to_path_buf(), e))?;
-        Self::from_csv(&text)
     }
 
     /// Parses a holiday CSV.
@@ -806,24 +794,6 @@ mod tests {
                 "{csv:?}"
             );
         }
-    }
-
-    #[test]
-    fn from_path_reads_a_file_and_names_a_missing_one() {
-        let path =
-            std::env::temp_dir().join(format!("iysgate-calendar-{}.csv", std::process::id()));
-        std::fs::write(
-            &path,
-            format!("{HEADER}2031-01-01,Wed,FULL,Yılbaşı,fixed\n"),
-        )
-        .unwrap();
-        let cal = BusinessCalendar::from_path(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(cal.day_kind(d("2031-01-01")), DayKind::FullHoliday);
-
-        let err = BusinessCalendar::from_path(&path).unwrap_err();
-        assert!(matches!(err, CalendarError::Io(..)));
-        assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
     }
 
     #[test]

@@ -70,21 +70,12 @@ pub fn from_minute(minute: u32) -> TurkeyTime {
     minute_epoch() + Duration::minutes(i64::from(minute))
 }
 
-/// Where "now" comes from. Production uses `SystemClock`; tests use `ManualClock`.
+/// Where "now" comes from. Production uses `clock::SystemClock`; tests use `ManualClock`.
 pub trait Clock: Send + Sync + 'static {
     fn now_utc(&self) -> DateTime<Utc>;
 
     fn now_turkey(&self) -> TurkeyTime {
         to_turkey(self.now_utc())
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_utc(&self) -> DateTime<Utc> {
-        Utc::now()
     }
 }
 

@@ -45,7 +45,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::domain::time::{Clock, SystemClock};
+use crate::clock::SystemClock;
+use crate::domain::time::Clock;
 use crate::iys::token::{TokenSet, TokenState, TokenStore, TokenStoreError};
 
 pub use types::*;

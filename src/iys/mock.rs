@@ -37,8 +37,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::clock::SystemClock;
 use crate::domain::calendar::BusinessCalendar;
-use crate::domain::time::{Clock, SystemClock, format_iys};
+use crate::domain::time::{Clock, format_iys};
 use crate::iys::wire::{
     ChangeItem, ConsentStatus, ConsentType, IYS_SOURCES, PollItem, PollStatus, PushItem,
     PushPayload, RecipientType, StatusResponse,

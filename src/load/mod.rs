@@ -426,7 +426,7 @@ pub fn demo_recipients(
     let index = Arc::new(crate::check::index::ConsentIndex::new());
     let keyer = Arc::new(crate::check::index::EmailKeyer::new([0; 16]));
     let consents = crate::check::store::Consents::new(index, keyer);
-    let now = crate::domain::Clock::now_turkey(&crate::domain::SystemClock);
+    let now = crate::domain::Clock::now_turkey(&crate::clock::SystemClock);
     crate::app::demo::generate(&consents, records, seed, now);
     let mut out = Vec::with_capacity(hits * 2);
     consents.records().for_each(|key, _| {

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use iysgate::check::index::{ConsentIndex, EmailKeyer};
 use iysgate::check::store::Consents;
 use iysgate::check::{Checker, Freshness, Query};
-use iysgate::domain::{
-    BusinessCalendar, Channel, Clock, Purpose, Reason, RecipientType, SystemClock,
-};
+use iysgate::clock::SystemClock;
+use iysgate::domain::{BusinessCalendar, Channel, Clock, Purpose, Reason, RecipientType};
 use iysgate::sync::redis::SharedState;
 use iysgate::sync::{BrandRef, Change, ChangeSource, Page, PullError, PullSource};
 use tokio_util::sync::CancellationToken;
@@ -196,7 +195,7 @@ pub async fn demo_server_with(
     use clap::Parser;
     use iysgate::app::config::{Cli, Command};
     use iysgate::app::{self, App};
-    use iysgate::domain::SystemClock;
+    use iysgate::clock::SystemClock;
     let mut argv = vec![
         "iysgate".to_owned(),
         "serve".into(),

@@ -12,10 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
+use iysgate::clock::SystemClock;
 use iysgate::domain::recipient::normalise_recipient;
 use iysgate::domain::{
     BrandPolicy, BusinessCalendar, Channel, Clock, ConsentEvent, ConsentKey, ConsentStatus,
-    RecipientType, Source, SystemClock, TurkeyTime,
+    RecipientType, Source, TurkeyTime,
 };
 use iysgate::iys::client::{Credentials, IysClient, RetryPolicy};
 use iysgate::iys::mock::{Account, Faults, MockConfig, MockIys};
