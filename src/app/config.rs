@@ -871,6 +871,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    /// `iysgate sync` with the İYS user and Redis set, then `--brand` followed by `rest`.
+    fn sync_argv<'a>(rest: &[&'a str]) -> Vec<&'a str> {
+        let mut argv = vec![
+            "iysgate",
+            "sync",
+            "--iys-url",
+            "http://127.0.0.1:8089",
+            "--iys-username",
+            "u",
+            "--iys-password",
+            "p",
+            "--redis-url",
+            "redis://127.0.0.1",
+            "--brand",
+        ];
+        argv.extend_from_slice(rest);
+        argv
+    }
+
     use super::*;
 
     #[test]
@@ -942,22 +961,11 @@ mod tests {
 
     #[test]
     fn sync_push_needs_its_password_before_any_port() {
-        let err = Cli::try_parse_from([
-            "iysgate",
-            "sync",
-            "--iys-url",
-            "http://127.0.0.1:8089",
-            "--iys-username",
-            "u",
-            "--iys-password",
-            "p",
-            "--redis-url",
-            "redis://127.0.0.1",
-            "--brand",
+        let err = Cli::try_parse_from(sync_argv(&[
             "700000:700001,700000:700002",
             "--push-listen",
             "127.0.0.1:0",
-        ])
+        ]))
         .unwrap();
         let Command::Sync(sync) = &err.command else {
             panic!("sync expected")
@@ -993,21 +1001,7 @@ mod tests {
 
     #[test]
     fn sync_brands_parse_and_bad_ones_name_the_flag() {
-        let cli = Cli::try_parse_from([
-            "iysgate",
-            "sync",
-            "--iys-url",
-            "http://127.0.0.1:8089",
-            "--iys-username",
-            "u",
-            "--iys-password",
-            "p",
-            "--redis-url",
-            "redis://127.0.0.1",
-            "--brand",
-            "700000:700001",
-        ])
-        .unwrap();
+        let cli = Cli::try_parse_from(sync_argv(&["700000:700001"])).unwrap();
         let Command::Sync(sync) = cli.command else {
             panic!("sync expected")
         };
@@ -1080,20 +1074,7 @@ mod tests {
         );
         assert!(parse(&["iysgate", "demo", "--max-staleness", "10s"]).is_err());
         assert!(parse(&["iysgate", "serve", "--iys-timeout", "0s"]).is_err());
-        let sync = [
-            "iysgate",
-            "sync",
-            "--iys-url",
-            "http://127.0.0.1:8089",
-            "--iys-username",
-            "u",
-            "--iys-password",
-            "p",
-            "--redis-url",
-            "redis://127.0.0.1",
-            "--brand",
-            "700000:700001",
-        ];
+        let sync = sync_argv(&["700000:700001"]);
         assert!(parse(&sync).is_ok());
         let mut slow = sync.to_vec();
         slow.extend(["--iys-timeout", "20s"]);
