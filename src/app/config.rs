@@ -1076,7 +1076,7 @@ mod tests {
         assert!(parse(&["iysgate", "serve", "--iys-timeout", "0s"]).is_err());
         let sync = sync_argv(&["700000:700001"]);
         assert!(parse(&sync).is_ok());
-        let mut slow = sync.to_vec();
+        let mut slow = sync.clone();
         slow.extend(["--iys-timeout", "20s"]);
         assert!(parse(&slow).unwrap_err().contains("--max-staleness"));
     }
