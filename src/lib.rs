@@ -46,6 +46,7 @@ pub mod domain;
 pub mod iys;
 #[cfg(feature = "dev-tools")]
 pub mod load;
+pub mod panel;
 pub mod pb;
 pub mod quota;
 pub mod rng;

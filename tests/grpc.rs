@@ -246,7 +246,15 @@ async fn start(extra: &[&str]) -> TestServer {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let tasks = TaskTracker::new();
-            app::serve_grpc(&app, &args, listener, shutdown, &tasks).await
+            app::serve_grpc(
+                &app,
+                &args,
+                app::consent_service(&app, &args),
+                listener,
+                shutdown,
+                &tasks,
+            )
+            .await
         })
     };
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))

@@ -136,7 +136,15 @@ async fn start_with(extra: &[String], mock: Option<&ManualClockHandle>) -> Serve
         tokio::spawn(async move {
             let tasks = TaskTracker::new();
             app::spawn_uploader(&app, &args, &tasks, stop.clone()).unwrap();
-            app::serve_grpc(&app, &args, listener, stop, &tasks).await
+            app::serve_grpc(
+                &app,
+                &args,
+                app::consent_service(&app, &args),
+                listener,
+                stop,
+                &tasks,
+            )
+            .await
         });
     }
     let channel = tonic::transport::Endpoint::from_shared(addr)

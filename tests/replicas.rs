@@ -136,7 +136,15 @@ async fn serving_replica(
             let following = stop.clone();
             tasks.spawn(async move { follower.follow(consents, freshness, following).await });
             app::spawn_uploader(&app, &args, &tasks, stop.clone()).unwrap();
-            app::serve_grpc(&app, &args, listener, stop, &tasks).await
+            app::serve_grpc(
+                &app,
+                &args,
+                app::consent_service(&app, &args),
+                listener,
+                stop,
+                &tasks,
+            )
+            .await
         });
     }
     let channel = tonic::transport::Endpoint::from_shared(addr)

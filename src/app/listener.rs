@@ -156,6 +156,7 @@ impl AsyncWrite for Conn {
 pub struct Lingering {
     conn: Option<Conn>,
     closing: TaskTracker,
+    peer: SocketAddr,
 }
 
 impl Drop for Lingering {
@@ -181,6 +182,11 @@ async fn linger(mut conn: Conn) {
 }
 
 impl Lingering {
+    /// The address of the other end.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     fn conn(&mut self) -> Pin<&mut Conn> {
         Pin::new(self.conn.as_mut().expect("taken only on drop"))
     }
@@ -281,6 +287,7 @@ pub async fn accept<F, Fut>(
             let io = TokioIo::new(Lingering {
                 conn: Some(conn),
                 closing,
+                peer,
             });
             serve(io, stop).await;
         });
@@ -329,6 +336,15 @@ pub async fn serve_http_connection(
     router: axum::Router,
     drain: CancellationToken,
 ) {
+    // Handlers that need the caller's address (the panel's login limit) read `ConnectInfo`.
+    let peer = axum::extract::ConnectInfo(io.inner().peer());
+    let router = tower::ServiceExt::map_request(
+        router,
+        move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer);
+            req
+        },
+    );
     let service = hyper_util::service::TowerToHyperService::new(router);
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection(io, service);

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use schedules::{spawn_reconcile_schedule, spawn_uploader};
-pub use serving::{ServerTls, bind, serve_grpc, serve_metrics, shutdown_signal};
+pub use serving::{ServerTls, bind, consent_service, serve_grpc, serve_metrics, shutdown_signal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -153,7 +153,8 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), String> {
         app::shutdown_signal().await;
         stop.cancel();
     });
-    let served = app::serve_grpc(&app, &args, listener, shutdown.clone(), &tasks).await;
+    let service = app::consent_service(&app, &args);
+    let served = app::serve_grpc(&app, &args, service, listener, shutdown.clone(), &tasks).await;
     shutdown.cancel();
     tasks.close();
     if tokio::time::timeout(args.grace, tasks.wait())

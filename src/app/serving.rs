@@ -24,10 +24,32 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
+/// The consent services' state for `app`: checker, index, served keys, admission limits,
+/// evidence store and replicas. One per process: gRPC and the panel share it, so a client the
+/// panel adds is served at once.
+pub fn consent_service(app: &App, args: &ServeArgs) -> Arc<ConsentService> {
+    let service = ConsentService::new(
+        Arc::clone(&app.checker),
+        Arc::clone(&app.consents),
+        Arc::clone(&app.keys),
+        Arc::clone(&app.metrics),
+        Limits {
+            max_in_flight: args.max_in_flight,
+            max_in_flight_per_key: args.max_in_flight_per_key,
+            max_queue_delay: args.max_queue_delay,
+            quota_hold: args.quota_hold,
+        },
+    )
+    .with_evidence(app.evidence.clone())
+    .with_shared(app.shared.clone());
+    Arc::new(service)
+}
+
 /// Serves gRPC on `listener` until `shutdown` fires, then drains within `args.grace`.
 pub async fn serve_grpc(
     app: &App,
     args: &ServeArgs,
+    service: Arc<ConsentService>,
     listener: TcpListener,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
@@ -53,21 +75,6 @@ pub async fn serve_grpc(
         .build_v1alpha()
         .map_err(|e| StartError::Reflection(e.to_string()))?;
 
-    let service = ConsentService::new(
-        Arc::clone(&app.checker),
-        Arc::clone(&app.consents),
-        Arc::clone(&app.keys),
-        Arc::clone(&app.metrics),
-        Limits {
-            max_in_flight: args.max_in_flight,
-            max_in_flight_per_key: args.max_in_flight_per_key,
-            max_queue_delay: args.max_queue_delay,
-            quota_hold: args.quota_hold,
-        },
-    )
-    .with_evidence(app.evidence.clone())
-    .with_shared(app.shared.clone());
-    let service = Arc::new(service);
     let admin = app.evidence.as_ref().map(|store| {
         crate::api::admin::AdminService::new(
             Arc::clone(&service),

@@ -225,7 +225,15 @@ pub async fn demo_server_with(
     tokio::spawn(async move {
         let tasks = tokio_util::task::TaskTracker::new();
         app.spawn_embedded_heartbeat(&tasks, stop.clone());
-        app::serve_grpc(&app, &args, listener, stop, &tasks).await
+        app::serve_grpc(
+            &app,
+            &args,
+            app::consent_service(&app, &args),
+            listener,
+            stop,
+            &tasks,
+        )
+        .await
     });
     addr
 }
