@@ -46,14 +46,14 @@ fn main() -> ExitCode {
 }
 
 /// One library function per command.
-async fn dispatch(command: Command) -> Result<(), String> {
+async fn dispatch(command: Command) -> Result<(), iysgate::cli::Error> {
     match command {
         Command::Demo(args) => demo::run(args).await,
-        Command::Serve(args) => run::serve(args, None).await,
-        Command::Sync(args) => run::sync(args).await,
-        Command::Check(args) => client::check(&args).await.map_err(|e| e.to_string()),
+        Command::Serve(args) => Ok(run::serve(args, None).await?),
+        Command::Sync(args) => Ok(run::sync(args).await?),
+        Command::Check(args) => Ok(client::check(&args).await?),
         Command::Filter(args) => {
-            let (items, allowed) = client::filter(&args).await.map_err(|e| e.to_string())?;
+            let (items, allowed) = client::filter(&args).await?;
             eprintln!("{items} recipients, {allowed} allowed");
             Ok(())
         }

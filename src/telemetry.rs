@@ -11,19 +11,37 @@ use siphasher::sip::SipHasher13;
 
 use crate::domain::{Purpose, Reason};
 
+/// Why logging could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    /// `--log` is not a `Targets` filter.
+    #[error("log filter {filter:?}: {source}")]
+    Filter {
+        filter: String,
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// A global subscriber was already set.
+    #[error(transparent)]
+    Init(#[from] tracing_subscriber::util::TryInitError),
+}
+
 /// Starts the tracing subscriber. `filter` uses the `RUST_LOG` syntax of `Targets`
 /// (e.g. `info,iysgate=debug`).
-pub fn init_logging(filter: &str) -> Result<(), String> {
+///
+/// # Errors
+/// [`LoggingError`]: a filter that does not parse, or a subscriber already set.
+pub fn init_logging(filter: &str) -> Result<(), LoggingError> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let targets: tracing_subscriber::filter::Targets = filter
-        .parse()
-        .map_err(|e| format!("log filter {filter:?}: {e}"))?;
-    tracing_subscriber::registry()
+    let targets: tracing_subscriber::filter::Targets =
+        filter.parse().map_err(|source| LoggingError::Filter {
+            filter: filter.to_owned(),
+            source,
+        })?;
+    Ok(tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_target(true))
         .with(targets)
-        .try_init()
-        .map_err(|e| e.to_string())
+        .try_init()?)
 }
 
 /// Installs the Prometheus recorder once per process and returns its handle.

@@ -129,7 +129,7 @@ fn refuse_field(field: &str, why: &str) -> Status {
 
 /// A code field (iys_code, brand_code, a retailer code) as a `u32`, see [`crate::pb::convert::narrow_code`].
 fn code(field: &str, value: u64) -> Result<u32, Status> {
-    crate::pb::convert::narrow_code(value).map_err(|why| refuse_field(field, &why))
+    crate::pb::convert::narrow_code(value).map_err(|why| refuse_field(field, &why.to_string()))
 }
 
 /// A grant from the wire; `prefix` names it in a refusal (`grant.`, `grants[0].`).
@@ -250,21 +250,35 @@ fn counts_back(list: &[pb::Count]) -> std::collections::BTreeMap<String, u64> {
     list.iter().map(|c| (c.key.clone(), c.count)).collect()
 }
 
+/// A field of a `DailyReport` message that does not read back as a report; each variant
+/// names the field and carries the value received.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportDecodeError {
+    #[error("date {0:?} is not YYYY-MM-DD")]
+    Date(String),
+    #[error("reconciled_at {0:?}")]
+    ReconciledAt(String),
+    #[error("mismatch kind {0:?}")]
+    MismatchKind(String),
+    #[error("agreement {0:?}")]
+    Agreement(String),
+}
+
 /// The gRPC message back as the report (for the CLI's table, JSON and CSV).
 ///
 /// # Errors
 /// A field that does not read back (names it).
-pub fn report_from_pb(p: &pb::DailyReport) -> Result<DailyReport, String> {
+pub fn report_from_pb(p: &pb::DailyReport) -> Result<DailyReport, ReportDecodeError> {
     use crate::write::reconcile::{Agreement, Mismatch, MismatchKind, Tally};
     let date = NaiveDate::parse_from_str(&p.date, "%Y-%m-%d")
-        .map_err(|_| format!("date {:?} is not YYYY-MM-DD", p.date))?;
+        .map_err(|_| ReportDecodeError::Date(p.date.clone()))?;
     let reconciliation = match &p.reconciliation {
         None => None,
         Some(r) => Some(Reconciliation {
             brand: p.brand_code,
             date,
             reconciled_at: chrono::DateTime::parse_from_rfc3339(&r.reconciled_at)
-                .map_err(|_| format!("reconciled_at {:?}", r.reconciled_at))?
+                .map_err(|_| ReportDecodeError::ReconciledAt(r.reconciled_at.clone()))?
                 .to_utc(),
             sha384: Some(r.sha384.clone()).filter(|h| !h.is_empty()),
             file_verified: r.file_verified,
@@ -295,7 +309,7 @@ pub fn report_from_pb(p: &pb::DailyReport) -> Result<DailyReport, String> {
                     ]
                     .into_iter()
                     .find(|k| k.as_str() == m.kind)
-                    .ok_or_else(|| format!("mismatch kind {:?}", m.kind))?;
+                    .ok_or_else(|| ReportDecodeError::MismatchKind(m.kind.clone()))?;
                     Ok(Mismatch {
                         kind,
                         transaction_id: m.transaction_id.clone(),
@@ -307,7 +321,7 @@ pub fn report_from_pb(p: &pb::DailyReport) -> Result<DailyReport, String> {
                         repaired: m.repaired,
                     })
                 })
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, ReportDecodeError>>()?,
             repaired: r.repaired,
             agreement: [
                 Agreement::Confirmed,
@@ -318,7 +332,7 @@ pub fn report_from_pb(p: &pb::DailyReport) -> Result<DailyReport, String> {
             ]
             .into_iter()
             .find(|a| a.as_str() == r.agreement)
-            .ok_or_else(|| format!("agreement {:?}", r.agreement))?,
+            .ok_or_else(|| ReportDecodeError::Agreement(r.agreement.clone()))?,
         }),
     };
     Ok(DailyReport {

@@ -680,19 +680,23 @@ pub struct EchoServerArgs {
     pub listen: SocketAddr,
 }
 
-fn parse_brand_ref(text: &str) -> Result<crate::sync::BrandRef, String> {
+fn parse_brand_ref(text: &str) -> Result<crate::sync::BrandRef, ConfigError> {
+    let err = |why| ConfigError::BrandRef {
+        text: text.to_owned(),
+        why,
+    };
     let (iys, brand) = text
         .split_once(':')
-        .ok_or_else(|| format!("{text:?}: expected IYSCODE:BRANDCODE"))?;
+        .ok_or_else(|| err("expected IYSCODE:BRANDCODE"))?;
     Ok(crate::sync::BrandRef {
         iys_code: iys
             .trim()
             .parse()
-            .map_err(|_| format!("{text:?}: iysCode is not a number"))?,
+            .map_err(|_| err("iysCode is not a number"))?,
         brand_code: brand
             .trim()
             .parse()
-            .map_err(|_| format!("{text:?}: brandCode is not a number"))?,
+            .map_err(|_| err("brandCode is not a number"))?,
     })
 }
 
@@ -769,8 +773,8 @@ impl Cli {
     /// port is bound.
     ///
     /// # Errors
-    /// A message naming the flags that disagree.
-    pub fn validate(&self) -> Result<(), String> {
+    /// A [`ConfigError`] naming the flags that disagree.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         match &self.command {
             Command::Serve(args) => check_iys_timeout(args.iys_timeout, args.max_staleness),
             Command::Demo(args) => {
@@ -779,7 +783,7 @@ impl Cli {
             Command::Sync(args) => {
                 check_iys_timeout(args.iys_timeout, args.max_staleness)?;
                 if args.push_listen.is_some() && args.push_password.is_none() {
-                    return Err(format!("--push-listen needs {ENV_PUSH_PASSWORD}"));
+                    return Err(ConfigError::PushPassword);
                 }
                 Ok(())
             }
@@ -795,21 +799,22 @@ impl LoadArgs {
     /// The flags each scenario needs, checked before any connection is made.
     ///
     /// # Errors
-    /// A message naming the scenario and the missing flags.
-    pub fn validate(&self) -> Result<(), String> {
+    /// [`ConfigError::Scenario`] naming the scenario and the missing flags.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let needs = |scenario, needs| Err(ConfigError::Scenario { scenario, needs });
         match self.scenario {
-            Scenario::MixedTenants if self.rate == 0 || self.flood_api_key.is_empty() => Err(
-                "mixed-tenants needs --rate (the steady tenant's calls/s) and --flood-api-key"
-                    .into(),
+            Scenario::MixedTenants if self.rate == 0 || self.flood_api_key.is_empty() => needs(
+                "mixed-tenants",
+                "--rate (the steady tenant's calls/s) and --flood-api-key",
             ),
             Scenario::SyncBurst if self.targets_file.is_none() => {
-                Err("sync-burst needs --targets-file".into())
+                needs("sync-burst", "--targets-file")
             }
             Scenario::SyncBurst if self.rate == 0 => {
-                Err("sync-burst needs --rate (the steady Checks per second)".into())
+                needs("sync-burst", "--rate (the steady Checks per second)")
             }
             Scenario::ColdStart if self.started_unix_ms.is_none() => {
-                Err("cold-start needs --started-unix-ms (the server's start)".into())
+                needs("cold-start", "--started-unix-ms (the server's start)")
             }
             _ => Ok(()),
         }
@@ -822,20 +827,17 @@ impl LoadArgs {
 /// for the retry and the pass around it.
 ///
 /// # Errors
-/// A message naming both flags (and their environment variables) and both values.
-pub fn check_iys_timeout(timeout: Duration, max_staleness: Duration) -> Result<(), String> {
+/// [`ConfigError::IysTimeoutZero`], or [`ConfigError::IysTimeoutTooLong`] naming both flags
+/// (and their environment variables) and both values.
+pub fn check_iys_timeout(timeout: Duration, max_staleness: Duration) -> Result<(), ConfigError> {
     if timeout.is_zero() {
-        return Err(format!(
-            "--iys-timeout ({ENV_IYS_TIMEOUT}) must be above zero"
-        ));
+        return Err(ConfigError::IysTimeoutZero);
     }
     if timeout.saturating_mul(2) > max_staleness {
-        return Err(format!(
-            "--iys-timeout ({ENV_IYS_TIMEOUT}) {timeout:?} must be at most half of \
-             --max-staleness ({ENV_MAX_STALENESS}) {max_staleness:?}: one hung İYS answer \
-             would otherwise age every replica's data past the budget and turn ALLOWs \
-             UNAVAILABLE"
-        ));
+        return Err(ConfigError::IysTimeoutTooLong {
+            timeout,
+            max_staleness,
+        });
     }
     Ok(())
 }
@@ -845,28 +847,80 @@ pub fn check_iys_timeout(timeout: Duration, max_staleness: Duration) -> Result<(
 pub struct OptionalAddr(pub Option<SocketAddr>);
 
 impl std::str::FromStr for OptionalAddr {
-    type Err = String;
+    type Err = ConfigError;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         if text.eq_ignore_ascii_case("off") {
             return Ok(OptionalAddr(None));
         }
         text.parse()
             .map(|a| OptionalAddr(Some(a)))
-            .map_err(|e| format!("{text:?}: {e}"))
+            .map_err(|source| ConfigError::Addr {
+                text: text.to_owned(),
+                source,
+            })
     }
 }
 
 /// Parses a Turkey time of day, `HH:MM`.
-pub fn parse_time_of_day(text: &str) -> Result<chrono::NaiveTime, String> {
+///
+/// # Errors
+/// [`ConfigError::TimeOfDay`].
+pub fn parse_time_of_day(text: &str) -> Result<chrono::NaiveTime, ConfigError> {
     chrono::NaiveTime::parse_from_str(text, "%H:%M")
-        .map_err(|_| format!("{text:?}: expected HH:MM (Turkey time), e.g. 02:30"))
+        .map_err(|_| ConfigError::TimeOfDay(text.to_owned()))
 }
 
 /// A duration in humantime's forms: `250ms`, `30s`, `5m`, `1h`, `1h 30m`; a bare number has no
 /// unit and is refused.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{text:?}: {e} (expected e.g. 500ms, 30s, 5m)"))
+///
+/// # Errors
+/// [`ConfigError::Duration`].
+pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text.trim()).map_err(|source| ConfigError::Duration {
+        text: text.to_owned(),
+        source,
+    })
+}
+
+/// A flag value that does not parse, or flags that disagree (checked before any port is
+/// bound). Each message names the flag or the value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{text:?}: {source} (expected e.g. 500ms, 30s, 5m)")]
+    Duration {
+        text: String,
+        source: humantime::DurationError,
+    },
+    #[error("{0:?}: expected HH:MM (Turkey time), e.g. 02:30")]
+    TimeOfDay(String),
+    #[error("{text:?}: {source}")]
+    Addr {
+        text: String,
+        source: std::net::AddrParseError,
+    },
+    /// `--brand IYSCODE:BRANDCODE`.
+    #[error("{text:?}: {why}")]
+    BrandRef { text: String, why: &'static str },
+    #[error("--iys-timeout ({ENV_IYS_TIMEOUT}) must be above zero")]
+    IysTimeoutZero,
+    #[error(
+        "--iys-timeout ({ENV_IYS_TIMEOUT}) {timeout:?} must be at most half of \
+         --max-staleness ({ENV_MAX_STALENESS}) {max_staleness:?}: one hung İYS answer \
+         would otherwise age every replica's data past the budget and turn ALLOWs \
+         UNAVAILABLE"
+    )]
+    IysTimeoutTooLong {
+        timeout: Duration,
+        max_staleness: Duration,
+    },
+    #[error("--push-listen needs {ENV_PUSH_PASSWORD}")]
+    PushPassword,
+    /// A load-test scenario without the flags it needs.
+    #[error("{scenario} needs {needs}")]
+    Scenario {
+        scenario: &'static str,
+        needs: &'static str,
+    },
 }
 
 #[cfg(test)]
@@ -903,7 +957,12 @@ mod tests {
         assert_eq!(parse_duration("0ms"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("300s"), Ok(Duration::from_mins(5)));
         assert!(parse_duration("30").is_err(), "a bare number has no unit");
-        assert!(parse_duration("x").unwrap_err().contains("expected e.g."));
+        assert!(
+            parse_duration("x")
+                .unwrap_err()
+                .to_string()
+                .contains("expected e.g.")
+        );
     }
 
     /// Every flag of `serve` (and so of `demo`, which flattens it) and of `sync` can be set
@@ -972,14 +1031,24 @@ mod tests {
         };
         assert_eq!(sync.brands.len(), 2, "commas separate brands");
         if sync.push_password.is_none() {
-            assert!(err.validate().unwrap_err().contains(ENV_PUSH_PASSWORD));
+            assert!(
+                err.validate()
+                    .unwrap_err()
+                    .to_string()
+                    .contains(ENV_PUSH_PASSWORD)
+            );
         }
     }
 
     #[cfg(feature = "dev-tools")]
     #[test]
     fn load_scenarios_check_their_flags_at_start() {
-        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().validate();
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .unwrap()
+                .validate()
+                .map_err(|e| e.to_string())
+        };
         let err = parse(&["iysgate", "load", "--scenario", "mixed-tenants"]).unwrap_err();
         assert!(err.contains("--flood-api-key"), "{err}");
         let err = parse(&["iysgate", "load", "--scenario", "cold-start"]).unwrap_err();
@@ -1049,7 +1118,12 @@ mod tests {
     /// both flags; half the budget is the limit, and zero is refused.
     #[test]
     fn iys_timeout_must_be_at_most_half_the_staleness_budget() {
-        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().validate();
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .unwrap()
+                .validate()
+                .map_err(|e| e.to_string())
+        };
         let err = parse(&["iysgate", "serve", "--iys-timeout", "30s"]).unwrap_err();
         for name in [
             "--iys-timeout",

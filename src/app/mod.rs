@@ -40,8 +40,29 @@ pub enum StartError {
     Calendar(#[from] CalendarError),
     #[error("brands file {path}: {reason}")]
     Brands { path: String, reason: String },
-    #[error("{0}")]
-    Iys(String),
+    #[error("İYS client: {0}")]
+    IysClient(#[source] crate::iys::client::IysError),
+    /// Where the İYS token is kept (Redis).
+    #[error("İYS {0}")]
+    TokenStore(#[from] crate::iys::token::TokenStoreError),
+    #[error(
+        "--iys-url needs --iys-code and the İYS user (IYSGATE_IYS_USERNAME, IYSGATE_IYS_PASSWORD)"
+    )]
+    IysAccount,
+    #[error("--reconcile-at needs --iys-url (and the evidence store)")]
+    ReconcileNeedsIys,
+    #[error("uploader: {0}")]
+    Uploader(#[from] crate::write::uploader::UploaderError),
+    /// The replicas' shared state (Redis); its message starts with `redis:`.
+    #[error(transparent)]
+    Shared(#[from] crate::sync::redis::SharedError),
+    #[error(transparent)]
+    Logging(#[from] crate::telemetry::LoggingError),
+    /// Flags that disagree, found after parsing.
+    #[error(transparent)]
+    Config(#[from] crate::app::config::ConfigError),
+    #[error("listening address: {0}")]
+    LocalAddr(#[source] std::io::Error),
     #[error("--admin-key-sha256: expected 64 hex digits (the SHA-256 of an API key)")]
     AdminKey,
     #[error("no OS randomness for the e-mail key: {0}")]
@@ -98,7 +119,7 @@ pub(crate) fn iys_client(
     user: (&str, &str),
     timeout: Duration,
     tokens: Arc<dyn crate::iys::token::TokenStore>,
-) -> Result<crate::iys::client::IysClient, String> {
+) -> Result<crate::iys::client::IysClient, StartError> {
     use crate::iys::client::{Credentials, IysClient, RetryPolicy};
     let credentials = Credentials {
         username: user.0.to_owned(),
@@ -108,17 +129,20 @@ pub(crate) fn iys_client(
         request_timeout: timeout,
         ..RetryPolicy::default()
     };
-    IysClient::new(url, credentials, tokens, retry).map_err(|e| format!("İYS client: {e}"))
+    IysClient::new(url, credentials, tokens, retry).map_err(StartError::IysClient)
 }
 
 /// The İYS account of `--iys-url`/`--iys-code`, shared by the uploader and the
 /// reconciliation (one token between them); none without `--iys-url`.
-pub fn iys_account(args: &ServeArgs) -> Result<Option<crate::api::admin::IysAccount>, String> {
+///
+/// # Errors
+/// [`StartError::IysAccount`] without the İYS code or user, or the client's error.
+pub fn iys_account(args: &ServeArgs) -> Result<Option<crate::api::admin::IysAccount>, StartError> {
     let Some(url) = &args.upload_iys_url else {
         return Ok(None);
     };
     if args.iys_code == 0 || args.iys_username.is_empty() {
-        return Err("--iys-url needs --iys-code and the İYS user (IYSGATE_IYS_USERNAME, IYSGATE_IYS_PASSWORD)".into());
+        return Err(StartError::IysAccount);
     }
     let tokens = Arc::new(crate::iys::token::MemoryTokenStore::new());
     Ok(Some(crate::api::admin::IysAccount {
@@ -134,7 +158,10 @@ pub fn iys_account(args: &ServeArgs) -> Result<Option<crate::api::admin::IysAcco
 
 /// With `--redis-url`, the İYS account keeps its token in Redis beside the sync worker's, so
 /// the deployment holds one token (İYS limits how often tokens may be asked for).
-pub async fn share_iys_token(app: &mut App, args: &ServeArgs) -> Result<(), String> {
+///
+/// # Errors
+/// [`StartError::TokenStore`] when Redis cannot be reached, or the client's error.
+pub async fn share_iys_token(app: &mut App, args: &ServeArgs) -> Result<(), StartError> {
     let (Some(redis), Some(url), Some(account)) =
         (&args.redis_url, &args.upload_iys_url, &mut app.iys)
     else {
@@ -142,8 +169,7 @@ pub async fn share_iys_token(app: &mut App, args: &ServeArgs) -> Result<(), Stri
     };
     let tokens =
         crate::iys::token::RedisTokenStore::connect(redis, &args.redis_prefix, &args.iys_username)
-            .await
-            .map_err(|e| format!("İYS token store: {e}"))?;
+            .await?;
     account.client = iys_client(
         url,
         (&args.iys_username, &args.iys_password),
@@ -338,7 +364,7 @@ impl App {
                 Metrics::register()
             }),
             evidence: None,
-            iys: iys_account(args).map_err(StartError::Iys)?,
+            iys: iys_account(args)?,
             admin_keys,
             shared: None,
             tls: ServerTls::load(&args.tls)?,

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::config::{ServeArgs, SyncArgs};
-use crate::app::{self as app, App, demo};
+use crate::app::{self as app, App, StartError, demo};
 
 /// What the demo adds to `serve`: the data set to generate, its API key, and how to show the
 /// tour once the server is ready (the command line's printer; `app` does not print it itself).
@@ -38,34 +38,29 @@ pub struct Tour<'a> {
 /// is then already started by the caller.
 ///
 /// # Errors
-/// A message for a start-up failure (store, port, Redis, İYS) or a serving error.
-pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), String> {
+/// A [`StartError`] for a start-up failure (store, port, Redis, İYS) or a serving error.
+pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), StartError> {
     if demo.is_none() {
         crate::telemetry::init_logging(&args.log)?;
     }
     let clock = app::system_clock();
-    let mut app = App::embedded(&args, Arc::clone(&clock)).map_err(|e| e.to_string())?;
+    let mut app = App::embedded(&args, Arc::clone(&clock))?;
     let evidence = app::open_evidence(
         args.database_url.as_deref(),
         &args.evidence_file,
         app.checker.calendar().clone(),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     if demo.is_some() {
         let brands: Vec<_> = demo::BRANDS
             .iter()
             .map(|b| (b.code, b.name, b.policy))
             .collect();
-        app::ensure_brands(&evidence, demo::IYS_CODE, &brands, clock.now_utc())
-            .await
-            .map_err(|e| e.to_string())?;
+        app::ensure_brands(&evidence, demo::IYS_CODE, &brands, clock.now_utc()).await?;
     }
-    app::add_stored_clients(&mut app, &evidence)
-        .await
-        .map_err(|e| e.to_string())?;
+    app::add_stored_clients(&mut app, &evidence).await?;
     app.evidence = Some(Arc::new(evidence));
-    let listener = app::bind(args.listen).await.map_err(|e| e.to_string())?;
+    let listener = app::bind(args.listen).await?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let metrics_addr = match args.metrics_listen.0 {
@@ -76,8 +71,7 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), String> {
                 shutdown.clone(),
                 &tasks,
             )
-            .await
-            .map_err(|e| e.to_string())?,
+            .await?,
         ),
         None => None,
     };
@@ -87,13 +81,13 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), String> {
         let mut policies: std::collections::HashMap<u32, _> =
             demo::BRANDS.iter().map(|b| (b.code, b.policy)).collect();
         if let Some(path) = &args.brands {
-            policies.extend(app::load_policies(path).map_err(|e| e.to_string())?);
+            policies.extend(app::load_policies(path)?);
         }
         app.checker.set_policies(policies);
         let now = clock.now_turkey();
         let mut summary = demo::generate(&app.consents, demo.records, demo.seed, now);
         demo::pick_pending_samples(&mut summary, &app.consents, app.checker.calendar(), now);
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
         (demo.tour)(&Tour {
             summary: &summary,
             took: started.elapsed(),
@@ -104,18 +98,14 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), String> {
         });
     }
     if let Some(url) = &args.redis_url {
-        let shared = crate::sync::redis::SharedState::connect(url, &args.redis_prefix)
-            .await
-            .map_err(|e| format!("redis: {e}"))?;
+        let shared = crate::sync::redis::SharedState::connect(url, &args.redis_prefix).await?;
         app.shared = Some(shared);
     }
     if app.shared.is_none() {
         // The embedded default: what was recorded before this start is enforced again.
         let started = std::time::Instant::now();
         let store = app.evidence.as_ref().expect("opened above");
-        let n = app::apply_recorded(store, &app.consents, clock.now_utc())
-            .await
-            .map_err(|e| e.to_string())?;
+        let n = app::apply_recorded(store, &app.consents, clock.now_utc()).await?;
         tracing::info!(
             events = n,
             took_ms = started.elapsed().as_millis() as u64,
@@ -143,7 +133,7 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), String> {
         None => app.spawn_embedded_heartbeat(&tasks, shutdown.clone()),
     }
     tracing::info!(
-        listen = %listener.local_addr().map_err(|e| e.to_string())?,
+        listen = %listener.local_addr().map_err(StartError::LocalAddr)?,
         records = app.consents.index().len(),
         clients = app.keys.len(),
         "serving"
@@ -164,28 +154,26 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), String> {
         tracing::warn!("background tasks did not stop within the grace period");
     }
     tracing::info!("stopped");
-    served.map_err(|e| e.to_string())
+    served
 }
 
 /// Runs a sync worker until SIGINT/SIGTERM: takes the lease, follows İYS's changes for the
 /// configured brands and publishes them through Redis (and receives İYS's push, if asked).
 ///
 /// # Errors
-/// A message for a start-up failure (TLS, Redis, İYS client, a port).
-pub async fn sync(args: SyncArgs) -> Result<(), String> {
+/// A [`StartError`] for a start-up failure (TLS, Redis, İYS client, a port).
+pub async fn sync(args: SyncArgs) -> Result<(), StartError> {
     use crate::sync::{MemoryCursors, SyncConfig, SyncWorker};
     crate::telemetry::init_logging(&args.log)?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let tls = app::ServerTls::load(&args.tls).map_err(|e| e.to_string())?;
+    let tls = app::ServerTls::load(&args.tls)?;
     if let Some(tls) = &tls {
         tls.spawn_reload(args.tls.tls_reload, &tasks, &shutdown);
     }
     let http_tls = tls.as_ref().map(|t| Arc::clone(&t.http));
     if let Some(addr) = args.metrics_listen.0 {
-        app::serve_metrics(addr, http_tls.clone(), shutdown.clone(), &tasks)
-            .await
-            .map_err(|e| e.to_string())?;
+        app::serve_metrics(addr, http_tls.clone(), shutdown.clone(), &tasks).await?;
     }
     // One token for every worker of the deployment, kept in Redis (İYS limits token calls).
     let tokens = crate::iys::token::RedisTokenStore::connect(
@@ -193,19 +181,17 @@ pub async fn sync(args: SyncArgs) -> Result<(), String> {
         &args.redis_prefix,
         &args.iys_username,
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let client = super::iys_client(
         &args.iys_url,
         (&args.iys_username, &args.iys_password),
         args.iys_timeout,
         Arc::new(tokens),
     )?;
-    let shared = crate::sync::redis::SharedState::connect(&args.redis_url, &args.redis_prefix)
-        .await
-        .map_err(|e| format!("redis: {e}"))?;
+    let shared =
+        crate::sync::redis::SharedState::connect(&args.redis_url, &args.redis_prefix).await?;
     let mut key = [0u8; 16];
-    getrandom::fill(&mut key).map_err(|e| e.to_string())?;
+    getrandom::fill(&mut key).map_err(|e| StartError::Random(e.to_string()))?;
     let index = Arc::new(crate::check::index::ConsentIndex::new());
     let consents = Arc::new(crate::check::store::Consents::new(
         index,
@@ -229,12 +215,11 @@ pub async fn sync(args: SyncArgs) -> Result<(), String> {
         let password = args
             .push_password
             .clone()
-            .ok_or("--push-listen needs IYSGATE_PUSH_PASSWORD")?;
-        let shared = crate::sync::redis::SharedState::connect(&args.redis_url, &args.redis_prefix)
-            .await
-            .map_err(|e| format!("redis: {e}"))?;
+            .ok_or(crate::app::config::ConfigError::PushPassword)?;
+        let shared =
+            crate::sync::redis::SharedState::connect(&args.redis_url, &args.redis_prefix).await?;
         let router = crate::sync::push::router(shared, &args.push_username, &password);
-        let listener = app::bind(addr).await.map_err(|e| e.to_string())?;
+        let listener = app::bind(addr).await?;
         crate::app::listener::warn_if_plaintext("push", addr, http_tls.is_some());
         let endpoint = crate::app::listener::Endpoint {
             listener,

@@ -2,7 +2,7 @@
 //! reconciliation (each in one process per deployment, by a PostgreSQL advisory lock), and the
 //! periodic reload of the API clients kept in the evidence store.
 
-use super::{App, served_keys};
+use super::{App, StartError, served_keys};
 use crate::api::ConsentService;
 use crate::app::config::ServeArgs;
 use crate::auth::ApiKeys;
@@ -21,7 +21,7 @@ pub fn spawn_uploader(
     args: &ServeArgs,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     let (Some(account), Some(store)) = (&app.iys, &app.evidence) else {
         return Ok(());
     };
@@ -37,8 +37,7 @@ pub fn spawn_uploader(
         config,
         Arc::clone(app.checker.clock_arc()),
         on_registered,
-    )
-    .map_err(|e| format!("uploader: {e}"))?;
+    )?;
     spawn_led(
         "uploader",
         Arc::clone(store),
@@ -107,12 +106,12 @@ pub fn spawn_reconcile_schedule(
     args: &ServeArgs,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     let Some(at) = args.reconcile_at else {
         return Ok(());
     };
     let (Some(account), Some(store)) = (app.iys.clone(), app.evidence.clone()) else {
-        return Err("--reconcile-at needs --iys-url (and the evidence store)".into());
+        return Err(StartError::ReconcileNeedsIys);
     };
     let confirm = args.reconcile_confirm;
     let clock = Arc::clone(app.checker.clock_arc());

@@ -10,9 +10,9 @@ use crate::auth;
 ///
 /// # Errors
 /// As [`run::serve`].
-pub async fn run(args: DemoArgs) -> Result<(), String> {
+pub async fn run(args: DemoArgs) -> Result<(), crate::cli::Error> {
     crate::telemetry::init_logging(&args.serve.log)?;
-    let secret = auth::generate_key().map_err(|e| e.to_string())?;
+    let secret = auth::generate_key()?;
     let brands: Vec<String> = demo::BRANDS.iter().map(|b| b.code.to_string()).collect();
     let mut serve = args.serve.clone();
     serve.clients.push(format!(
@@ -26,7 +26,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         secret,
         tour: print_tour,
     };
-    run::serve(serve, Some(demo)).await
+    Ok(run::serve(serve, Some(demo)).await?)
 }
 
 /// The tour on stdout: the data set, the addresses, the API key and a command per sample.

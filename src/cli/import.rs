@@ -7,7 +7,7 @@ use crate::app::{self, config::ImportArgs};
 ///
 /// # Errors
 /// When the store cannot be opened or the file read.
-pub async fn run(args: ImportArgs) -> Result<(), String> {
+pub async fn run(args: ImportArgs) -> Result<(), crate::cli::Error> {
     use crate::domain::BusinessCalendar;
     use crate::write::evidence::Recorder;
     let calendar = BusinessCalendar::embedded();
@@ -16,8 +16,7 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
         &args.store.evidence_file,
         calendar.clone(),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let recorder = Recorder {
         client: "import".into(),
         key_sha256: None,
@@ -33,13 +32,9 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
         None,
         progress(),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&summary).map_err(|e| e.to_string())?
-        );
+        println!("{}", serde_json::to_string(&summary)?);
         return Ok(());
     }
     println!(

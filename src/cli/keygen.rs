@@ -7,8 +7,8 @@ use crate::auth;
 ///
 /// # Errors
 /// When the system's random source fails.
-pub fn run(args: &KeygenArgs) -> Result<(), String> {
-    let secret = auth::generate_key().map_err(|e| e.to_string())?;
+pub fn run(args: &KeygenArgs) -> Result<(), crate::cli::Error> {
+    let secret = auth::generate_key()?;
     let digest = auth::to_hex(&auth::hash_key(&secret));
     let brands: Vec<String> = args.brands.iter().map(u32::to_string).collect();
     let quota = args

@@ -4,37 +4,33 @@
 use std::sync::Arc;
 
 use crate::app;
-use crate::app::config::{EchoServerArgs, ListArg, LoadArgs, LoadTarget, Scenario};
+use crate::app::config::{ConfigError, EchoServerArgs, ListArg, LoadArgs, LoadTarget, Scenario};
+use crate::cli::Error;
 
 /// Serves the echo baseline until SIGINT/SIGTERM.
 ///
 /// # Errors
 /// When the port cannot be bound or serving fails.
-pub async fn echo_server(args: EchoServerArgs) -> Result<(), String> {
-    let listener = app::bind(args.listen).await.map_err(|e| e.to_string())?;
+pub async fn echo_server(args: EchoServerArgs) -> Result<(), Error> {
+    let listener = app::bind(args.listen).await?;
     println!("echo baseline on {}", args.listen);
-    crate::load::serve_echo(listener, app::shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    Ok(crate::load::serve_echo(listener, app::shutdown_signal()).await?)
 }
 
 /// Runs one scenario and prints its report (summary, or JSON with `--json`).
 ///
 /// # Errors
 /// A flag the scenario needs is missing, or the run fails.
-pub async fn run(args: LoadArgs) -> Result<(), String> {
+pub async fn run(args: LoadArgs) -> Result<(), Error> {
     use crate::domain::Channel;
     use crate::load::filter::{FilterRun, ListKind, run_filter};
     use crate::load::tenants::{TenantsRun, run_tenants};
     use crate::load::{
         ClosedLoop, Progress, Target, demo_recipients, run_closed_loop, run_open_loop,
     };
-    fn emit<T: serde::Serialize>(json: bool, report: &T, summary: &str) -> Result<(), String> {
+    fn emit<T: serde::Serialize>(json: bool, report: &T, summary: &str) -> Result<(), Error> {
         if json {
-            println!(
-                "{}",
-                serde_json::to_string(report).map_err(|e| e.to_string())?
-            );
+            println!("{}", serde_json::to_string(report)?);
         } else {
             println!("{summary}");
         }
@@ -83,8 +79,7 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
                 run_open_loop(run, args.rate).await
             } else {
                 run_closed_loop(run).await
-            }
-            .map_err(|e| e.to_string())?;
+            }?;
             finish(line).await;
             emit(args.json, &report, &report.summary())
         }
@@ -107,16 +102,17 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
                 server_pid: args.server_pid,
                 progress,
             };
-            let report = run_filter(run).await.map_err(|e| e.to_string())?;
+            let report = run_filter(run).await?;
             finish(line).await;
             emit(args.json, &report, &report.summary())
         }
         Scenario::MixedTenants => {
             if args.rate == 0 || args.flood_api_key.is_empty() {
-                return Err(
-                    "mixed-tenants needs --rate (the steady tenant's calls/s) and --flood-api-key"
-                        .into(),
-                );
+                return Err(ConfigError::Scenario {
+                    scenario: "mixed-tenants",
+                    needs: "--rate (the steady tenant's calls/s) and --flood-api-key",
+                }
+                .into());
             }
             let mut flood = sms(args.flood_api_key.clone(), Progress::default());
             flood.connections = args.flood_connections;
@@ -127,19 +123,23 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
                 steady_rate: args.rate,
                 flood,
             };
-            let report = run_tenants(run).await.map_err(|e| e.to_string())?;
+            let report = run_tenants(run).await?;
             finish(line).await;
             emit(args.json, &report, &report.summary())
         }
         Scenario::SyncBurst => {
             use crate::load::burst::{BurstRun, run_burst};
-            let path = args
-                .targets_file
-                .as_ref()
-                .ok_or("sync-burst needs --targets-file")?;
+            let path = args.targets_file.as_ref().ok_or(ConfigError::Scenario {
+                scenario: "sync-burst",
+                needs: "--targets-file",
+            })?;
             let targets = read_lines("--targets-file", path)?;
             if args.rate == 0 {
-                return Err("sync-burst needs --rate (the steady Checks per second)".into());
+                return Err(ConfigError::Scenario {
+                    scenario: "sync-burst",
+                    needs: "--rate (the steady Checks per second)",
+                }
+                .into());
             }
             let run = BurstRun {
                 steady: sms(args.api_key.clone(), progress),
@@ -149,18 +149,18 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
                 trigger_body: args.trigger_body.clone(),
                 timeout: args.duration,
             };
-            let report = run_burst(run).await.map_err(|e| e.to_string())?;
+            let report = run_burst(run).await?;
             finish(line).await;
             emit(args.json, &report, &report.summary())
         }
         Scenario::ColdStart => {
-            let started = args
-                .started_unix_ms
-                .ok_or("cold-start needs --started-unix-ms (the server's start)")?;
+            let started = args.started_unix_ms.ok_or(ConfigError::Scenario {
+                scenario: "cold-start",
+                needs: "--started-unix-ms (the server's start)",
+            })?;
             let report =
                 crate::load::cold::wait_serving(&args.addr, started, args.records, args.duration)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
             finish(line).await;
             emit(args.json, &report, &report.summary())
         }
@@ -168,9 +168,12 @@ pub async fn run(args: LoadArgs) -> Result<(), String> {
 }
 
 /// The non-empty lines of a file named by `flag`, trimmed.
-fn read_lines(flag: &str, path: &std::path::Path) -> Result<Vec<String>, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+fn read_lines(flag: &'static str, path: &std::path::Path) -> Result<Vec<String>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+        flag,
+        path: path.to_path_buf(),
+        source,
+    })?;
     let lines: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -178,7 +181,10 @@ fn read_lines(flag: &str, path: &std::path::Path) -> Result<Vec<String>, String>
         .map(str::to_owned)
         .collect();
     if lines.is_empty() {
-        return Err(format!("{flag} {}: no recipients", path.display()));
+        return Err(Error::NoRecipients {
+            flag,
+            path: path.to_path_buf(),
+        });
     }
     Ok(lines)
 }

@@ -6,7 +6,7 @@ use crate::app::{self, config::MockIysArgs};
 ///
 /// # Errors
 /// When the port cannot be bound or seeding fails.
-pub async fn run(args: MockIysArgs) -> Result<(), String> {
+pub async fn run(args: MockIysArgs) -> Result<(), crate::cli::Error> {
     use crate::iys::mock::{MockConfig, MockIys, RateLimits, SeedRecord};
     use crate::iys::wire::{ConsentStatus, ConsentType, RecipientType};
     crate::telemetry::init_logging(&args.log)?;
@@ -30,17 +30,17 @@ pub async fn run(args: MockIysArgs) -> Result<(), String> {
             consent_date: Some(at),
             creation_date: Some(at),
         });
-        let n = mock.seed(700_001, records).map_err(|e| e.to_string())?;
+        let n = mock.seed(700_001, records)?;
         tracing::info!(records = n, "seeded brand 700001");
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if args.citizen_rate > 0.0 {
         mock.spawn_citizen(args.citizen_rate, 2026, stop_rx);
     }
-    let listener = app::bind(args.listen).await.map_err(|e| e.to_string())?;
+    let listener = app::bind(args.listen).await?;
     println!(
         "mock İYS on http://{}: user mock / password mock, iysCode 700000, brands 700000 and 700001",
-        listener.local_addr().map_err(|e| e.to_string())?
+        listener.local_addr()?
     );
     let served = mock
         .serve_with_shutdown(listener, async {
@@ -48,5 +48,5 @@ pub async fn run(args: MockIysArgs) -> Result<(), String> {
         })
         .await;
     let _ = stop_tx.send(true);
-    served.map_err(|e| e.to_string())
+    Ok(served?)
 }

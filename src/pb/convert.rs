@@ -22,14 +22,19 @@ pub fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidField {
 /// truncated into another brand. The one place a wire code becomes a `u32`.
 ///
 /// # Errors
-/// The reason, for the caller to name its field with.
-pub fn narrow_code(value: u64) -> Result<u32, String> {
-    u32::try_from(value).map_err(|_| format!("{value} is above {}, the largest İYS code", u32::MAX))
+/// [`CodeTooLarge`], for the caller to name its field with.
+pub fn narrow_code(value: u64) -> Result<u32, CodeTooLarge> {
+    u32::try_from(value).map_err(|_| CodeTooLarge(value))
 }
+
+/// A wire code wider than an İYS code (32 bits); the message is the reason without the field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is above {max}, the largest İYS code", max = u32::MAX)]
+pub struct CodeTooLarge(pub u64);
 
 /// [`narrow_code`] for a top-level field.
 pub fn code_field(field: &'static str, value: u64) -> Result<u32, InvalidField> {
-    narrow_code(value).map_err(|reason| invalid(field, reason))
+    narrow_code(value).map_err(|reason| invalid(field, reason.to_string()))
 }
 
 pub fn brand(code: u64) -> Result<u32, InvalidField> {

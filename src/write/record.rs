@@ -116,11 +116,11 @@ pub fn new_event(
         .retailer_access
         .iter()
         .map(|&code| crate::pb::convert::narrow_code(code))
-        .collect::<Result<Vec<u32>, String>>()
+        .collect::<Result<Vec<u32>, _>>()
         .map_err(|why| {
             vec![Violation {
                 field: format!("{prefix}retailer_access"),
-                description: why,
+                description: why.to_string(),
             }]
         })?;
     // The recipient is normalised first, by the code that normalises a check's recipient and

@@ -388,7 +388,7 @@ impl Log {
             let number = log.lines;
             log.state
                 .apply(entry)
-                .map_err(|reason| log.corrupt_at(number, reason))?;
+                .map_err(|reason| log.corrupt_at(number, reason.to_string()))?;
         }
         let released = log.state.release_claims();
         if released > 0 {
@@ -408,7 +408,7 @@ impl Log {
         let number = self.lines;
         self.state
             .apply(entry)
-            .map_err(|reason| self.corrupt_at(number, reason))
+            .map_err(|reason| self.corrupt_at(number, reason.to_string()))
     }
 
     fn append(&mut self, entry: &Entry) -> Result<(), EvidenceError> {

@@ -9,12 +9,46 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{RetailerGrant, to_hex};
-use crate::domain::recipient::normalise_recipient;
+use crate::domain::recipient::{RecipientError, normalise_recipient};
+use crate::domain::types::UnknownWord;
 use crate::domain::{Channel, TurkeyTime};
 use crate::iys::client::PullSource;
 use crate::write::evidence::model::{
     EventId, Evidence, NewEvent, Recorder, UploadAnswer, UploadOutcome,
 };
+
+/// Why a line of the log does not apply: a field that no longer reads, or a reference the
+/// state does not hold. Wrapped into [`crate::write::evidence::EvidenceError::CorruptLog`]
+/// with the file and line number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// A word (channel, status, source, recipient type) İYS does not use.
+    #[error("{field}: {source}")]
+    Word {
+        field: &'static str,
+        source: UnknownWord,
+    },
+    #[error("recipient: {0}")]
+    Recipient(#[source] RecipientError),
+    /// `key_sha256` of an event's recorder.
+    #[error("key_sha256: not 64 hex digits")]
+    EventKey,
+    /// `key_sha256` of an API client.
+    #[error("key_sha256: not 64 hex")]
+    ClientKey,
+    #[error("policy for unknown brand {0}")]
+    UnknownBrand(u32),
+    #[error("grant for an unknown client")]
+    UnknownClient,
+    #[error("event id {0} out of sequence")]
+    OutOfSequence(EventId),
+    #[error("unknown event {0}")]
+    UnknownEvent(EventId),
+    #[error("expiry of closed upload {0}")]
+    ExpiryOfClosed(EventId),
+    #[error("cursor: unknown source")]
+    CursorSource,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -136,15 +170,15 @@ impl EventLine {
     }
 
     /// The event as written; the reason names the field that no longer reads.
-    pub fn to_event(&self) -> Result<NewEvent, String> {
-        let word = |field: &str, e: crate::domain::types::UnknownWord| format!("{field}: {e}");
-        let channel: Channel = self.channel.parse().map_err(|e| word("channel", e))?;
+    pub fn to_event(&self) -> Result<NewEvent, EntryError> {
+        let word = |field: &'static str| move |source| EntryError::Word { field, source };
+        let channel: Channel = self.channel.parse().map_err(word("channel"))?;
         let recipient = normalise_recipient(&self.recipient, channel.address_kind())
-            .map_err(|e| format!("recipient: {e}"))?;
+            .map_err(EntryError::Recipient)?;
         let key_sha256 = self
             .key_sha256
             .as_deref()
-            .map(|hex| digest_from_hex(hex).ok_or("key_sha256: not 64 hex digits"))
+            .map(|hex| digest_from_hex(hex).ok_or(EntryError::EventKey))
             .transpose()?;
         Ok(NewEvent {
             brand: self.brand,
@@ -152,10 +186,10 @@ impl EventLine {
             recipient_type: self
                 .recipient_type
                 .parse()
-                .map_err(|e| word("recipient_type", e))?,
+                .map_err(word("recipient_type"))?,
             channel,
-            status: self.status.parse().map_err(|e| word("status", e))?,
-            source: self.source.parse().map_err(|e| word("source", e))?,
+            status: self.status.parse().map_err(word("status"))?,
+            source: self.source.parse().map_err(word("source"))?,
             consent_date: self.consent_date,
             retailer_access: self.retailer_access.clone(),
             evidence: Evidence {

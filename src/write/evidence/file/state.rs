@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::entry::{Entry, EventLine, GrantLine, OutcomeLine, digest_from_hex, source_from_str};
+use super::entry::{
+    Entry, EntryError, EventLine, GrantLine, OutcomeLine, digest_from_hex, source_from_str,
+};
 use crate::auth::{RetailerGrant, to_hex};
 use crate::domain::{BrandPolicy, BusinessCalendar, TurkeyTime};
 use crate::iys::client::PullSource;
@@ -39,7 +41,7 @@ pub(super) struct State {
 impl State {
     /// Applies one line. Lines were checked when written, so an error here means the file
     /// was changed by hand or by a bug; the reason says which reference does not hold.
-    pub fn apply(&mut self, entry: Entry) -> Result<(), String> {
+    pub fn apply(&mut self, entry: Entry) -> Result<(), EntryError> {
         match entry {
             Entry::Provider {
                 iys_code,
@@ -79,13 +81,13 @@ impl State {
                 let brand = self
                     .brands
                     .get_mut(&brand_code)
-                    .ok_or(format!("policy for unknown brand {brand_code}"))?;
+                    .ok_or(EntryError::UnknownBrand(brand_code))?;
                 brand.policy.allow_unregistered_tacir = allow_unregistered_tacir;
             }
             Entry::Client {
                 name, key_sha256, ..
             } => {
-                let key_sha256 = digest_from_hex(&key_sha256).ok_or("key_sha256: not 64 hex")?;
+                let key_sha256 = digest_from_hex(&key_sha256).ok_or(EntryError::ClientKey)?;
                 let client = ApiClient {
                     name: name.clone(),
                     key_sha256,
@@ -137,7 +139,7 @@ impl State {
                     let id = EventId(id);
                     let upload = self.upload_mut(id)?;
                     if !upload.state.is_open() {
-                        return Err(format!("expiry of closed upload {id}"));
+                        return Err(EntryError::ExpiryOfClosed(id));
                     }
                     upload.state = UploadState::Expired;
                     let deadline = upload.deadline;
@@ -153,7 +155,7 @@ impl State {
                 caught_up_at,
                 ..
             } => {
-                let source = source_from_str(&source).ok_or("cursor: unknown source")?;
+                let source = source_from_str(&source).ok_or(EntryError::CursorSource)?;
                 let cursor = Cursor {
                     after,
                     caught_up_at,
@@ -189,10 +191,14 @@ impl State {
         released
     }
 
-    fn apply_event(&mut self, line: &EventLine, recorded_at: DateTime<Utc>) -> Result<(), String> {
+    fn apply_event(
+        &mut self,
+        line: &EventLine,
+        recorded_at: DateTime<Utc>,
+    ) -> Result<(), EntryError> {
         let id = EventId(line.id);
         if usize::try_from(line.id).ok() != Some(self.events.len() + 1) {
-            return Err(format!("event id {id} out of sequence"));
+            return Err(EntryError::OutOfSequence(id));
         }
         let event = line.to_event()?;
         self.by_key
@@ -218,7 +224,7 @@ impl State {
         attempt: u32,
         at: DateTime<Utc>,
         answer: UploadAnswer,
-    ) -> Result<(), String> {
+    ) -> Result<(), EntryError> {
         let upload = self.upload_mut(id)?;
         if let Some((state, next_attempt_at)) = after_answer(upload, attempt, &answer.outcome) {
             let deadline = upload.deadline;
@@ -242,18 +248,16 @@ impl State {
         Ok(())
     }
 
-    fn client_mut(&mut self, name: &str) -> Result<&mut ApiClient, String> {
-        self.clients
-            .get_mut(name)
-            .ok_or_else(|| "grant for an unknown client".to_owned())
+    fn client_mut(&mut self, name: &str) -> Result<&mut ApiClient, EntryError> {
+        self.clients.get_mut(name).ok_or(EntryError::UnknownClient)
     }
 
-    fn upload_mut(&mut self, id: EventId) -> Result<&mut Upload, String> {
-        let index = usize::try_from(id.0 - 1).map_err(|_| format!("unknown event {id}"))?;
+    fn upload_mut(&mut self, id: EventId) -> Result<&mut Upload, EntryError> {
+        let index = usize::try_from(id.0 - 1).map_err(|_| EntryError::UnknownEvent(id))?;
         self.events
             .get_mut(index)
             .map(|e| &mut e.upload)
-            .ok_or_else(|| format!("unknown event {id}"))
+            .ok_or(EntryError::UnknownEvent(id))
     }
 
     // ---- plans: validate a write against the state and say what to log, changing nothing ----
