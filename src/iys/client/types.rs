@@ -1,6 +1,6 @@
 //! İYS's JSON bodies as the client reads and sends them, with İYS's exact field names.
-//! Channel/status/recipient type/source stay strings here (one odd change must not fail a
-//! whole page); the worker converts them with the `FromStr` impls of `crate::domain::types`.
+//! Channel/status/recipient type/source stay strings here; the worker converts them with the
+//! `FromStr` impls of `crate::domain::types`.
 
 use std::fmt;
 
