@@ -26,10 +26,10 @@ use iysgate::check::index::{ConsentIndex, EmailKeyer};
 use iysgate::check::store::Consents;
 use iysgate::domain::time::{format_iys, parse_iys};
 use iysgate::domain::{BusinessCalendar, Clock, ManualClock};
+use iysgate::domain::{Channel, ConsentStatus, RecipientType};
 use iysgate::iys::client::{Credentials, IysClient, RetryPolicy};
 use iysgate::iys::mock::{Account, CitizenSource, MockConfig, MockIys};
 use iysgate::iys::token::MemoryTokenStore;
-use iysgate::iys::wire::{ConsentStatus, ConsentType, RecipientType};
 use iysgate::write::evidence::{EvidenceStore, FileStore, Recorder};
 use iysgate::write::reconcile::Target;
 use iysgate::write::uploader::{Backoff, Uploader, UploaderConfig};
@@ -194,7 +194,7 @@ async fn main() {
             u64::from(BRAND),
             &format!("+90533{i:07}"),
             RecipientType::Bireysel,
-            ConsentType::Mesaj,
+            Channel::Mesaj,
             ConsentStatus::Ret,
             CitizenSource::KisaMesaj,
         )

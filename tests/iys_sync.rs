@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Duration as ChronoDuration;
 use iysgate::clock::SystemClock;
+use iysgate::domain::{Channel, ConsentStatus, RecipientType};
 use iysgate::domain::{Clock, Reason};
 use iysgate::iys::client::{Credentials, IysClient, RetryPolicy};
 use iysgate::iys::mock::{CitizenSource, Faults, MockConfig, MockIys, SeedRecord, TruncateMode};
 use iysgate::iys::token::MemoryTokenStore;
-use iysgate::iys::wire::{ConsentStatus, ConsentType, RecipientType};
 use iysgate::sync::{BrandRef, MemoryCursors, SyncConfig, SyncWorker};
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +44,7 @@ fn seed(mock: &MockIys, n: usize) {
     let records = (0..n).map(|i| SeedRecord {
         recipient: phone(i),
         recipient_type: RecipientType::Bireysel,
-        consent_type: ConsentType::Mesaj,
+        consent_type: Channel::Mesaj,
         status: ConsentStatus::Onay,
         source: "HS_WEB".into(),
         consent_date: Some(an_hour_ago),
@@ -75,7 +75,7 @@ fn citizen_ret(mock: &MockIys, i: usize) {
         u64::from(BRAND.brand_code),
         &phone(i),
         RecipientType::Bireysel,
-        ConsentType::Mesaj,
+        Channel::Mesaj,
         ConsentStatus::Ret,
         CitizenSource::Web,
     )
@@ -294,7 +294,7 @@ async fn paging_through_many_changes_of_one_second_sees_each_once() {
     let records = (0..5_000).map(|i| SeedRecord {
         recipient: phone(i),
         recipient_type: RecipientType::Bireysel,
-        consent_type: ConsentType::Mesaj,
+        consent_type: Channel::Mesaj,
         status: ConsentStatus::Onay,
         source: "HS_WEB".into(),
         consent_date: Some(at),
@@ -444,7 +444,7 @@ async fn a_pushed_ret_reaches_the_replicas_before_the_pull_could() {
         u64::from(BRAND.brand_code),
         &phone(500),
         RecipientType::Bireysel,
-        ConsentType::Mesaj,
+        Channel::Mesaj,
         ConsentStatus::Onay,
         CitizenSource::Mobil,
     )

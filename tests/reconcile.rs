@@ -20,7 +20,6 @@ use iysgate::check::store::Consents;
 use iysgate::domain::time::parse_iys;
 use iysgate::domain::{Channel, Clock, ConsentKey, ConsentStatus, ManualClock, RecipientType};
 use iysgate::iys::mock::{CitizenSource, Faults, TruncateMode};
-use iysgate::iys::wire::{ConsentStatus as WireStatus, ConsentType, RecipientType as WireType};
 use iysgate::write::evidence::{EvidenceStore, UploadAnswer, UploadOutcome, UploadState};
 use iysgate::write::reconcile::{Agreement, Holdings, MismatchKind, Target, reconcile};
 use uploader_support::{
@@ -132,9 +131,9 @@ async fn planted_mismatches_are_found_reported_and_the_rets_repaired(store: Evid
             .citizen_change(
                 u64::from(BRAND),
                 &phone(i),
-                WireType::Bireysel,
-                ConsentType::Mesaj,
-                WireStatus::Ret,
+                RecipientType::Bireysel,
+                Channel::Mesaj,
+                ConsentStatus::Ret,
                 CitizenSource::Mobil,
             )
             .unwrap();

@@ -600,8 +600,8 @@ async fn record_registered_onay(s: &mut Server, phone: &str, key: &str) {
 
 #[tokio::test]
 async fn reconcile_finds_a_ret_the_index_missed_enforces_it_and_confirms_the_clean_day() {
+    use iysgate::domain::{Channel as DChannel, ConsentStatus, RecipientType};
     use iysgate::iys::mock::CitizenSource;
-    use iysgate::iys::wire::{ConsentStatus, ConsentType, RecipientType};
     let (mut s, mock, clock) = start_with_mock().await;
     let phone = "+905321238888";
     record_registered_onay(&mut s, phone, "rc-1").await;
@@ -614,7 +614,7 @@ async fn reconcile_finds_a_ret_the_index_missed_enforces_it_and_confirms_the_cle
         u64::from(MOCK_BRAND),
         phone,
         RecipientType::Bireysel,
-        ConsentType::Mesaj,
+        DChannel::Mesaj,
         ConsentStatus::Ret,
         CitizenSource::KisaMesaj,
     )

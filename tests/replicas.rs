@@ -482,8 +482,8 @@ async fn a_recorded_onay_becomes_allow_on_another_replica_once_iys_accepts_it() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconciliation_repair_on_one_replica_is_enforced_on_another() {
     use iysgate::domain::ManualClock;
+    use iysgate::domain::{ConsentStatus as W, RecipientType as T};
     use iysgate::iys::mock::{Account, CitizenSource, MockConfig, MockIys};
-    use iysgate::iys::wire::{ConsentStatus as W, ConsentType, RecipientType as T};
     const ADMIN_KEY: &str = "iysk_replicas_admin";
     let p = prefix("reconcile-repair");
     let stop = CancellationToken::new();
@@ -510,7 +510,7 @@ async fn a_reconciliation_repair_on_one_replica_is_enforced_on_another() {
         MOCK_BRAND.into(),
         phone,
         T::Bireysel,
-        ConsentType::Mesaj,
+        DChannel::Mesaj,
         W::Ret,
         CitizenSource::KisaMesaj,
     )

@@ -28,10 +28,11 @@ use std::time::Duration;
 use chrono::Duration as ChronoDuration;
 use iysgate::clock::SystemClock;
 use iysgate::domain::time::{format_iys, parse_iys};
-use iysgate::domain::{Clock, ConsentEvent, ConsentStatus, ManualClock, Reason, Registration};
+use iysgate::domain::{
+    Channel, Clock, ConsentEvent, ConsentStatus, ManualClock, Reason, RecipientType, Registration,
+};
 use iysgate::iys::client::BatchItemStatus;
 use iysgate::iys::mock::{Faults, MockConfig, SeedRecord};
-use iysgate::iys::wire::{ConsentStatus as WireStatus, ConsentType, RecipientType};
 use iysgate::write::evidence::{EvidenceStore, UploadOutcome, UploadState};
 use iysgate::write::uploader::{Backoff, UploaderConfig, consent_request, key_of};
 
@@ -57,11 +58,11 @@ on_both_stores!(
 
 const SETTLE: Duration = Duration::from_secs(20);
 
-fn mesaj(recipient: &str) -> (String, RecipientType, ConsentType) {
+fn mesaj(recipient: &str) -> (String, RecipientType, Channel) {
     (
         recipient.to_owned(),
         RecipientType::Bireysel,
-        ConsentType::Mesaj,
+        Channel::Mesaj,
     )
 }
 
@@ -182,8 +183,8 @@ async fn h174_over_an_onay_in_force_is_superseded_and_allows(store: EvidenceStor
             [SeedRecord {
                 recipient: phone(3),
                 recipient_type: RecipientType::Bireysel,
-                consent_type: ConsentType::Mesaj,
-                status: WireStatus::Onay,
+                consent_type: Channel::Mesaj,
+                status: ConsentStatus::Onay,
                 source: "HS_WEB".into(),
                 consent_date: Some(now - ChronoDuration::days(30)),
                 creation_date: Some(now - ChronoDuration::days(30)),
@@ -465,7 +466,7 @@ async fn later_ret_waits_for_the_onay_before_it(store: EvidenceStore) {
     let in_iys = h.mock.consent(u64::from(BRAND), &r, rt, ct).unwrap();
     assert_eq!(
         in_iys.status,
-        WireStatus::Ret,
+        ConsentStatus::Ret,
         "İYS ends on the company's last word"
     );
     assert_eq!(h.mock.change_count(u64::from(BRAND)), 2);
@@ -519,7 +520,7 @@ async fn later_ret_in_a_batch_waits_for_the_onay_before_it(store: EvidenceStore)
     let in_iys = h.mock.consent(u64::from(BRAND), &r, rt, ct).unwrap();
     assert_eq!(
         in_iys.status,
-        WireStatus::Ret,
+        ConsentStatus::Ret,
         "İYS ends on the company's last word"
     );
 }

@@ -17,7 +17,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::domain::{Channel, Purpose};
 
 pub const ENV_LISTEN: &str = "IYSGATE_LISTEN";
 pub const ENV_METRICS_LISTEN: &str = "IYSGATE_METRICS_LISTEN";
@@ -448,7 +451,7 @@ pub struct ClientArgs {
     #[arg(long)]
     pub brand: u32,
     #[arg(long, value_enum)]
-    pub channel: ChannelArg,
+    pub channel: Channel,
     /// Ask about the TACIR record instead of BIREYSEL.
     #[arg(long)]
     pub tacir: bool,
@@ -456,7 +459,7 @@ pub struct ClientArgs {
     #[arg(long)]
     pub retailer: Option<u32>,
     #[arg(long, value_enum, default_value = "commercial")]
-    pub purpose: PurposeArg,
+    pub purpose: Purpose,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -747,25 +750,54 @@ pub enum ListArg {
     EmailStrings,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ChannelArg {
-    #[value(name = "ARAMA", alias = "arama")]
-    Arama,
-    #[value(name = "MESAJ", alias = "mesaj")]
-    Mesaj,
-    #[value(name = "EPOSTA", alias = "eposta")]
-    Eposta,
+// `--channel` and `--purpose` take the domain's own types; these names remain only for
+// `src/cli/client.rs`, frozen while another change lands there. Remove with its next edit.
+#[doc(hidden)]
+pub type ChannelArg = Channel;
+#[doc(hidden)]
+pub type PurposeArg = Purpose;
+
+/// `--channel`: İYS's spelling (`ARAMA`), lower case accepted as an alias.
+impl ValueEnum for Channel {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Channel::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let alias = match self {
+            Channel::Arama => "arama",
+            Channel::Mesaj => "mesaj",
+            Channel::Eposta => "eposta",
+        };
+        Some(PossibleValue::new(self.as_str()).alias(alias))
+    }
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum PurposeArg {
-    Commercial,
-    Transactional,
-    Information,
-    DebtReminder,
-    DeliveryNotice,
-    DataUpdate,
-    LegalNotice,
+/// `--purpose`: kebab case (`debt-reminder`).
+impl ValueEnum for Purpose {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            Purpose::Commercial,
+            Purpose::Transactional,
+            Purpose::Information,
+            Purpose::DebtReminder,
+            Purpose::DeliveryNotice,
+            Purpose::DataUpdate,
+            Purpose::LegalNotice,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(match self {
+            Purpose::Commercial => "commercial",
+            Purpose::Transactional => "transactional",
+            Purpose::Information => "information",
+            Purpose::DebtReminder => "debt-reminder",
+            Purpose::DeliveryNotice => "delivery-notice",
+            Purpose::DataUpdate => "data-update",
+            Purpose::LegalNotice => "legal-notice",
+        }))
+    }
 }
 
 impl Cli {

@@ -1,11 +1,17 @@
 //! The İYS vocabulary: channels, recipient types, statuses and sources, spelled as İYS spells
-//! them so the code can be read against the İYS documentation.
+//! them so the code can be read against the İYS documentation. These are the only Rust types
+//! for these words: the İYS JSON bodies (`crate::iys::wire`), the mock, the sync worker and
+//! the command line all use them (serde and clap spell them as İYS does); only the generated
+//! protobuf enums differ, mapped in `crate::pb::convert`.
 
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
+
 /// İYS `type`: the channel a message is sent on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Channel {
     Arama,
     Mesaj,
@@ -21,6 +27,16 @@ impl Channel {
             Channel::Mesaj => "MESAJ",
             Channel::Eposta => "EPOSTA",
         }
+    }
+
+    /// The channel İYS spells `text`, if any.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+
+    /// `ARAMA` and `MESAJ` take a phone number, `EPOSTA` an e-mail address.
+    pub fn wants_phone(self) -> bool {
+        self.address_kind() == AddressKind::Phone
     }
 
     /// The kind of address this channel is sent to: ARAMA and MESAJ need a phone number,
@@ -41,7 +57,10 @@ pub enum AddressKind {
 }
 
 /// İYS `recipientType`. BIREYSEL and TACIR records of one address are independent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum RecipientType {
     /// An individual; İYS's default when the field is omitted.
     #[default]
@@ -57,10 +76,19 @@ impl RecipientType {
             RecipientType::Tacir => "TACIR",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "BIREYSEL" => Some(Self::Bireysel),
+            "TACIR" => Some(Self::Tacir),
+            _ => None,
+        }
+    }
 }
 
-/// İYS `status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// İYS `status`. Only `ONAY` and `RET` exist (`RED` is a common client bug).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum ConsentStatus {
     Onay,
     Ret,
@@ -71,6 +99,14 @@ impl ConsentStatus {
         match self {
             ConsentStatus::Onay => "ONAY",
             ConsentStatus::Ret => "RET",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "ONAY" => Some(Self::Onay),
+            "RET" => Some(Self::Ret),
+            _ => None,
         }
     }
 }
@@ -142,6 +178,15 @@ impl Source {
     /// True for sources the service provider sends (HS_*), false for İYS-side ones.
     pub fn is_provider(self) -> bool {
         (self as u8) < 16
+    }
+
+    /// The provider (`HS_*`) source İYS spells `text`: the only sources a brand may send
+    /// (İYS's H119 lists exactly these).
+    pub fn provider(text: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|s| s.is_provider() && s.as_str() == text)
     }
 }
 

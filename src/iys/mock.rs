@@ -40,10 +40,8 @@ use tokio::task::JoinHandle;
 use crate::clock::SystemClock;
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::time::{Clock, format_iys};
-use crate::iys::wire::{
-    ChangeItem, ConsentStatus, ConsentType, IYS_SOURCES, PollItem, PollStatus, PushItem,
-    PushPayload, RecipientType, StatusResponse,
-};
+use crate::domain::{Channel, ConsentStatus, RecipientType};
+use crate::iys::wire::{ChangeItem, PollItem, PollStatus, PushItem, PushPayload, StatusResponse};
 use crate::iys::{codes, validate};
 use store::{Batch, BrandState, Event, FoldMap};
 
@@ -247,7 +245,7 @@ pub fn seeded_recipient(i: usize) -> String {
 pub struct SeedRecord {
     pub recipient: String,
     pub recipient_type: RecipientType,
-    pub consent_type: ConsentType,
+    pub consent_type: Channel,
     pub status: ConsentStatus,
     /// Any HS_* or IYS_* source name.
     pub source: String,
@@ -462,7 +460,7 @@ impl MockIys {
         brand: u64,
         recipient: &str,
         recipient_type: RecipientType,
-        consent_type: ConsentType,
+        consent_type: Channel,
     ) -> Option<StatusResponse> {
         let now = self.now_turkey();
         let mut state = lock(&self.inner.state);
@@ -502,7 +500,7 @@ impl MockIys {
         brand: u64,
         recipient: &str,
         recipient_type: RecipientType,
-        consent_type: ConsentType,
+        consent_type: Channel,
         status: ConsentStatus,
         source: CitizenSource,
     ) -> Result<ChangeItem, MockError> {
@@ -605,7 +603,7 @@ impl MockIys {
                     break;
                 }
                 let brand = brands[rng.below(brands.len() as u64) as usize];
-                let consent_type = ConsentType::ALL[rng.below(3) as usize];
+                let consent_type = Channel::ALL[rng.below(3) as usize];
                 let n = rng.below(10_000);
                 let recipient = if consent_type.wants_phone() {
                     format!("+90555{n:07}")
@@ -668,7 +666,7 @@ impl MockIys {
             .get_mut(&brand)
             .ok_or(MockError::UnknownBrand(brand))?;
         let (hint, _) = records.size_hint();
-        brand_state.reserve(RecipientType::Bireysel, ConsentType::Mesaj, hint);
+        brand_state.reserve(RecipientType::Bireysel, Channel::Mesaj, hint);
         let mut count = 0;
         let mut sorted = true;
         let mut last = brand_state.log.last().map(|e| (e.creation, e.txid));
@@ -910,7 +908,7 @@ fn push_test_payload() -> PushPayload {
             recipient: "pushtest@iys.org.tr".to_owned(),
             recipient_type: RecipientType::Bireysel,
             status: ConsentStatus::Onay,
-            consent_type: ConsentType::Eposta,
+            consent_type: Channel::Eposta,
             transaction_id: "e52ee30512adfcd2a41fb3b4682f5bd61eee5b1c92bda665fc0b7e56644d429d"
                 .to_owned(),
         }],
@@ -919,7 +917,7 @@ fn push_test_payload() -> PushPayload {
 
 /// Whether a source name is citizen-side (pushed, pulled with `source=IYS`).
 pub fn is_citizen_source(source: &str) -> bool {
-    source.starts_with("IYS_") && IYS_SOURCES.contains(&source)
+    store::CITIZEN_SOURCES.iter().any(|s| s.as_str() == source)
 }
 
 /// Default client key when the router runs without connect info (in-process tests).

@@ -7,16 +7,15 @@ use serde_json::{Map, Value};
 use super::codes::{ApiError, at};
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::time::parse_iys;
-use crate::iys::wire::{
-    CONSENT_FIELDS, ConsentStatus, ConsentType, HS_SOURCES, IysError, RecipientType,
-};
+use crate::domain::{Channel, ConsentStatus, RecipientType, Source};
+use crate::iys::wire::{CONSENT_FIELDS, IysError};
 
 /// A consent whose fields passed validation. Business rules (H174, H175, …) are not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidConsent {
     /// Normalised: e-mail addresses lower-cased.
     pub recipient: String,
-    pub consent_type: ConsentType,
+    pub consent_type: Channel,
     pub status: ConsentStatus,
     pub source: Option<&'static str>,
     pub consent_date: Option<NaiveDateTime>,
@@ -100,7 +99,7 @@ pub fn normalize(recipient: &str) -> String {
     }
 }
 
-fn h464(consent_type: ConsentType, value: &Value) -> IysError {
+fn h464(consent_type: Channel, value: &Value) -> IysError {
     let mut error = at("H464", "recipient", Some(value));
     error.message = if consent_type.wants_phone() {
         format!(
@@ -205,7 +204,7 @@ pub fn consent(
             None
         }
         Some(v) => {
-            let parsed = v.as_str().and_then(ConsentType::parse);
+            let parsed = v.as_str().and_then(Channel::parse);
             if parsed.is_none() {
                 errors.push(at("H117", "type", Some(v)));
             }
@@ -252,9 +251,7 @@ pub fn consent(
             None
         }
         Some(v) => {
-            let found = v
-                .as_str()
-                .and_then(|s| HS_SOURCES.iter().copied().find(|known| *known == s));
+            let found = v.as_str().and_then(Source::provider).map(Source::as_str);
             if found.is_none() {
                 errors.push(at("H119", "source", Some(v)));
             }
@@ -326,7 +323,7 @@ pub fn consent(
 
 fn recipient_field(
     obj: &Map<String, Value>,
-    consent_type: Option<ConsentType>,
+    consent_type: Option<Channel>,
     errors: &mut Vec<IysError>,
 ) -> Option<String> {
     let value = match obj.get("recipient") {
@@ -356,7 +353,7 @@ fn recipient_field(
 
 /// Validates the `{recipient, recipientType, type}` body of single status and history.
 /// Here a recipient of the wrong kind gives H120/H121 (SPEC examples), not H464.
-pub fn query(body: &Value) -> Result<(String, RecipientType, ConsentType), ApiError> {
+pub fn query(body: &Value) -> Result<(String, RecipientType, Channel), ApiError> {
     let Some(obj) = body.as_object() else {
         return Err(ApiError::code("H097"));
     };
@@ -367,7 +364,7 @@ pub fn query(body: &Value) -> Result<(String, RecipientType, ConsentType), ApiEr
             None
         }
         Some(v) => {
-            let parsed = v.as_str().and_then(ConsentType::parse);
+            let parsed = v.as_str().and_then(Channel::parse);
             if parsed.is_none() {
                 errors.push(at("H117", "type", Some(v)));
             }
@@ -391,7 +388,7 @@ pub fn query(body: &Value) -> Result<(String, RecipientType, ConsentType), ApiEr
     };
     let recipient = match obj.get("recipient") {
         Some(v @ Value::String(text)) if !text.is_empty() => {
-            let as_phone = consent_type.map_or(!text.contains('@'), ConsentType::wants_phone);
+            let as_phone = consent_type.map_or(!text.contains('@'), Channel::wants_phone);
             let found = recipient_format(text, as_phone, "H166", v);
             let ok = found.is_empty();
             errors.extend(found);
@@ -412,7 +409,7 @@ pub fn query(body: &Value) -> Result<(String, RecipientType, ConsentType), ApiEr
 }
 
 /// Errors of one multi-status recipient against the path `type` (H464 on the wrong kind).
-pub fn multi_recipient(text: &str, consent_type: ConsentType, value: &Value) -> Vec<IysError> {
+pub fn multi_recipient(text: &str, consent_type: Channel, value: &Value) -> Vec<IysError> {
     if consent_type.wants_phone() == text.contains('@') {
         return vec![h464(consent_type, value)];
     }

@@ -8,127 +8,24 @@
 //!   requests through these types: it validates the raw JSON field by field, which is how an
 //!   unknown field becomes `H118` (and a bad enum value `H115`/`H116`/`H117`) instead of a
 //!   generic parse error;
-//! * response types do **not** deny unknown fields, so a client survives İYS adding fields.
+//! * response types do **not** deny unknown fields, so a client survives İYS adding fields;
+//! * `type`, `status` and `recipientType` are the domain's [`Channel`], [`ConsentStatus`] and
+//!   [`RecipientType`] (re-exported here), which serialise as İYS spells them; `source` stays
+//!   text, since İYS may add `IYS_*` sources (see `crate::domain::Source`).
 //!
 //! Over 600 lines on purpose: every İYS request and answer body in one place, so they can be held against the OpenAPI document.
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::domain::{Channel, ConsentStatus, RecipientType};
+
 /// İYS date-time text (`YYYY-MM-DD HH:mm:ss`, Turkey time); see `crate::domain::time`.
 pub type IysDateTime = String;
 
-/// Consent channel (`type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum ConsentType {
-    Arama,
-    Mesaj,
-    Eposta,
-}
-
-impl ConsentType {
-    pub const ALL: [Self; 3] = [Self::Arama, Self::Mesaj, Self::Eposta];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Arama => "ARAMA",
-            Self::Mesaj => "MESAJ",
-            Self::Eposta => "EPOSTA",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == text)
-    }
-
-    /// `ARAMA` and `MESAJ` take a phone number, `EPOSTA` an e-mail address.
-    pub fn wants_phone(self) -> bool {
-        !matches!(self, Self::Eposta)
-    }
-}
-
-/// Consent status. Only `ONAY` and `RET` exist (`RED` is a common client bug).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum ConsentStatus {
-    Onay,
-    Ret,
-}
-
-impl ConsentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Onay => "ONAY",
-            Self::Ret => "RET",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "ONAY" => Some(Self::Onay),
-            "RET" => Some(Self::Ret),
-            _ => None,
-        }
-    }
-}
-
-/// Recipient type; İYS defaults to `BIREYSEL` when omitted.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum RecipientType {
-    #[default]
-    Bireysel,
-    Tacir,
-}
-
-impl RecipientType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Bireysel => "BIREYSEL",
-            Self::Tacir => "TACIR",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "BIREYSEL" => Some(Self::Bireysel),
-            "TACIR" => Some(Self::Tacir),
-            _ => None,
-        }
-    }
-}
-
-/// Sources a service provider may send (H119 lists exactly these).
-pub const HS_SOURCES: [&str; 13] = [
-    "HS_FIZIKSEL_ORTAM",
-    "HS_ISLAK_IMZA",
-    "HS_WEB",
-    "HS_CAGRI_MERKEZI",
-    "HS_SOSYAL_MEDYA",
-    "HS_EPOSTA",
-    "HS_MESAJ",
-    "HS_MOBIL",
-    "HS_EORTAM",
-    "HS_ETKINLIK",
-    "HS_2015",
-    "HS_ATM",
-    "HS_KARAR",
-];
-
-/// Sources only İYS sets (citizen-side changes). A client should accept any `IYS_` prefix.
-pub const IYS_SOURCES: [&str; 9] = [
-    "IYS_KISAMESAJ",
-    "IYS_CM",
-    "IYS_WEB",
-    "IYS_WEB_YENI",
-    "IYS_MOBIL",
-    "IYS_EPOSTA",
-    "IYS_AHS_HAT_KAPATMA",
-    "IYS_FRAME_EPOSTA",
-    "IYS_FRAME_SMS",
-];
+// Only for `src/cli/mock_iys.rs`, frozen while another change lands there: everything else
+// names the domain types. Remove with that file's next edit.
+#[doc(hidden)]
+pub type ConsentType = Channel;
 
 /// The field names İYS accepts in a consent body (anything else is H118).
 pub const CONSENT_FIELDS: [&str; 8] = [
@@ -151,7 +48,7 @@ pub const CONSENT_FIELDS: [&str; 8] = [
 pub struct Consent {
     pub recipient: String,
     #[serde(rename = "type")]
-    pub consent_type: ConsentType,
+    pub consent_type: Channel,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     pub status: ConsentStatus,
@@ -276,7 +173,7 @@ pub struct SubRequest {
     #[serde(alias = "subrequestId")]
     pub sub_request_id: String,
     #[serde(rename = "type")]
-    pub consent_type: ConsentType,
+    pub consent_type: Channel,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     pub recipient: String,
@@ -351,7 +248,7 @@ pub struct StatusRequest {
     pub recipient: String,
     pub recipient_type: RecipientType,
     #[serde(rename = "type")]
-    pub consent_type: ConsentType,
+    pub consent_type: Channel,
 }
 
 /// `POST …/consents/status` 200 body.
@@ -361,7 +258,7 @@ pub struct StatusResponse {
     pub recipient: String,
     pub recipient_type: RecipientType,
     #[serde(rename = "type")]
-    pub consent_type: ConsentType,
+    pub consent_type: Channel,
     pub status: ConsentStatus,
     pub source: String,
     /// Absent for a TACIR record first inserted without a date.
@@ -406,7 +303,7 @@ pub struct ChangeItem {
     pub recipient_type: RecipientType,
     pub status: ConsentStatus,
     #[serde(rename = "type")]
-    pub consent_type: ConsentType,
+    pub consent_type: Channel,
     pub transaction_id: String,
     /// Only with `IYS_WEB_YENI` on `source=IYS` pulls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -442,7 +339,7 @@ pub struct HistoryResponse {
 pub struct PushConnection {
     pub url: String,
     #[serde(rename = "type")]
-    pub consent_type: ConsentType,
+    pub consent_type: Channel,
     pub username: String,
     pub password: String,
 }
@@ -459,7 +356,7 @@ pub struct PushRegistrationRequest {
 pub struct PushRegistration {
     pub url: String,
     #[serde(rename = "type")]
-    pub consent_type: ConsentType,
+    pub consent_type: Channel,
     /// Free Turkish text, e.g. "Bağlantı Oluşturuldu".
     pub status: String,
     pub register_time: IysDateTime,
@@ -485,7 +382,7 @@ pub struct PushItem {
     pub recipient_type: RecipientType,
     pub status: ConsentStatus,
     #[serde(rename = "type")]
-    pub consent_type: ConsentType,
+    pub consent_type: Channel,
     pub transaction_id: String,
 }
 
@@ -510,7 +407,7 @@ pub struct SourceStats {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TypeStats {
     #[serde(rename = "type")]
-    pub consent_type: ConsentType,
+    pub consent_type: Channel,
     pub consents: Vec<SourceStats>,
 }
 
@@ -571,7 +468,7 @@ mod tests {
     fn consent_round_trips_in_camel_case_and_omits_none() {
         let consent = Consent {
             recipient: "+905551112233".into(),
-            consent_type: ConsentType::Mesaj,
+            consent_type: Channel::Mesaj,
             source: Some("HS_WEB".into()),
             status: ConsentStatus::Onay,
             consent_date: Some("2026-01-02 10:00:00".into()),

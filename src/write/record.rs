@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::check::store::Consents;
 use crate::domain::recipient::normalise_recipient;
-use crate::domain::{ConsentKey, ConsentRecord, ConsentStatus, Source};
+use crate::domain::{ConsentKey, ConsentRecord, Source};
 use crate::iys::validate;
 use crate::pb;
 use crate::sync::redis::SharedState;
@@ -189,10 +189,7 @@ pub fn new_event(
         .map_err(|e| bad("recipient_type", &e.reason))?;
     let recipient = normalise_recipient(&input.recipient, channel.address_kind())
         .map_err(|e| bad("recipient", &e.to_string()))?;
-    let status = match valid.status {
-        crate::iys::wire::ConsentStatus::Onay => ConsentStatus::Onay,
-        crate::iys::wire::ConsentStatus::Ret => ConsentStatus::Ret,
-    };
+    let status = valid.status;
     let evidence = input.evidence.clone().unwrap_or_default();
     Ok(NewEvent {
         brand,

@@ -27,12 +27,12 @@ use super::{
     push_test_payload,
 };
 use crate::domain::time::{format_iys, to_turkey};
+use crate::domain::{Channel, ConsentStatus, RecipientType};
 use crate::iys::wire::{
     AddConsentResponse, AgreementCaptured, AgreementResponse, BatchResponse, Brand,
-    ChangeStatsResponse, ChangesPage, ConsentStatus, ConsentType, HistoryResponse, IysError,
-    LocationPart, MessageResponse, MultiStatusResponse, OAuthError, Pagination, PollItem,
-    PollStatus, PushConnection, PushRegistration, RecipientType, SourceStats, SubRequest,
-    TokenResponse, TypeStats,
+    ChangeStatsResponse, ChangesPage, HistoryResponse, IysError, LocationPart, MessageResponse,
+    MultiStatusResponse, OAuthError, Pagination, PollItem, PollStatus, PushConnection,
+    PushRegistration, SourceStats, SubRequest, TokenResponse, TypeStats,
 };
 
 const ACCESS_TTL: i64 = 7200;
@@ -864,8 +864,8 @@ async fn multi_status(
         let (_, brand) = mock.authorize(&headers, &iys, Some(&brand))?;
         let recipient_type = RecipientType::parse(&rt)
             .ok_or_else(|| ApiError::one(at("H116", "recipientType", Some(&json!(rt)))))?;
-        let consent_type = ConsentType::parse(&t)
-            .ok_or_else(|| ApiError::one(at("H117", "type", Some(&json!(t)))))?;
+        let consent_type =
+            Channel::parse(&t).ok_or_else(|| ApiError::one(at("H117", "type", Some(&json!(t)))))?;
         let value = parse_json(&body)?;
         let list = match value.get("recipients") {
             None | Some(Value::Null) => {
@@ -1119,7 +1119,7 @@ fn connection_errors(v: &Value, allow_http: bool) -> (Vec<IysError>, Option<Push
             None
         }
         Some(t) => {
-            let parsed = t.as_str().and_then(ConsentType::parse);
+            let parsed = t.as_str().and_then(Channel::parse);
             if parsed.is_none() {
                 errors.push(at("H117", "type", Some(t)));
             }
@@ -1350,7 +1350,7 @@ async fn change_stats(
             .get(&brand)
             .map(|b| b.day_events(date))
             .unwrap_or_default();
-        let pending_of = |t: ConsentType| -> u64 {
+        let pending_of = |t: Channel| -> u64 {
             state
                 .batches
                 .values()
@@ -1361,7 +1361,7 @@ async fn change_stats(
                 })
                 .count() as u64
         };
-        let change_stats = ConsentType::ALL
+        let change_stats = Channel::ALL
             .into_iter()
             .map(|t| {
                 let consents = [(Side::Hs, "HS"), (Side::Iys, "IYS")]
@@ -1498,7 +1498,7 @@ struct CitizenBody {
     #[serde(default)]
     recipient_type: RecipientType,
     #[serde(rename = "type")]
-    consent_type: ConsentType,
+    consent_type: Channel,
     status: ConsentStatus,
     source: String,
     citizen_name: Option<String>,
@@ -1574,7 +1574,7 @@ async fn admin_burst(State(mock): State<MockIys>, body: Bytes) -> Response {
     let records = (parsed.first..parsed.first + parsed.count).map(|i| super::SeedRecord {
         recipient: super::seeded_recipient(i),
         recipient_type: RecipientType::Bireysel,
-        consent_type: ConsentType::Mesaj,
+        consent_type: Channel::Mesaj,
         status: parsed.status,
         source: parsed.source.clone(),
         consent_date: Some(now),

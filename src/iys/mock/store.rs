@@ -12,29 +12,29 @@ use super::codes::entry;
 use super::net::hex;
 use super::validate::ValidConsent;
 use crate::domain::time::{format_iys, from_turkey};
-use crate::iys::wire::{
-    ChangeItem, ConsentStatus, ConsentType, HS_SOURCES, IYS_SOURCES, IysError, PollItem,
-    PushConnection, RecipientType, StatusResponse,
-};
+use crate::domain::{Channel, ConsentStatus, RecipientType, Source};
+use crate::iys::wire::{ChangeItem, IysError, PollItem, PushConnection, StatusResponse};
 
 pub type FoldMap<K, V> = HashMap<K, V, RandomState>;
 
-/// Every source the store knows, HS first then IYS; events keep an index into it.
-pub fn source_index(name: &str) -> Option<u8> {
-    HS_SOURCES
-        .iter()
-        .chain(IYS_SOURCES.iter())
-        .position(|s| *s == name)
-        .map(|i| i as u8)
-}
+/// The `IYS_*` sources the mock produces (citizen-side changes): a subset of
+/// [`Source::ALL`], which also names sources the mock never makes (`IYS_3338`,
+/// `IYS_KISA_LINK`, `IYS_OTHER`).
+pub const CITIZEN_SOURCES: [Source; 9] = [
+    Source::IysKisamesaj,
+    Source::IysCm,
+    Source::IysWeb,
+    Source::IysWebYeni,
+    Source::IysMobil,
+    Source::IysEposta,
+    Source::IysAhsHatKapatma,
+    Source::IysFrameEposta,
+    Source::IysFrameSms,
+];
 
-fn source_name(index: u8) -> &'static str {
-    HS_SOURCES
-        .iter()
-        .chain(IYS_SOURCES.iter())
-        .nth(usize::from(index))
-        .copied()
-        .unwrap_or("")
+/// Every source the store knows: the provider (`HS_*`) ones and [`CITIZEN_SOURCES`].
+pub fn source_index(name: &str) -> Option<Source> {
+    Source::provider(name).or_else(|| CITIZEN_SOURCES.iter().copied().find(|s| s.as_str() == name))
 }
 
 /// Which side made a change: the provider (`HS`) or the recipient in İYS (`IYS`).
@@ -49,10 +49,10 @@ pub enum Side {
 pub struct Event {
     pub recipient: Arc<str>,
     pub recipient_type: RecipientType,
-    pub consent_type: ConsentType,
+    pub consent_type: Channel,
     pub status: ConsentStatus,
-    /// Index into HS_SOURCES ++ IYS_SOURCES; `None` for a first TACIR record without source.
-    pub source: Option<u8>,
+    /// One of [`source_index`]'s sources; `None` for a first TACIR record without source.
+    pub source: Option<Source>,
     pub consent_date: Option<NaiveDateTime>,
     pub creation: NaiveDateTime,
     pub txid: [u8; 32],
@@ -64,13 +64,13 @@ pub struct Event {
 impl Event {
     pub fn side(&self) -> Side {
         match self.source {
-            Some(i) if usize::from(i) >= HS_SOURCES.len() => Side::Iys,
+            Some(s) if !s.is_provider() => Side::Iys,
             _ => Side::Hs,
         }
     }
 
     pub fn source_str(&self) -> &'static str {
-        self.source.map_or("", source_name)
+        self.source.map_or("", Source::as_str)
     }
 
     pub fn epoch(&self) -> i64 {
@@ -128,7 +128,7 @@ fn transaction_id(
     movement: u64,
     recipient: &str,
     recipient_type: RecipientType,
-    consent_type: ConsentType,
+    consent_type: Channel,
     creation: NaiveDateTime,
 ) -> [u8; 32] {
     let mut hasher = Sha256::new();
@@ -176,7 +176,7 @@ impl Record {
     }
 }
 
-fn slot(recipient_type: RecipientType, consent_type: ConsentType) -> usize {
+fn slot(recipient_type: RecipientType, consent_type: Channel) -> usize {
     recipient_type as usize * 3 + consent_type as usize
 }
 
@@ -209,7 +209,7 @@ impl BrandState {
         &self,
         recipient: &str,
         recipient_type: RecipientType,
-        consent_type: ConsentType,
+        consent_type: Channel,
     ) -> Option<&Record> {
         self.consents[slot(recipient_type, consent_type)].get(recipient)
     }
@@ -220,7 +220,7 @@ impl BrandState {
         brand: u64,
         recipient: &str,
         recipient_type: RecipientType,
-        consent_type: ConsentType,
+        consent_type: Channel,
         creation: NaiveDateTime,
     ) -> [u8; 32] {
         self.movements += 1;
@@ -238,7 +238,7 @@ impl BrandState {
         self.consents.iter().map(HashMap::len).sum()
     }
 
-    pub fn reserve(&mut self, recipient_type: RecipientType, consent_type: ConsentType, n: usize) {
+    pub fn reserve(&mut self, recipient_type: RecipientType, consent_type: Channel, n: usize) {
         self.consents[slot(recipient_type, consent_type)].reserve(n);
         self.log.reserve(n);
     }

@@ -647,7 +647,7 @@ async fn single_add_business_rules() {
             BRAND,
             "TACIR@FIRMA.COM.TR",
             RecipientType::Tacir,
-            ConsentType::Eposta,
+            Channel::Eposta,
         )
         .unwrap();
     assert_eq!(stored.recipient, "tacir@firma.com.tr");
@@ -794,12 +794,7 @@ async fn batch_poll_empty_then_enqueue_then_results() {
     assert!(items[1].get("creationDate").is_none());
     assert!(
         h.mock
-            .consent(
-                BRAND,
-                "new@bb.cc",
-                RecipientType::Bireysel,
-                ConsentType::Eposta
-            )
+            .consent(BRAND, "new@bb.cc", RecipientType::Bireysel, Channel::Eposta)
             .is_some()
     );
 
@@ -957,7 +952,7 @@ async fn changes_order_cursor_204_sources_window_and_limits() {
             [SeedRecord {
                 recipient: "old@bb.cc".into(),
                 recipient_type: RecipientType::Bireysel,
-                consent_type: ConsentType::Eposta,
+                consent_type: Channel::Eposta,
                 status: ConsentStatus::Onay,
                 source: "HS_WEB".into(),
                 consent_date: parse_iys("2026-03-01 10:00:00"),
@@ -987,7 +982,7 @@ async fn changes_order_cursor_204_sources_window_and_limits() {
             BRAND,
             "+905321234567",
             RecipientType::Bireysel,
-            ConsentType::Mesaj,
+            Channel::Mesaj,
             ConsentStatus::Onay,
             CitizenSource::WebYeni {
                 citizen_name: "Ayşe Yılmaz".into(),
@@ -1068,7 +1063,7 @@ async fn changes_hold_back_hides_the_newest_hour() {
             BRAND,
             "a@bb.cc",
             RecipientType::Bireysel,
-            ConsentType::Eposta,
+            Channel::Eposta,
             ConsentStatus::Ret,
             CitizenSource::Mobil,
         )
@@ -1118,7 +1113,7 @@ async fn two_changes_of_one_key_in_one_second_have_distinct_transaction_ids() {
             BRAND,
             "+905321234567",
             RecipientType::Bireysel,
-            ConsentType::Mesaj,
+            Channel::Mesaj,
             ConsentStatus::Onay,
             CitizenSource::Mobil,
         )
@@ -1152,7 +1147,7 @@ async fn changes_of_the_current_second_are_served_and_none_is_skipped() {
                 BRAND,
                 &recipient,
                 RecipientType::Bireysel,
-                ConsentType::Eposta,
+                Channel::Eposta,
                 ConsentStatus::Ret,
                 CitizenSource::Mobil,
             )
@@ -1263,7 +1258,7 @@ async fn faults_truncated_bodies_repeated_and_empty_pages() {
                 BRAND,
                 &format!("c{i}@bb.cc"),
                 RecipientType::Bireysel,
-                ConsentType::Eposta,
+                Channel::Eposta,
                 ConsentStatus::Ret,
                 CitizenSource::Web,
             )
@@ -1357,7 +1352,7 @@ async fn reconciliation_csv_hash_agreement_and_stats() {
             BRAND,
             "b@bb.cc",
             RecipientType::Bireysel,
-            ConsentType::Eposta,
+            Channel::Eposta,
             ConsentStatus::Ret,
             CitizenSource::KisaMesaj,
         )
@@ -1474,7 +1469,7 @@ async fn seeding_100k_records_serves_them_all() {
             (0..100_000u32).map(|i| SeedRecord {
                 recipient: format!("+90532{i:07}"),
                 recipient_type: RecipientType::Bireysel,
-                consent_type: ConsentType::Mesaj,
+                consent_type: Channel::Mesaj,
                 status: ConsentStatus::Onay,
                 source: "HS_WEB".into(),
                 consent_date: created,
@@ -1678,7 +1673,7 @@ async fn push_registration_test_payload_and_delivery_with_basic_auth() {
             BRAND,
             "+905321234567",
             RecipientType::Bireysel,
-            ConsentType::Mesaj,
+            Channel::Mesaj,
             ConsentStatus::Ret,
             CitizenSource::KisaMesaj,
         )
@@ -1689,7 +1684,7 @@ async fn push_registration_test_payload_and_delivery_with_basic_auth() {
             BRAND,
             "a@bb.cc",
             RecipientType::Bireysel,
-            ConsentType::Eposta,
+            Channel::Eposta,
             ConsentStatus::Ret,
             CitizenSource::Web,
         )
