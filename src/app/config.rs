@@ -750,13 +750,6 @@ pub enum ListArg {
     EmailStrings,
 }
 
-// `--channel` and `--purpose` take the domain's own types; these names remain only for
-// `src/cli/client.rs`, frozen while another change lands there. Remove with its next edit.
-#[doc(hidden)]
-pub type ChannelArg = Channel;
-#[doc(hidden)]
-pub type PurposeArg = Purpose;
-
 /// `--channel`: İYS's spelling (`ARAMA`), lower case accepted as an alias.
 impl ValueEnum for Channel {
     fn value_variants<'a>() -> &'a [Self] {

@@ -11,8 +11,9 @@ use tonic::Request;
 use tonic::metadata::MetadataValue;
 
 use crate::api::API_KEY_HEADER;
-use crate::app::config::{ChannelArg, CheckArgs, ClientArgs, FilterArgs, PurposeArg};
+use crate::app::config::{CheckArgs, ClientArgs, FilterArgs};
 use crate::pb;
+use crate::pb::convert::{pb_channel, pb_purpose};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -47,26 +48,6 @@ pub fn with_key<T>(message: T, key: &str) -> Result<Request<T>, ClientError> {
     let value: MetadataValue<_> = key.parse().map_err(|_| ClientError::BadKey)?;
     request.metadata_mut().insert(API_KEY_HEADER, value);
     Ok(request)
-}
-
-fn channel(c: ChannelArg) -> pb::Channel {
-    match c {
-        ChannelArg::Arama => pb::Channel::Arama,
-        ChannelArg::Mesaj => pb::Channel::Mesaj,
-        ChannelArg::Eposta => pb::Channel::Eposta,
-    }
-}
-
-fn purpose(p: PurposeArg) -> pb::Purpose {
-    match p {
-        PurposeArg::Commercial => pb::Purpose::Commercial,
-        PurposeArg::Transactional => pb::Purpose::Transactional,
-        PurposeArg::Information => pb::Purpose::Information,
-        PurposeArg::DebtReminder => pb::Purpose::DebtReminder,
-        PurposeArg::DeliveryNotice => pb::Purpose::DeliveryNotice,
-        PurposeArg::DataUpdate => pb::Purpose::DataUpdate,
-        PurposeArg::LegalNotice => pb::Purpose::LegalNotice,
-    }
 }
 
 fn rtype(c: &ClientArgs) -> pb::RecipientType {
@@ -113,10 +94,10 @@ pub async fn check(args: &CheckArgs) -> Result<(), ClientError> {
     let request = pb::CheckRequest {
         brand_code: c.brand.into(),
         recipient: args.recipient.clone(),
-        channel: channel(c.channel).into(),
+        channel: pb_channel(c.channel).into(),
         recipient_type: rtype(c).into(),
         retailer_code: c.retailer.unwrap_or(0).into(),
-        purpose: purpose(c.purpose).into(),
+        purpose: pb_purpose(c.purpose).into(),
     };
     let reply = client
         .check(with_key(request, &c.api_key)?)
@@ -156,10 +137,10 @@ pub async fn filter(args: &FilterArgs) -> Result<(u64, u64), ClientError> {
     let (chunks_tx, mut chunks_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
     let header = pb::FilterRequest {
         brand_code: c.brand.into(),
-        channel: channel(c.channel).into(),
+        channel: pb_channel(c.channel).into(),
         recipient_type: rtype(c).into(),
         retailer_code: c.retailer.unwrap_or(0).into(),
-        purpose: purpose(c.purpose).into(),
+        purpose: pb_purpose(c.purpose).into(),
         ..pb::FilterRequest::default()
     };
     let chunk_size = args.chunk.clamp(1, crate::api::MAX_CHUNK);

@@ -7,8 +7,8 @@ use crate::app::{self, config::MockIysArgs};
 /// # Errors
 /// When the port cannot be bound or seeding fails.
 pub async fn run(args: MockIysArgs) -> Result<(), crate::cli::Error> {
+    use crate::domain::{Channel, ConsentStatus, RecipientType};
     use crate::iys::mock::{MockConfig, MockIys, RateLimits, SeedRecord};
-    use crate::iys::wire::{ConsentStatus, ConsentType, RecipientType};
     crate::telemetry::init_logging(&args.log)?;
     let mut config = MockConfig {
         hold_back: args.hold_back,
@@ -24,7 +24,7 @@ pub async fn run(args: MockIysArgs) -> Result<(), crate::cli::Error> {
         let records = (0..args.seed).map(|i| SeedRecord {
             recipient: crate::iys::mock::seeded_recipient(i),
             recipient_type: RecipientType::Bireysel,
-            consent_type: ConsentType::Mesaj,
+            consent_type: Channel::Mesaj,
             status: ConsentStatus::Onay,
             source: "HS_WEB".into(),
             consent_date: Some(at),

@@ -22,11 +22,6 @@ pub use crate::domain::{Channel, ConsentStatus, RecipientType};
 /// İYS date-time text (`YYYY-MM-DD HH:mm:ss`, Turkey time); see `crate::domain::time`.
 pub type IysDateTime = String;
 
-// Only for `src/cli/mock_iys.rs`, frozen while another change lands there: everything else
-// names the domain types. Remove with that file's next edit.
-#[doc(hidden)]
-pub type ConsentType = Channel;
-
 /// The field names İYS accepts in a consent body (anything else is H118).
 pub const CONSENT_FIELDS: [&str; 8] = [
     "recipient",

@@ -165,6 +165,18 @@ pub fn pb_channel(c: DChannel) -> pb::Channel {
     }
 }
 
+pub fn pb_purpose(p: DPurpose) -> pb::Purpose {
+    match p {
+        DPurpose::Commercial => pb::Purpose::Commercial,
+        DPurpose::Transactional => pb::Purpose::Transactional,
+        DPurpose::Information => pb::Purpose::Information,
+        DPurpose::DebtReminder => pb::Purpose::DebtReminder,
+        DPurpose::DeliveryNotice => pb::Purpose::DeliveryNotice,
+        DPurpose::DataUpdate => pb::Purpose::DataUpdate,
+        DPurpose::LegalNotice => pb::Purpose::LegalNotice,
+    }
+}
+
 pub fn pb_rtype(t: DRecipientType) -> pb::RecipientType {
     match t {
         DRecipientType::Bireysel => pb::RecipientType::Bireysel,
