@@ -34,7 +34,7 @@ redis-cli -u "$REDIS_URL" XADD "$PREFIX:changes" '*' hb "$(date +%s%6N)" > /dev/
 read -r _ flag <<< "$($BIN keygen --name cold --brands 600001 | awk '/^secret/ {s=$NF} /^flag/ {sub(/^flag: *--client /, ""); gsub(/\x27/, ""); f=$0} END {print s, f}')"
 started=$(date +%s%3N)
 $BIN serve --evidence-file "$out/evidence.log" --redis-url "$REDIS_URL" --redis-prefix "$PREFIX" --client "$flag" \
-  --listen 127.0.0.1:50059 --metrics-listen off --log warn > "$out/serve.log" 2>&1 &
+  --listen 127.0.0.1:50059 --metrics-listen off --panel-listen off --log warn > "$out/serve.log" 2>&1 &
 pid=$!
 $BIN load --scenario cold-start --addr http://127.0.0.1:50059 --started-unix-ms "$started" \
   --records "$N" --duration 300s --quiet

@@ -32,7 +32,7 @@ trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true' EXIT
 # drift in the machine shows up in both columns alike.
 IYSGATE_RUNTIME=$SERVER_RUNTIME $SERVER_PIN $BIN echo-server --listen 127.0.0.1:50052 > "$out/echo.log" 2>&1 &
 IYSGATE_RUNTIME=$SERVER_RUNTIME $SERVER_PIN $BIN demo --evidence-file "$out/evidence.log" --records "$RECORDS" --seed $SEED --listen 127.0.0.1:50053 \
-  --metrics-listen off --log warn > "$out/demo.log" 2>&1 &
+  --metrics-listen off --panel-listen off --log warn > "$out/demo.log" 2>&1 &
 for _ in $(seq 600); do grep -q 'IYSGATE_API_KEY=' "$out/demo.log" 2>/dev/null && break; sleep 0.1; done
 key=$(grep -o 'iysk_[0-9a-f]*' "$out/demo.log" | head -1)
 sleep 1

@@ -23,7 +23,7 @@ for kind in phones emails email-strings; do
   for n in "${SIZES[@]}"; do
     # A fresh server per run, so its peak memory is this run's.
     $SERVER_PIN $BIN demo --evidence-file "$out/evidence.log" --records "$RECORDS" --seed $SEED --listen 127.0.0.1:50054 \
-      --metrics-listen off --log warn > "$out/demo.log" 2>&1 &
+      --metrics-listen off --panel-listen off --log warn > "$out/demo.log" 2>&1 &
     pid=$!
     for _ in $(seq 600); do grep -q 'IYSGATE_API_KEY=' "$out/demo.log" 2>/dev/null && break; sleep 0.1; done
     key=$(grep -o 'iysk_[0-9a-f]*' "$out/demo.log" | head -1)

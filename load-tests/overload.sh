@@ -34,7 +34,7 @@ if command -v taskset >/dev/null; then SERVER_PIN="taskset -c 0"; LOAD_PIN="task
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true; rmdir "$CG" 2>/dev/null || true' EXIT
 $SERVER_PIN $BIN demo --evidence-file "$out/evidence.log" --records "$RECORDS" --seed $SEED --listen 127.0.0.1:50056 \
-  --metrics-listen 127.0.0.1:9466 --log warn --max-in-flight "$LIMIT" \
+  --metrics-listen 127.0.0.1:9466 --panel-listen off --log warn --max-in-flight "$LIMIT" \
   --max-queue-delay "${MAX_QUEUE_DELAY:-100ms}" ${SERVER_ARGS:-} > "$out/demo.log" 2>&1 &
 pid=$!
 for _ in $(seq 600); do grep -q 'IYSGATE_API_KEY=' "$out/demo.log" 2>/dev/null && break; sleep 0.1; done

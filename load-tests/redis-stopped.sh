@@ -24,11 +24,11 @@ $BIN mock-iys --listen 127.0.0.1:8091 --seed $SEEDED --hold-back 0s --no-rate-li
 sleep 1
 IYSGATE_IYS_PASSWORD=mock $BIN sync --iys-url http://127.0.0.1:8091 --iys-username mock \
   --brand 700000:700001 --redis-url $REDIS --redis-prefix lt --interval 1s \
-  --metrics-listen off --log warn > "$out/sync.log" 2>&1 &
+  --metrics-listen off --panel-listen off --log warn > "$out/sync.log" 2>&1 &
 sync_pid=$!
 read -r key flag <<< "$($BIN keygen --name lt --brands 700001 | awk '/^secret/ {s=$NF} /^flag/ {sub(/^flag: *--client /, ""); gsub(/\x27/, ""); f=$0} END {print s, f}')"
 $SERVER_PIN $BIN serve --evidence-file "$out/evidence.log" --redis-url $REDIS --redis-prefix lt --client "$flag" \
-  --listen 127.0.0.1:50057 --metrics-listen off --max-staleness 10m --log warn > "$out/serve.log" 2>&1 &
+  --listen 127.0.0.1:50057 --metrics-listen off --panel-listen off --max-staleness 10m --log warn > "$out/serve.log" 2>&1 &
 # Half the calls ask about seeded numbers (ALLOW), half about numbers İYS does not hold.
 { seq -f '+90532%07g' 0 $((SEEDED / 4 - 1)); seq -f '+90555%07g' 0 $((SEEDED / 4 - 1)); } > "$out/recipients.txt"
 last=$(printf '+90532%07d' $((SEEDED - 1)))

@@ -20,7 +20,7 @@ trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true' EXIT
 for round in $(seq "$ROUNDS"); do
   rm -f "$out/evidence.log"
   $SERVER_PIN $BIN demo --evidence-file "$out/evidence.log" --records $RECORDS --seed $SEED \
-    --listen 127.0.0.1:50057 --metrics-listen off --log warn --shutdown-delay 500ms --grace 5s \
+    --listen 127.0.0.1:50057 --metrics-listen off --panel-listen off --log warn --shutdown-delay 500ms --grace 5s \
     > "$out/demo.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do grep -q 'IYSGATE_API_KEY=' "$out/demo.log" 2>/dev/null && break; sleep 0.1; done

@@ -27,10 +27,10 @@ $OTHER_PIN $BIN mock-iys --listen 127.0.0.1:8092 --seed $SEEDED --hold-back 0s -
 sleep 1
 IYSGATE_IYS_PASSWORD=mock $OTHER_PIN $BIN sync --iys-url http://127.0.0.1:8092 --iys-username mock \
   --brand 700000:700001 --redis-url $REDIS --redis-prefix burst --interval "$INTERVAL" \
-  --metrics-listen off --log warn > "$out/sync.log" 2>&1 &
+  --metrics-listen off --panel-listen off --log warn > "$out/sync.log" 2>&1 &
 read -r key flag <<< "$($BIN keygen --name burst --brands 700001 | awk '/^secret/ {s=$NF} /^flag/ {sub(/^flag: *--client /, ""); gsub(/\x27/, ""); f=$0} END {print s, f}')"
 $SERVER_PIN $BIN serve --evidence-file "$out/evidence.log" --redis-url $REDIS --redis-prefix burst --client "$flag" \
-  --listen 127.0.0.1:50058 --metrics-listen off --log warn > "$out/serve.log" 2>&1 &
+  --listen 127.0.0.1:50058 --metrics-listen off --panel-listen off --log warn > "$out/serve.log" 2>&1 &
 # The burst turns seeded numbers 0 .. BURST-1 to RET; the steady load asks about the others
 # (ALLOW) and numbers İYS does not hold.
 seq -f '+90532%07g' 0 $((BURST - 1)) > "$out/targets.txt"

@@ -28,7 +28,7 @@ read -r limited_key limited_flag <<< "$(key_and_flag flood-limited "$QUOTA")"
 read -r free_key free_flag <<< "$(key_and_flag flood-unlimited)"
 
 $SERVER_PIN $BIN demo --evidence-file "$out/evidence.log" --records "$RECORDS" --seed $SEED --listen 127.0.0.1:50055 \
-  --metrics-listen off --log warn --client "$steady_flag" --client "$limited_flag" \
+  --metrics-listen off --panel-listen off --log warn --client "$steady_flag" --client "$limited_flag" \
   --client "$free_flag" > "$out/demo.log" 2>&1 &
 pid=$!
 for _ in $(seq 600); do grep -q 'IYSGATE_API_KEY=' "$out/demo.log" 2>/dev/null && break; sleep 0.1; done

@@ -383,6 +383,8 @@ async fn every_accepted_call_is_answered_across_sigterm() {
             &addr,
             "--metrics-listen",
             "off",
+            "--panel-listen",
+            "off",
             "--client",
             &client_spec("a", KEY_A),
             "--evidence-file",

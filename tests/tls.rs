@@ -167,6 +167,8 @@ fn serve(pki: &Pki, port_base: u16, extra: &[&str]) -> Server {
         pki.path("served.key"),
         "--log".into(),
         "warn".into(),
+        "--panel-listen".into(),
+        "off".into(),
     ];
     args.extend(extra.iter().map(|a| (*a).to_owned()));
     let child = Command::new(env!("CARGO_BIN_EXE_iysgate"))

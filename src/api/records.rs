@@ -1,8 +1,8 @@
 //! `iysgate.v1.ConsentRecords`, the gRPC face of the write path: authenticates and admits the
-//! call like every other, turns each input into an event with [`record::new_event`] (İYS's
-//! own validation, every violation named), stores the batch durably, applies it to the index
-//! and publishes it to the other replicas before it answers. The rules live in
-//! `write::record`; this file maps them to protobuf and status codes.
+//! call like every other, then hands the inputs to [`record_consents`] (İYS's own validation,
+//! every violation named; the batch stored durably, applied to the index and published to the
+//! other replicas before it answers). The rules live in `write::record`; this file maps them
+//! to protobuf and status codes. The panel's hand-recorded consents take the same function.
 
 use std::sync::Arc;
 
@@ -11,115 +11,50 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::api::{self, ConsentService};
 use crate::domain::time::format_iys;
-use crate::domain::{ConsentEvent, ConsentKey, ConsentRecord, Purpose, Registration};
 use crate::pb;
-use crate::write::evidence::{EvidenceStore, Recorded, Recorder};
+use crate::write::evidence::{EvidenceStore, Recorder};
 
 use super::status::evidence_status;
-use crate::write::record::{
-    MAX_RECORDS, PUBLISH_WAIT, Published, Violation, new_event, publish_for_replicas,
-};
+use crate::write::record::{MAX_RECORDS, RecordError, Recording, Violation, record_consents};
 
 impl ConsentService {
     async fn record(
         &self,
         store: &EvidenceStore,
         brand: u32,
-        prefix: impl Fn(usize) -> String,
+        prefix: impl Fn(usize) -> String + Sync,
         inputs: &[pb::ConsentInput],
         recorder: &Recorder,
     ) -> Result<Vec<pb::RecordedConsent>, Status> {
-        let mut events = Vec::with_capacity(inputs.len());
-        let mut violations = Vec::new();
-        for (i, input) in inputs.iter().enumerate() {
-            let now = self.checker().clock().now_turkey();
-            match new_event(
-                brand,
-                &prefix(i),
-                input,
-                recorder,
-                now,
-                self.checker().calendar(),
-            ) {
-                Ok(event) => events.push(event),
-                Err(v) => violations.extend(v),
-            }
-        }
-        if !violations.is_empty() {
-            return Err(refuse(&violations));
-        }
-        let checker = self.checker();
-        let recorded = store
-            .record(&events, checker.clock().now_utc())
-            .await
-            .map_err(|e| evidence_status(e, &prefix))?;
-        // Durable: now the index. A RET is DENY from the next check on; an ONAY is pending.
-        let mut out = Vec::with_capacity(events.len());
-        let mut keys = Vec::with_capacity(events.len());
-        for (event, outcome) in events.into_iter().zip(recorded) {
-            let (id, duplicate) = match outcome {
-                Recorded::New(id) => (id, false),
-                Recorded::Duplicate(id) => (id, true),
-            };
-            let deadline = checker.calendar().registration_deadline(event.consent_date);
-            let key = ConsentKey {
-                brand,
-                recipient: event.recipient.clone(),
-                recipient_type: event.recipient_type,
-                channel: event.channel,
-            };
-            keys.push(key.clone());
-            // Applying an event twice changes nothing (the latest-event rule), so a duplicate
-            // is applied too: harmless, and it heals an index that missed the first.
-            let _ = self.consents().apply(
-                key,
-                ConsentEvent {
-                    status: event.status,
-                    source: event.source,
-                    consent_date: event.consent_date,
-                    registration: Registration::Pending,
-                    retailer_access: event.retailer_access.clone(),
-                },
-            );
-            let text = event.recipient.to_string();
-            let query = crate::check::Query {
-                brand,
-                recipient: &text,
-                channel: event.channel,
-                recipient_type: event.recipient_type,
-                retailer: None,
-                purpose: Purpose::Commercial,
-            };
-            let decision = checker.check(&query).ok().map(|a| {
-                crate::pb::convert::decision_pb(&a.decision, a.data_age.as_millis() as u64)
-            });
-            out.push(pb::RecordedConsent {
-                event_id: u64::try_from(id.0).unwrap_or_default(),
-                duplicate,
-                upload_deadline: format_iys(deadline),
-                decision,
-                stored_recipient: text,
-            });
-        }
-        // Then every other replica: each key's current record here, which is the event just
-        // recorded unless this replica already held a newer one.
-        if let Some(shared) = self.shared() {
-            let current: Vec<(ConsentKey, ConsentRecord)> = keys
-                .into_iter()
-                .filter_map(|key| self.consents().get(&key).map(|record| (key, record)))
-                .collect();
-            let published = publish_for_replicas(shared, &current, Published::Recorded);
-            if tokio::time::timeout(PUBLISH_WAIT, published).await.is_err() {
-                tracing::error!(
-                    brand,
-                    records = current.len(),
-                    "publishing to the other replicas took too long; answering without it"
-                );
-                metrics::counter!("iysgate_record_publish_failures_total", "what" => Published::Recorded.as_str())
-                    .increment(current.len() as u64);
-            }
-        }
-        Ok(out)
+        let recorded = record_consents(
+            &Recording {
+                store,
+                checker: self.checker(),
+                consents: self.consents(),
+                shared: self.shared(),
+            },
+            brand,
+            &prefix,
+            inputs,
+            recorder,
+        )
+        .await
+        .map_err(|e| match e {
+            RecordError::Invalid(violations) => refuse(&violations),
+            RecordError::Store(e) => evidence_status(e, &prefix),
+        })?;
+        Ok(recorded
+            .into_iter()
+            .map(|r| pb::RecordedConsent {
+                event_id: u64::try_from(r.id.0).unwrap_or_default(),
+                duplicate: r.duplicate,
+                upload_deadline: format_iys(r.deadline),
+                decision: r.answer.map(|a| {
+                    crate::pb::convert::decision_pb(&a.decision, a.data_age.as_millis() as u64)
+                }),
+                stored_recipient: r.key.recipient.to_string(),
+            })
+            .collect())
     }
 
     fn evidence_store(&self) -> Result<Arc<EvidenceStore>, Status> {

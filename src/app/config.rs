@@ -23,6 +23,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::domain::{Channel, Purpose};
 
 pub const ENV_LISTEN: &str = "IYSGATE_LISTEN";
+pub const ENV_PANEL_LISTEN: &str = "IYSGATE_PANEL_LISTEN";
 pub const ENV_METRICS_LISTEN: &str = "IYSGATE_METRICS_LISTEN";
 pub const ENV_API_KEYS: &str = "IYSGATE_API_KEYS";
 pub const ENV_BRANDS: &str = "IYSGATE_BRANDS";
@@ -285,6 +286,10 @@ pub struct ServeArgs {
     /// Prometheus metrics listen address (`/metrics`); "off" disables it.
     #[arg(long, env = ENV_METRICS_LISTEN, default_value = "127.0.0.1:9464")]
     pub metrics_listen: OptionalAddr,
+    /// The compliance panel's listen address (a browser's `http(s)://` address); "off"
+    /// disables it. Needs an evidence store (it always has one: the file by default).
+    #[arg(long, env = ENV_PANEL_LISTEN, default_value = "127.0.0.1:8080")]
+    pub panel_listen: OptionalAddr,
     /// JSON file of API clients (key digests and brand grants).
     #[arg(long, env = ENV_API_KEYS)]
     pub api_keys: Option<PathBuf>,

@@ -35,6 +35,10 @@ pub use serving::{ServerTls, bind, consent_service, serve_grpc, serve_metrics, s
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
+    Panel(crate::panel::store::PanelStoreError),
+    #[error("panel: {0}")]
+    PanelState(String),
+    #[error(transparent)]
     Keys(#[from] KeysError),
     #[error("calendar: {0}")]
     Calendar(#[from] CalendarError),

@@ -29,6 +29,8 @@ pub struct Tour<'a> {
     pub took: std::time::Duration,
     pub addr: std::net::SocketAddr,
     pub metrics: Option<std::net::SocketAddr>,
+    /// The panel's address and the demo login (user, password), unless `--panel-listen off`.
+    pub panel: Option<(std::net::SocketAddr, (&'a str, &'a str))>,
     pub secret: &'a str,
     pub app: &'a App,
 }
@@ -75,6 +77,22 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), StartError
         ),
         None => None,
     };
+    // The panel's port is bound now, so a taken port stops the start before any work.
+    let panel = match args.panel_listen.0 {
+        Some(addr) => {
+            let store = crate::panel::store::PanelStore::beside(
+                app.evidence.as_ref().expect("opened above"),
+                &args.evidence_file,
+            )
+            .map_err(StartError::Panel)?;
+            Some((app::bind(addr).await?, store))
+        }
+        None => None,
+    };
+    let panel_addr = match &panel {
+        Some((listener, _)) => Some(listener.local_addr().map_err(StartError::LocalAddr)?),
+        None => None,
+    };
     if let Some(demo) = &demo {
         let started = std::time::Instant::now();
         // The demo brands' policies, overridden by a --brands file if one was given.
@@ -88,11 +106,20 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), StartError
         let mut summary = demo::generate(&app.consents, demo.records, demo.seed, now);
         demo::pick_pending_samples(&mut summary, &app.consents, app.checker.calendar(), now);
         let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
+        let panel_login = match &panel {
+            Some((_, store)) => Some(
+                crate::panel::demo_login(store, clock.now_utc())
+                    .await
+                    .map_err(StartError::Panel)?,
+            ),
+            None => None,
+        };
         (demo.tour)(&Tour {
             summary: &summary,
             took: started.elapsed(),
             addr,
             metrics: metrics_addr,
+            panel: panel_addr.zip(panel_login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))),
             secret: &demo.secret,
             app: &app,
         });
@@ -144,6 +171,14 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), StartError
         stop.cancel();
     });
     let service = app::consent_service(&app, &args);
+    if let Some((listener, store)) = panel {
+        let panel = crate::panel::Panel::new(&app, Arc::clone(&service), store)
+            .map_err(|e| StartError::PanelState(e.to_string()))?;
+        let tls = app.tls.as_ref().map(|t| Arc::clone(&t.http));
+        crate::app::listener::warn_if_plaintext("panel", panel_addr.expect("bound"), tls.is_some());
+        tracing::info!(listen = %panel_addr.expect("bound"), "compliance panel");
+        crate::panel::serve(listener, tls, Arc::new(panel), shutdown.clone(), &tasks);
+    }
     let served = app::serve_grpc(&app, &args, service, listener, shutdown.clone(), &tasks).await;
     shutdown.cancel();
     tasks.close();

@@ -51,6 +51,10 @@ fn print_tour(tour: &Tour<'_>) {
         tour.metrics
             .map_or("off".to_owned(), |m| format!("http://{m}/metrics"))
     );
+    if let Some((addr, (user, password))) = tour.panel {
+        println!();
+        println!("compliance panel: http://{addr}/  (log in as {user:?}, password {password})");
+    }
     println!();
     println!(
         "API key (granted brands {}):",

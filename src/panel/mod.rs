@@ -266,6 +266,34 @@ impl<T: DeserializeOwned> FromRequest<State> for Posted<T> {
     }
 }
 
+/// The demo's panel login: the admin account `demo` with a new random password (made, or
+/// reset if an earlier demo left one), for the tour to print once.
+///
+/// # Errors
+/// The panel store failed, or the OS gave no randomness.
+pub async fn demo_login(
+    store: &PanelStore,
+    now: DateTime<Utc>,
+) -> Result<(String, String), PanelStoreError> {
+    const NAME: &str = "demo";
+    let random = |e: getrandom::Error| PanelStoreError::Io {
+        path: "(OS randomness)".into(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let password = auth::generate_password().map_err(random)?;
+    let hash = auth::hash_password(&password).map_err(|e| PanelStoreError::Io {
+        path: "(password hash)".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    if store.user(NAME).await?.is_some() {
+        store.set_password(NAME, &hash).await?;
+        store.drop_sessions(None, NAME).await?;
+    } else {
+        store.add_user(NAME, store::Role::Admin, &hash, now).await?;
+    }
+    Ok((NAME.to_owned(), password))
+}
+
 /// Serves the panel on `listener` until `shutdown` (over TLS when `tls` is given).
 pub fn serve(
     listener: tokio::net::TcpListener,

@@ -22,6 +22,142 @@ use crate::pb;
 use crate::sync::redis::SharedState;
 use crate::write::evidence::{Evidence, NewEvent, Recorder};
 
+/// What recording needs: the evidence store, the checker (clock, calendar, the decision
+/// after) and the index it applies to, and a replica's shared state.
+pub struct Recording<'a> {
+    pub store: &'a crate::write::evidence::EvidenceStore,
+    pub checker: &'a crate::check::Checker,
+    pub consents: &'a Consents,
+    pub shared: Option<&'a SharedState>,
+}
+
+/// One consent recorded.
+#[derive(Debug, Clone)]
+pub struct RecordedConsent {
+    pub id: crate::write::evidence::EventId,
+    /// The idempotency key was seen before: this is the earlier event.
+    pub duplicate: bool,
+    /// The strict registration deadline (Turkey time).
+    pub deadline: crate::domain::time::TurkeyTime,
+    pub key: ConsentKey,
+    /// What a commercial check of the key answers now.
+    pub answer: Option<crate::check::Answer>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Fields İYS would refuse; nothing was stored.
+    #[error("{} field(s) refused; nothing was stored", .0.len())]
+    Invalid(Vec<Violation>),
+    #[error(transparent)]
+    Store(#[from] crate::write::evidence::EvidenceError),
+}
+
+/// Records `inputs` for `brand` whole or not at all: each validated as İYS validates it
+/// (`prefix(i)` names input `i`'s fields), the batch stored durably, then applied to the
+/// index (a RET is DENY from the next check on; an ONAY pending) and published to the other
+/// replicas before it returns.
+///
+/// # Errors
+/// [`RecordError::Invalid`] with every violation, or the store's refusal; nothing is stored
+/// then.
+pub async fn record_consents(
+    r: &Recording<'_>,
+    brand: u32,
+    prefix: &(dyn Fn(usize) -> String + Sync),
+    inputs: &[pb::ConsentInput],
+    recorder: &Recorder,
+) -> Result<Vec<RecordedConsent>, RecordError> {
+    use crate::domain::{ConsentEvent, Purpose, Registration};
+    use crate::write::evidence::Recorded;
+    let mut events = Vec::with_capacity(inputs.len());
+    let mut violations = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        let now = r.checker.clock().now_turkey();
+        match new_event(
+            brand,
+            &prefix(i),
+            input,
+            recorder,
+            now,
+            r.checker.calendar(),
+        ) {
+            Ok(event) => events.push(event),
+            Err(v) => violations.extend(v),
+        }
+    }
+    if !violations.is_empty() {
+        return Err(RecordError::Invalid(violations));
+    }
+    let recorded = r.store.record(&events, r.checker.clock().now_utc()).await?;
+    // Durable: now the index.
+    let mut out = Vec::with_capacity(events.len());
+    for (event, outcome) in events.into_iter().zip(recorded) {
+        let (id, duplicate) = match outcome {
+            Recorded::New(id) => (id, false),
+            Recorded::Duplicate(id) => (id, true),
+        };
+        let deadline = r
+            .checker
+            .calendar()
+            .registration_deadline(event.consent_date);
+        let key = ConsentKey {
+            brand,
+            recipient: event.recipient.clone(),
+            recipient_type: event.recipient_type,
+            channel: event.channel,
+        };
+        // Applying an event twice changes nothing (the latest-event rule), so a duplicate
+        // is applied too: harmless, and it heals an index that missed the first.
+        let _ = r.consents.apply(
+            key.clone(),
+            ConsentEvent {
+                status: event.status,
+                source: event.source,
+                consent_date: event.consent_date,
+                registration: Registration::Pending,
+                retailer_access: event.retailer_access.clone(),
+            },
+        );
+        let text = event.recipient.to_string();
+        let query = crate::check::Query {
+            brand,
+            recipient: &text,
+            channel: event.channel,
+            recipient_type: event.recipient_type,
+            retailer: None,
+            purpose: Purpose::Commercial,
+        };
+        let answer = r.checker.check(&query).ok();
+        out.push(RecordedConsent {
+            id,
+            duplicate,
+            deadline,
+            key,
+            answer,
+        });
+    }
+    // Then every other replica: each key's current record here, which is the event just
+    // recorded unless this replica already held a newer one.
+    if let Some(shared) = r.shared {
+        let current: Vec<(ConsentKey, ConsentRecord)> = out
+            .iter()
+            .filter_map(|c| r.consents.get(&c.key).map(|record| (c.key.clone(), record)))
+            .collect();
+        let published = publish_for_replicas(shared, &current, Published::Recorded);
+        if tokio::time::timeout(PUBLISH_WAIT, published).await.is_err() {
+            tracing::error!(
+                brand,
+                records = current.len(),
+                "publishing to the other replicas took too long; answering without it"
+            );
+            metrics::counter!("iysgate_record_publish_failures_total", "what" => Published::Recorded.as_str())
+                .increment(current.len() as u64);
+        }
+    }
+    Ok(out)
+}
+
 /// Most consents in one RecordConsents call (İYS's own batch limit).
 pub const MAX_RECORDS: usize = 1_000;
 

@@ -4,6 +4,14 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
+use axum::Router;
+
+use crate::panel::State;
+
+pub fn routes() -> Router<State> {
+    Router::new()
+}
+
 /// Imports of this process, by id.
 #[derive(Debug, Default)]
 pub struct Jobs {

@@ -2,9 +2,17 @@
 //! [`Posted`](super::Posted) form), checks the brand against the viewer's grants, calls the
 //! library functions the gRPC services call, and renders with [`super::layout`].
 
+pub mod audit;
+pub mod brands;
+pub mod clients;
 pub mod home;
 pub mod import;
 pub mod login;
+pub mod lookup;
+pub mod record;
+pub mod reports;
+pub mod uploads;
+pub mod users;
 
 use axum::Router;
 use axum::http::header;
@@ -19,6 +27,15 @@ pub fn routes() -> Router<State> {
     Router::new()
         .merge(login::routes())
         .merge(home::routes())
+        .merge(brands::routes())
+        .merge(clients::routes())
+        .merge(users::routes())
+        .merge(audit::routes())
+        .merge(lookup::routes())
+        .merge(record::routes())
+        .merge(uploads::routes())
+        .merge(import::routes())
+        .merge(reports::routes())
         .route("/static/panel.css", get(css))
         .route("/static/panel.js", get(js))
 }

@@ -1,0 +1,9 @@
+//! (to be built)
+
+use axum::Router;
+
+use crate::panel::State;
+
+pub fn routes() -> Router<State> {
+    Router::new()
+}
