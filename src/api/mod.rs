@@ -97,11 +97,11 @@ impl ConsentService {
             .max_decoding_message_size(16 * 1024 * 1024)
     }
 
-    pub(crate) fn checker(&self) -> &Checker {
+    pub fn checker(&self) -> &Checker {
         &self.checker
     }
 
-    pub(crate) fn consents(&self) -> &Consents {
+    pub fn consents(&self) -> &Consents {
         &self.consents
     }
 

@@ -33,6 +33,7 @@ mod store;
 use std::path::PathBuf;
 
 pub use file::FileStore;
+pub(crate) use model::at_risk_before;
 pub use model::{
     ApiClient, AttemptRecord, Brand, Claim, EventId, Evidence, MAX_IDEMPOTENCY_KEY, MAX_TEXT,
     NewEvent, Provider, Recorded, Recorder, StoredEvent, Upload, UploadAnswer, UploadCounts,
