@@ -34,7 +34,47 @@ pub struct Client {
     pub quota: Option<Arc<RateLimiter>>,
     /// Calls of this client being worked on now (its share of `--max-in-flight`).
     in_flight: KeyInFlight,
+    /// Calls admitted and refused since this process started, by client name.
+    counts: Counted,
 }
+
+/// A client's calls and refusals since this process started, for the panel: one relaxed add
+/// per call, shared by every `Client` of the same name (so they survive a reload of the keys).
+#[derive(Debug, Default)]
+pub struct CallCounts {
+    pub calls: std::sync::atomic::AtomicU64,
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
+impl CallCounts {
+    /// The counts of client `name` (made on first use; a reload of the keys, not a call).
+    pub fn of(name: &str) -> Arc<CallCounts> {
+        static ALL: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Arc<CallCounts>>>> =
+            std::sync::OnceLock::new();
+        let mut all = ALL
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(all.entry(name.to_owned()).or_default())
+    }
+
+    pub fn refused(&self) {
+        self.refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// [`CallCounts`] held by a client; not part of its identity.
+#[derive(Debug, Clone)]
+struct Counted(Arc<CallCounts>);
+
+impl PartialEq for Counted {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Counted {}
 
 /// A client's calls in flight, shared by every clone of the client (so by the keys served
 /// before and after a reload of unchanged clients). Not part of the client's identity.
@@ -51,12 +91,19 @@ impl Eq for KeyInFlight {}
 
 impl Client {
     pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
         Self {
-            name: name.into(),
+            counts: Counted(CallCounts::of(&name)),
+            name,
             grants: FastMap::default(),
             quota: None,
             in_flight: KeyInFlight::default(),
         }
+    }
+
+    /// This client's calls and refusals since the process started.
+    pub fn counts(&self) -> &CallCounts {
+        &self.counts.0
     }
 
     /// The counter of this client's calls in flight.

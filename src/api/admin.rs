@@ -371,10 +371,6 @@ impl pb::admin_server::Admin for AdminService {
                 "required",
             )));
         }
-        let now = self.now();
-        crate::write::accounts::ensure_provider(&self.store, iys_code, now)
-            .await
-            .map_err(store_status)?;
         let brand = Brand {
             brand_code,
             iys_code,
@@ -383,8 +379,7 @@ impl pb::admin_server::Admin for AdminService {
                 allow_unregistered_tacir: r.allow_unregistered_tacir,
             },
         };
-        self.store
-            .add_brand(&brand, now)
+        crate::write::accounts::add_brand(&self.store, &brand, self.now())
             .await
             .map_err(store_status)?;
         Ok(Response::new(brand_pb(&brand)))

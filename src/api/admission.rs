@@ -174,6 +174,7 @@ pub(crate) fn permission(client: &Client, brand: u32, retailer: Option<u32>) -> 
     if client.may(brand, retailer) {
         Ok(())
     } else {
+        client.counts().refused();
         // The same answer whether or not any record exists: nothing has been looked up yet.
         Err(Status::permission_denied(
             "API key is not granted this brand or retailer",
@@ -212,13 +213,16 @@ impl ConsentService {
         request: &Request<T>,
         client: &'a Client,
     ) -> Result<InFlight<'a>, Status> {
+        client.counts().calls.fetch_add(1, Ordering::Relaxed);
         if let Some(waited) =
             waited_too_long(request.extensions().get(), self.limits.max_queue_delay)
         {
             self.metrics.shed(Shed::QueueDelay);
+            client.counts().refused();
             return Err(overloaded(waited));
         }
         take_slot(&self.in_flight, client, &self.limits, &self.metrics)
+            .inspect_err(|_| client.counts().refused())
     }
 
     /// Takes `n` decisions from the client's quota, or refuses the call with
@@ -254,6 +258,7 @@ impl ConsentService {
         match quota.try_take(n, Instant::now()) {
             Ok(()) => Ok(()),
             Err(wait) => {
+                client.counts().refused();
                 self.metrics.quota_exceeded(&client.name);
                 let message = match wait {
                     Some(_) => format!(

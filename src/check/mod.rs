@@ -193,6 +193,11 @@ impl Checker {
             .unwrap_or_default()
     }
 
+    /// The brand policies set now (brands not listed have the default).
+    pub fn policies(&self) -> Vec<(u32, BrandPolicy)> {
+        self.policies.load().iter().map(|(b, p)| (*b, *p)).collect()
+    }
+
     pub fn calendar(&self) -> &BusinessCalendar {
         &self.calendar
     }

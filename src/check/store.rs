@@ -129,6 +129,48 @@ impl MemoryStore {
     }
 }
 
+/// Current records of one brand and channel by status, for the panel's overview.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordCounts {
+    pub onay: u64,
+    pub ret: u64,
+    /// Collected by the company, not yet accepted by İYS.
+    pub onay_pending: u64,
+    pub ret_pending: u64,
+}
+
+impl RecordCounts {
+    pub fn total(&self) -> u64 {
+        self.onay + self.ret + self.onay_pending + self.ret_pending
+    }
+}
+
+impl MemoryStore {
+    /// Current records by brand and channel and status. Read-only: it walks the record store
+    /// shard by shard (never the index the checks read), so it costs checks nothing.
+    pub fn counts(
+        &self,
+    ) -> std::collections::BTreeMap<u32, std::collections::BTreeMap<Channel, RecordCounts>> {
+        let mut out: std::collections::BTreeMap<u32, std::collections::BTreeMap<_, RecordCounts>> =
+            std::collections::BTreeMap::new();
+        self.for_each(|key, record| {
+            let c = out
+                .entry(key.brand)
+                .or_default()
+                .entry(key.channel)
+                .or_default();
+            let e = &record.current;
+            match (e.status, e.is_pending()) {
+                (ConsentStatus::Onay, false) => c.onay += 1,
+                (ConsentStatus::Onay, true) => c.onay_pending += 1,
+                (ConsentStatus::Ret, false) => c.ret += 1,
+                (ConsentStatus::Ret, true) => c.ret_pending += 1,
+            }
+        });
+        out
+    }
+}
+
 /// Locks a mutex whose holder cannot leave it half-written (a push, a take).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex

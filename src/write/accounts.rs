@@ -67,3 +67,36 @@ pub async fn ensure_brands(
     }
     Ok(())
 }
+
+/// Adds `brand`, registering its provider first when missing: what the Admin service's
+/// AddBrand and the panel's brand form both do.
+///
+/// # Errors
+/// [`EvidenceError::AlreadyExists`] for a brand code already registered, or a store failure.
+pub async fn add_brand(
+    store: &EvidenceStore,
+    brand: &Brand,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), EvidenceError> {
+    ensure_provider(store, brand.iys_code, now).await?;
+    store.add_brand(brand, now).await
+}
+
+/// Stores `brand`'s policy and applies it to this replica's checks at once (the other brands'
+/// policies stay as they are).
+///
+/// # Errors
+/// [`EvidenceError::UnknownBrand`], or a store failure (nothing is applied then).
+pub async fn set_brand_policy(
+    store: &EvidenceStore,
+    checker: &crate::check::Checker,
+    brand: u32,
+    policy: crate::domain::BrandPolicy,
+) -> Result<(), EvidenceError> {
+    store.set_brand_policy(brand, policy).await?;
+    let mut policies = checker.policies();
+    policies.retain(|(b, _)| *b != brand);
+    policies.push((brand, policy));
+    checker.set_policies(policies);
+    Ok(())
+}
