@@ -63,6 +63,7 @@ async fn dispatch(command: Command) -> Result<(), iysgate::cli::Error> {
         Command::Report(args) => admin::report(args).await,
         Command::Reconcile(args) => admin::reconcile(args).await,
         Command::Client(cmd) => admin::client(cmd).await,
+        Command::User(cmd) => iysgate::cli::user::run(cmd).await,
         Command::Migrate(args) => admin::migrate(&args).await,
         #[cfg(feature = "dev-tools")]
         Command::MockIys(args) => iysgate::cli::mock_iys::run(args).await,

@@ -148,6 +148,9 @@ pub enum Command {
     /// API clients kept in the evidence store: `client add`, `grant`, `revoke`, `list`.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Panel accounts kept beside the evidence store: `user add`, `grant`, `reset`, `list`.
+    #[command(subcommand)]
+    User(UserCommand),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -216,6 +219,46 @@ pub enum BrandCommand {
         /// TACIR rule: allow TACIR recipients without a registered record.
         #[arg(long)]
         allow_unregistered_tacir: bool,
+    },
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// `iysgate user …`: panel accounts (on the embedded default, run while `serve` is stopped).
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Make a panel account; its password comes from `IYSGATE_USER_PASSWORD` or is generated
+    /// and printed once.
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: crate::panel::store::Role,
+        /// A brand to grant (repeat for more; ignored for admins, who see every brand).
+        #[arg(long = "brand")]
+        brands: Vec<u32>,
+    },
+    /// Grant an account a brand, or take it back with `--revoke`.
+    Grant {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        brand: u32,
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Give an account a new generated password (printed once) and end its sessions.
+    Reset {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        name: String,
     },
     List {
         #[command(flatten)]

@@ -12,6 +12,7 @@ pub mod keygen;
 pub mod load;
 #[cfg(feature = "dev-tools")]
 pub mod mock_iys;
+pub mod user;
 
 /// Why a command failed, printed by the binary as `iysgate: {error}`. Each library error keeps
 /// its own message; the few variants of the command line's own name the flag they are about.
