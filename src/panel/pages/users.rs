@@ -122,6 +122,7 @@ fn role_name(lang: Lang, role: Role) -> &'static str {
 }
 
 #[derive(Deserialize, Default)]
+#[allow(clippy::struct_field_names)] // the query string's own names
 pub struct Done {
     done: Option<String>,
     name: Option<String>,
