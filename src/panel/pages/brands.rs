@@ -69,12 +69,15 @@ fn iys_state(lang: Lang, panel: &Panel, iys_code: u32) -> Markup {
         Some(i) if i.iys_code != iys_code => html! { span.muted { (lang.t(
         "Bu sunucu başka bir sağlayıcının İYS bilgileriyle çalışıyor",
         "This server holds another provider's İYS credentials")) } },
-        Some(i) => match i.client.token_halted_until() {
-            Some(until) => html! { span.deny { (lang.t(
-            "İYS token çağrıları durduruldu (H084), şu saate kadar: ",
-            "İYS token calls halted (H084) until ")) (layout::turkey_time(until)) } },
-            None => html! { span.allow { (lang.t("İYS cevap veriyor", "İYS answers")) } },
-        },
+        Some(i) => {
+            if let Some(until) = i.client.token_halted_until() {
+                html! { span.deny { (lang.t(
+                "İYS token çağrıları durduruldu (H084), şu saate kadar: ",
+                "İYS token calls halted (H084) until ")) (layout::turkey_time(until)) } }
+            } else {
+                html! { span.allow { (lang.t("İYS cevap veriyor", "İYS answers")) } }
+            }
+        }
     }
 }
 
