@@ -399,6 +399,40 @@ mod tests {
         }
     }
 
+    #[test]
+    fn counts_are_by_brand_channel_and_status_of_the_current_record() {
+        let store = MemoryStore::default();
+        store.apply(key(1), event(ConsentStatus::Onay, "2026-05-01 10:00:00"));
+        store.apply(key(2), event(ConsentStatus::Onay, "2026-05-01 10:00:00"));
+        // A later RET replaces key 2's ONAY: counted once, as RET pending.
+        store.apply(key(2), event(ConsentStatus::Ret, "2026-05-02 10:00:00"));
+        let mut registered = event(ConsentStatus::Ret, "2026-05-01 10:00:00");
+        registered.registration = Registration::Registered {
+            creation_date: parse_iys("2026-05-01 11:00:00").unwrap(),
+            transaction_id: "t".repeat(64).into(),
+        };
+        store.apply(
+            ConsentKey {
+                brand: 600_002,
+                channel: Channel::Arama,
+                ..key(3)
+            },
+            registered,
+        );
+        let counts = store.counts();
+        assert_eq!(
+            counts[&600_001][&Channel::Mesaj],
+            RecordCounts {
+                onay_pending: 1,
+                ret_pending: 1,
+                ..RecordCounts::default()
+            }
+        );
+        assert_eq!(counts[&600_001][&Channel::Mesaj].total(), 2);
+        assert_eq!(counts[&600_002][&Channel::Arama].ret, 1);
+        assert!(!counts[&600_002].contains_key(&Channel::Mesaj));
+    }
+
     /// On a replica a consent may be recorded while the snapshot reloads: a write through
     /// `apply` during a rebuild must be in the index afterwards, not replaced by the bulk load.
     #[test]
