@@ -30,7 +30,11 @@ async fn an_admin_adds_an_account_that_can_then_log_in() {
         .submit(
             "/users",
             "/users/add",
-            &[("name", "Ayşe K"), ("role", "viewer"), ("password", "short")],
+            &[
+                ("name", "Ayşe K"),
+                ("role", "viewer"),
+                ("password", "short"),
+            ],
         )
         .await;
     assert_eq!(page.status, 422, "{}", page.body);
@@ -47,7 +51,11 @@ async fn an_admin_adds_an_account_that_can_then_log_in() {
         )
         .await;
     assert_eq!(page.status, 422);
-    assert!(page.body.contains("Bu adla bir hesap zaten var"), "{}", page.body);
+    assert!(
+        page.body.contains("Bu adla bir hesap zaten var"),
+        "{}",
+        page.body
+    );
 
     let page = admin
         .submit(
@@ -91,7 +99,15 @@ async fn an_admin_adds_an_account_that_can_then_log_in() {
         "{}",
         list.body
     );
-    assert!(p.panel.store.user("ayse").await.unwrap().unwrap().may_see(600001));
+    assert!(
+        p.panel
+            .store
+            .user("ayse")
+            .await
+            .unwrap()
+            .unwrap()
+            .may_see(600001)
+    );
     let page = admin
         .submit(
             "/users",
@@ -100,7 +116,15 @@ async fn an_admin_adds_an_account_that_can_then_log_in() {
         )
         .await;
     assert_eq!(page.status, 303);
-    assert!(!p.panel.store.user("ayse").await.unwrap().unwrap().may_see(600001));
+    assert!(
+        !p.panel
+            .store
+            .user("ayse")
+            .await
+            .unwrap()
+            .unwrap()
+            .may_see(600001)
+    );
     // A brand that does not exist is not granted.
     let page = admin
         .submit(
@@ -161,8 +185,16 @@ async fn a_reset_ends_the_accounts_sessions_and_the_old_password() {
         assert_eq!(page.status, 303, "the session has ended");
         assert!(page.location().unwrap().starts_with("/login"));
     }
-    assert_eq!(uyum.login("uyum", PASSWORD).await.status, 401, "old password");
-    assert_eq!(uyum.login("uyum", &password).await.status, 303, "new password");
+    assert_eq!(
+        uyum.login("uyum", PASSWORD).await.status,
+        401,
+        "old password"
+    );
+    assert_eq!(
+        uyum.login("uyum", &password).await.status,
+        303,
+        "new password"
+    );
     assert_eq!(admin.get("/users").await.status, 200, "the admin goes on");
 }
 
@@ -215,6 +247,10 @@ async fn the_audit_page_lists_changes_newest_first_and_filters() {
     assert!(!page.body.contains("user.add"), "{}", page.body);
     assert!(!page.body.contains("session.login"));
     let page = admin.get("/audit?actor=uyum").await;
-    assert!(page.body.contains("Bu süzgece uyan kayıt yok"), "{}", page.body);
+    assert!(
+        page.body.contains("Bu süzgece uyan kayıt yok"),
+        "{}",
+        page.body
+    );
     assert_eq!(admin.get("/audit?brand=abc").await.status, 400);
 }
