@@ -29,6 +29,10 @@ fi
 [ -s /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 # The grpcio client of tests/tls.rs runs on Debian's python3 (where the package installs).
 if ! /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1; then need_apt+=(python3-grpcio); fi
+# The browser suite (tests/browser.rs): Debian's headless Chromium, its driver and Selenium.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+if ! /usr/bin/python3 -c 'import selenium' >/dev/null 2>&1; then need_apt+=(python3-selenium); fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"
   as_root apt-get update -qq
