@@ -200,7 +200,9 @@ fn the_panel_in_headless_chromium() {
             let _ = tx.send(line);
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_mins(2);
+    // The tour ends with the NoRecord line; by then the panel's port is bound.
+    let mut tour = Vec::new();
     loop {
         assert!(Instant::now() < deadline, "the demo's panel did not start");
         if let Some(status) = demo.0.try_wait().unwrap() {
@@ -210,11 +212,63 @@ fn the_panel_in_headless_chromium() {
             if line.starts_with("compliance panel:") {
                 assert!(line.contains(&panel_addr), "{line}");
             }
-        }
-        if std::net::TcpStream::connect(&panel_addr).is_ok() {
-            break;
+            let last = line.trim_start().starts_with("NoRecord:");
+            tour.push(line);
+            if last {
+                break;
+            }
         }
     }
+    while std::net::TcpStream::connect(&panel_addr).is_err() {
+        assert!(Instant::now() < deadline, "the demo's panel did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // What the gRPC Check answers for each of the tour's sample recipients, asked by the CLI
+    // client (not through the panel): the panel's lookup must show the same reason.
+    let key = tour
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("export IYSGATE_API_KEY="))
+        .expect("the tour prints the API key")
+        .to_owned();
+    let mut samples = Vec::new();
+    for line in &tour {
+        let Some(at) = line.find("iysgate check ") else {
+            continue;
+        };
+        if line.contains("--retailer") {
+            continue; // the lookup asks without a retailer
+        }
+        let words: Vec<&str> = line[at + "iysgate check ".len()..]
+            .split_whitespace()
+            .collect();
+        let value = |flag: &str| {
+            let i = words.iter().position(|w| *w == flag).unwrap();
+            words[i + 1].to_owned()
+        };
+        let recipient = line[line.find('\'').unwrap() + 1..line.rfind('\'').unwrap()].to_owned();
+        let out = Command::new(BIN)
+            .args([
+                "check",
+                "--addr",
+                &value("--addr"),
+                "--brand",
+                &value("--brand"),
+            ])
+            .args(["--channel", &value("--channel")])
+            .arg(&recipient)
+            .env("IYSGATE_API_KEY", &key)
+            .output()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+        let reason = answer
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned();
+        assert!(!reason.is_empty(), "iysgate check {recipient}: {answer}");
+        samples.push(format!("{}|{recipient}|{reason}", value("--channel")));
+    }
+    assert!(samples.len() >= 4, "the tour's samples: {tour:?}");
 
     let shots: PathBuf = std::env::var_os("IYSGATE_SCREENSHOTS").map_or_else(
         || dir.join("screenshots"),
@@ -228,6 +282,11 @@ fn the_panel_in_headless_chromium() {
         .args(["--compliance", "uyum:uyum-parola-12"])
         .args(["--viewer", &format!("izleyici:{viewer}")])
         .args(["--locked", &format!("kilit:{locked}")])
+        .args(
+            samples
+                .iter()
+                .flat_map(|sample| ["--sample", sample.as_str()]),
+        )
         .arg("--screenshots")
         .arg(&shots)
         .output()

@@ -50,9 +50,9 @@ BRAND_ENDPOINTS = [
     f"/brands/{FOREIGN_BRAND}",
     f"/reports/{FOREIGN_BRAND}",
     f"/uploads?brand={FOREIGN_BRAND}",
-    f"/record?brand={FOREIGN_BRAND}",
+    f"/lookup?brand={FOREIGN_BRAND}&recipient=%2B905321234567",
 ]
-PENDING = set(BRAND_ENDPOINTS)
+PENDING = {f"/reports/{FOREIGN_BRAND}"}
 
 # The main pages, screenshot when they answer 200 (login and the refusal page too).
 MAIN_PAGES = ["/", "/brands", "/clients", "/lookup", "/record", "/uploads", "/import",
@@ -101,6 +101,7 @@ class Suite:
             for role in ("admin", "compliance", "viewer", "locked")
         }
         self.shots = args.screenshots
+        self.samples = args.sample
         opts = webdriver.ChromeOptions()
         opts.binary_location = CHROMIUM
         for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
@@ -308,7 +309,54 @@ def readable_on_a_phone(s):
         s.desktop()
 
 
+def lookup_gives_checks_reason(s):
+    """Each demo sample looked up in the panel shows the reason gRPC Check gave for it."""
+    s.login("compliance")
+    for sample in s.samples:
+        channel, recipient, reason = sample.split("|")
+        s.go("/lookup")
+        Select(s.driver.find_element(By.NAME, "brand")).select_by_value("600001")
+        box = s.driver.find_element(By.NAME, "recipient")
+        box.clear()
+        box.send_keys(recipient)
+        s.click(s.driver.find_element(By.CSS_SELECTOR, "form[action='/lookup'] button[type=submit]"))
+        rows = s.driver.find_elements(By.CSS_SELECTOR, "main table tbody tr")
+        row = [r for r in rows if r.text.startswith(f"{channel} BIREYSEL")]
+        check(row, f"{recipient}: a {channel} BIREYSEL row: {[r.text for r in rows]}")
+        check(reason in row[0].text, f"{recipient}: Check said {reason}, the panel: {row[0].text}")
+        check(recipient not in s.text(), f"{recipient} is masked on the page")
+    s.shot("lookup-result")
+
+
+def record_bad_then_good(s):
+    """A hand-recorded consent: a bad field is named next to it, then a good one is stored."""
+    s.login("compliance")
+    s.go("/record")
+    s.labels_ok("/record")
+    s.driver.find_element(By.NAME, "recipient").send_keys("0532 999 77 11")
+    Select(s.driver.find_element(By.NAME, "status")).select_by_value("RET")
+    for name, value in (("method", "imzalı kağıt form"), ("location", "Kadıköy mağazası")):
+        s.driver.find_element(By.NAME, name).send_keys(value)
+    date = s.driver.find_element(By.NAME, "consent_date")
+    s.driver.execute_script("arguments[0].value = '2099-01-01T10:00'", date)  # in the future
+    s.click(s.driver.find_element(By.CSS_SELECTOR, "form[action='/record'] button[type=submit]"))
+    err = s.driver.find_elements(By.ID, "consent_date-error")
+    check(err and err[0].text.strip(), f"the consent date's error sits next to it: {s.text()[:600]}")
+    check("hiçbir şey kaydedilmedi" in s.text(), "nothing was stored")
+    s.shot("record-refused")
+    date = s.driver.find_element(By.NAME, "consent_date")
+    s.driver.execute_script("arguments[0].value = '2026-12-01T10:00'", date)
+    s.click(s.driver.find_element(By.CSS_SELECTOR, "form[action='/record'] button[type=submit]"))
+    check("Kaydedildi" in s.text(), f"recorded: {s.text()[:600]}")
+    check("LOCAL_RET" in s.text(), f"a RET is DENY at once: {s.text()[:600]}")
+    s.shot("record")
+    s.go("/lookup?brand=600001&recipient=%2B905329997711")
+    check("LOCAL_RET" in s.text(), "the lookup shows it")
+
+
 SCENARIOS = [
+    lookup_gives_checks_reason,
+    record_bad_then_good,
     login_and_logout,
     wrong_password_then_rate_limit,
     compliance_cannot_see_another_brand,
@@ -324,6 +372,8 @@ def main():
     ap.add_argument("--base", required=True)
     for role in ("admin", "compliance", "viewer", "locked"):
         ap.add_argument(f"--{role}", required=True, metavar="NAME:PASSWORD")
+    ap.add_argument("--sample", action="append", default=[],
+                    help="CHANNEL|RECIPIENT|REASON: what gRPC Check answered for a demo recipient")
     ap.add_argument("--screenshots", help="directory for <page>.png")
     ap.add_argument("--only", help="run only the scenarios whose names contain this")
     args = ap.parse_args()
