@@ -37,6 +37,7 @@ try:
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import Select, WebDriverWait
 except ImportError as e:  # pragma: no cover
@@ -149,11 +150,19 @@ class Suite:
         return name
 
     def click(self, element):
-        """Clicks a submit button or link and waits for the next page to replace this one."""
+        """Clicks a submit button or link and waits until a new page has fully loaded (a
+        marker set on the old page's window is gone and the new document is complete)."""
+        self.driver.execute_script("window.__iysgateOld = true")
         element.click()
-        WebDriverWait(self.driver, 30).until(EC.staleness_of(element))
-        WebDriverWait(self.driver, 30).until(
-            lambda d: d.execute_script("return document.readyState") == "complete")
+
+        def loaded(driver):
+            try:
+                return driver.execute_script(
+                    "return window.__iysgateOld === undefined && document.readyState === 'complete'")
+            except WebDriverException:
+                return False  # between documents
+
+        WebDriverWait(self.driver, 30).until(loaded)
 
     def status(self, path, method="GET", body=None):
         return self.driver.execute_async_script(FETCH_STATUS, path, method, body)
