@@ -84,6 +84,17 @@ impl Panel {
         })
     }
 
+    /// What recording a consent needs, as the gRPC service records it: the evidence store,
+    /// the checker, the index it applies to and a replica's shared state.
+    pub fn recording(&self) -> crate::write::record::Recording<'_> {
+        crate::write::record::Recording {
+            store: &self.evidence,
+            checker: self.service.checker(),
+            consents: self.service.consents(),
+            shared: self.service.shared(),
+        }
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         self.service.checker().clock().now_utc()
     }

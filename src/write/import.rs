@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::{BusinessCalendar, Channel, RecipientType, Source, TurkeyTime};
 use crate::pb;
 use crate::write::evidence::{EvidenceError, EvidenceStore, NewEvent, Recorded, Recorder};
+use crate::write::record::Recording;
 
 /// The header a file must start with.
 pub const HEADER: &str = "recipient,recipient_type,channel,status,source,consent_date,retailer_access,method,location,document_ref,capturing_system";
@@ -178,8 +179,9 @@ fn file_id(path: &Path) -> std::io::Result<String> {
     Ok(crate::auth::to_hex(&hasher.finalize()[..8]))
 }
 
-/// Imports `path` into `store` for `brand`. `stop_after_chunks` ends the run early (as a
-/// crash would), for tests; `progress` is called after each chunk.
+/// Imports `path` into `store` for `brand` (the CLI's import: the serving processes apply
+/// the store when they start). `stop_after_chunks` ends the run early (as a crash would), for
+/// tests; `progress` is called after each chunk.
 ///
 /// # Errors
 /// An unreadable file, a wrong header, or a store failure (what was stored before stays).
@@ -192,132 +194,205 @@ pub async fn import_file(
     now: TurkeyTime,
     calendar: &BusinessCalendar,
     stop_after_chunks: Option<usize>,
-    mut progress: impl FnMut(ImportProgress),
+    progress: impl FnMut(ImportProgress),
 ) -> Result<ImportSummary, ImportError> {
-    let io = |source| ImportError::Io {
-        path: path.display().to_string(),
-        source,
+    let run = Run {
+        store,
+        brand,
+        recorder,
+        now,
+        calendar,
+        stop_after_chunks,
+        apply: None,
     };
-    let file_id = file_id(path).map_err(io)?;
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut position = ImportProgress {
-        total_bytes: file.metadata().map_err(io)?.len(),
-        ..ImportProgress::default()
-    };
-    let mut lines = BufReader::with_capacity(1 << 20, file).lines().enumerate();
-    match lines.next() {
-        Some((_, Ok(header))) if header.trim() == HEADER => {
-            position.bytes = header.len() as u64 + 1;
-        }
-        Some((_, Err(e))) => return Err(io(e)),
-        _ => {
-            return Err(ImportError::Header {
-                path: path.display().to_string(),
-            });
-        }
-    }
-    let mut summary = ImportSummary::default();
-    let mut chunk: Vec<(usize, NewEvent)> = Vec::with_capacity(CHUNK);
-    let mut chunks = 0;
-    let utc_now = crate::domain::time::from_turkey(now);
-    for (index, line) in lines {
-        let line = line.map_err(io)?;
-        position.bytes += line.len() as u64 + 1;
-        let number = index + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        summary.rows += 1;
-        let Some(fields) = split_csv(&line) else {
-            summary.refused.push(Refusal {
-                line: number,
-                field: "line".into(),
-                reason: "a quoted field is not closed (or text follows its closing quote)".into(),
-            });
-            continue;
-        };
-        let input = match row_input(&fields, format!("import:{file_id}:{number}")) {
-            Ok(input) => input,
-            Err(reason) => {
-                summary.refused.push(Refusal {
-                    line: number,
-                    field: "retailer_access".into(),
-                    reason: reason.into(),
-                });
-                continue;
-            }
-        };
-        match crate::write::record::new_event(brand, "", &input, recorder, now, calendar) {
-            Ok(event) => chunk.push((number, event)),
-            Err(violations) => summary
-                .refused
-                .extend(violations.into_iter().map(|v| Refusal {
-                    line: number,
-                    field: v.field,
-                    reason: v.description,
-                })),
-        }
-        if chunk.len() == CHUNK {
-            store_chunk(store, &mut chunk, &mut summary, utc_now).await?;
-            chunks += 1;
-            position.rows = summary.rows;
-            progress(position);
-            if stop_after_chunks == Some(chunks) {
-                return Ok(summary);
-            }
-        }
-    }
-    store_chunk(store, &mut chunk, &mut summary, utc_now).await?;
-    position.rows = summary.rows;
-    position.bytes = position.total_bytes;
-    progress(position);
-    Ok(summary)
+    run.file(path, progress).await
 }
 
-/// Stores a chunk in one transaction; an item the store refuses is reported and the rest
-/// stored.
-async fn store_chunk(
-    store: &EvidenceStore,
-    chunk: &mut Vec<(usize, NewEvent)>,
-    summary: &mut ImportSummary,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), ImportError> {
-    while !chunk.is_empty() {
-        let events: Vec<NewEvent> = chunk.iter().map(|(_, e)| e.clone()).collect();
-        match store.record(&events, now).await {
-            Ok(recorded) => {
-                for r in recorded {
-                    match r {
-                        Recorded::New(_) => summary.stored += 1,
-                        Recorded::Duplicate(_) => summary.already_stored += 1,
+/// Imports `path` inside a serving process (the panel's import): each chunk, once durable, is
+/// applied to the index and published to the other replicas as RecordConsent applies what it
+/// records ([`crate::write::record::apply_recorded`]), so an imported RET is enforced before
+/// the import ends.
+///
+/// # Errors
+/// As [`import_file`].
+pub async fn import_serving(
+    recording: &Recording<'_>,
+    path: &Path,
+    brand: u32,
+    recorder: &Recorder,
+    progress: impl FnMut(ImportProgress),
+) -> Result<ImportSummary, ImportError> {
+    let run = Run {
+        store: recording.store,
+        brand,
+        recorder,
+        now: recording.checker.clock().now_turkey(),
+        calendar: recording.checker.calendar(),
+        stop_after_chunks: None,
+        apply: Some(recording),
+    };
+    run.file(path, progress).await
+}
+
+/// One import: where it stores, for whom, and whether the index is applied.
+struct Run<'a> {
+    store: &'a EvidenceStore,
+    brand: u32,
+    recorder: &'a Recorder,
+    now: TurkeyTime,
+    calendar: &'a BusinessCalendar,
+    stop_after_chunks: Option<usize>,
+    apply: Option<&'a Recording<'a>>,
+}
+
+impl Run<'_> {
+    async fn file(
+        &self,
+        path: &Path,
+        mut progress: impl FnMut(ImportProgress),
+    ) -> Result<ImportSummary, ImportError> {
+        let Run {
+            brand,
+            recorder,
+            now,
+            calendar,
+            stop_after_chunks,
+            ..
+        } = *self;
+        let io = |source| ImportError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file_id = file_id(path).map_err(io)?;
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut position = ImportProgress {
+            total_bytes: file.metadata().map_err(io)?.len(),
+            ..ImportProgress::default()
+        };
+        let mut lines = BufReader::with_capacity(1 << 20, file).lines().enumerate();
+        match lines.next() {
+            Some((_, Ok(header))) if header.trim() == HEADER => {
+                position.bytes = header.len() as u64 + 1;
+            }
+            Some((_, Err(e))) => return Err(io(e)),
+            _ => {
+                return Err(ImportError::Header {
+                    path: path.display().to_string(),
+                });
+            }
+        }
+        let mut summary = ImportSummary::default();
+        let mut chunk: Vec<(usize, NewEvent)> = Vec::with_capacity(CHUNK);
+        let mut chunks = 0;
+        let utc_now = crate::domain::time::from_turkey(now);
+        for (index, line) in lines {
+            let line = line.map_err(io)?;
+            position.bytes += line.len() as u64 + 1;
+            let number = index + 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            summary.rows += 1;
+            let Some(fields) = split_csv(&line) else {
+                summary.refused.push(Refusal {
+                    line: number,
+                    field: "line".into(),
+                    reason: "a quoted field is not closed (or text follows its closing quote)"
+                        .into(),
+                });
+                continue;
+            };
+            let input = match row_input(&fields, format!("import:{file_id}:{number}")) {
+                Ok(input) => input,
+                Err(reason) => {
+                    summary.refused.push(Refusal {
+                        line: number,
+                        field: "retailer_access".into(),
+                        reason: reason.into(),
+                    });
+                    continue;
+                }
+            };
+            match crate::write::record::new_event(brand, "", &input, recorder, now, calendar) {
+                Ok(event) => chunk.push((number, event)),
+                Err(violations) => {
+                    summary
+                        .refused
+                        .extend(violations.into_iter().map(|v| Refusal {
+                            line: number,
+                            field: v.field,
+                            reason: v.description,
+                        }));
+                }
+            }
+            if chunk.len() == CHUNK {
+                self.store_chunk(&mut chunk, &mut summary, utc_now).await?;
+                chunks += 1;
+                position.rows = summary.rows;
+                progress(position);
+                if stop_after_chunks == Some(chunks) {
+                    return Ok(summary);
+                }
+            }
+        }
+        self.store_chunk(&mut chunk, &mut summary, utc_now).await?;
+        position.rows = summary.rows;
+        position.bytes = position.total_bytes;
+        progress(position);
+        Ok(summary)
+    }
+
+    /// Stores a chunk in one transaction (an item the store refuses is reported and the rest
+    /// stored), then applies it to the index when the run serves one.
+    async fn store_chunk(
+        &self,
+        chunk: &mut Vec<(usize, NewEvent)>,
+        summary: &mut ImportSummary,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), ImportError> {
+        while !chunk.is_empty() {
+            let events: Vec<NewEvent> = chunk.iter().map(|(_, e)| e.clone()).collect();
+            match self.store.record(&events, now).await {
+                Ok(recorded) => {
+                    for r in &recorded {
+                        match r {
+                            Recorded::New(_) => summary.stored += 1,
+                            Recorded::Duplicate(_) => summary.already_stored += 1,
+                        }
+                    }
+                    chunk.clear();
+                    if let Some(recording) = self.apply {
+                        crate::write::record::apply_recorded(
+                            recording, self.brand, events, recorded,
+                        )
+                        .await;
                     }
                 }
-                chunk.clear();
+                Err(EvidenceError::Invalid {
+                    index,
+                    field,
+                    reason,
+                }) => {
+                    let (line, _) = chunk.remove(index);
+                    summary.refused.push(Refusal {
+                        line,
+                        field: field.to_owned(),
+                        reason: reason.to_owned(),
+                    });
+                }
+                Err(EvidenceError::IdempotencyConflict { index, .. }) => {
+                    let (line, _) = chunk.remove(index);
+                    summary.refused.push(Refusal {
+                        line,
+                        field: "line".into(),
+                        reason: "stored earlier from this file with different content".into(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(EvidenceError::Invalid {
-                index,
-                field,
-                reason,
-            }) => {
-                let (line, _) = chunk.remove(index);
-                summary.refused.push(Refusal {
-                    line,
-                    field: field.to_owned(),
-                    reason: reason.to_owned(),
-                });
-            }
-            Err(EvidenceError::IdempotencyConflict { index, .. }) => {
-                let (line, _) = chunk.remove(index);
-                summary.refused.push(Refusal {
-                    line,
-                    field: "line".into(),
-                    reason: "stored earlier from this file with different content".into(),
-                });
-            }
-            Err(e) => return Err(e.into()),
         }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -68,8 +68,6 @@ pub async fn record_consents(
     inputs: &[pb::ConsentInput],
     recorder: &Recorder,
 ) -> Result<Vec<RecordedConsent>, RecordError> {
-    use crate::domain::{ConsentEvent, Purpose, Registration};
-    use crate::write::evidence::Recorded;
     let mut events = Vec::with_capacity(inputs.len());
     let mut violations = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
@@ -90,7 +88,20 @@ pub async fn record_consents(
         return Err(RecordError::Invalid(violations));
     }
     let recorded = r.store.record(&events, r.checker.clock().now_utc()).await?;
-    // Durable: now the index.
+    Ok(apply_recorded(r, brand, events, recorded).await)
+}
+
+/// Applies events the store has just made durable (`recorded` in the same order as `events`)
+/// to the index and publishes them to the other replicas: the one way a recorded consent
+/// reaches the checks, for RecordConsent, the panel's form and the panel's import alike.
+pub async fn apply_recorded(
+    r: &Recording<'_>,
+    brand: u32,
+    events: Vec<NewEvent>,
+    recorded: Vec<crate::write::evidence::Recorded>,
+) -> Vec<RecordedConsent> {
+    use crate::domain::{ConsentEvent, Purpose, Registration};
+    use crate::write::evidence::Recorded;
     let mut out = Vec::with_capacity(events.len());
     for (event, outcome) in events.into_iter().zip(recorded) {
         let (id, duplicate) = match outcome {
@@ -155,7 +166,7 @@ pub async fn record_consents(
                 .increment(current.len() as u64);
         }
     }
-    Ok(out)
+    out
 }
 
 /// Most consents in one RecordConsents call (İYS's own batch limit).

@@ -189,6 +189,43 @@ impl Browser {
         self.post(path, &all).await
     }
 
+    /// POSTs a `multipart/form-data` form as a browser sends a file input: `fields` in order,
+    /// the last one a file named `file_name` with `content`.
+    pub async fn post_file(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        file_field: &str,
+        file_name: &str,
+        content: &[u8],
+    ) -> Page {
+        const BOUNDARY: &str = "----iysgate-test-boundary-7d3f";
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!(
+                    "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{file_field}\"; filename=\"{file_name}\"\r\nContent-Type: text/csv\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(content);
+        body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+        self.send(
+            http::Method::POST,
+            path,
+            Some(&format!("multipart/form-data; boundary={BOUNDARY}")),
+            Bytes::from(body),
+        )
+        .await
+    }
+
     pub async fn send(
         &mut self,
         method: http::Method,

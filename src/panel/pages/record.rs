@@ -17,7 +17,7 @@ use crate::panel::layout::{self, Lang};
 use crate::panel::{Panel, PanelError, Posted, State};
 use crate::pb;
 use crate::write::evidence::Recorder;
-use crate::write::record::{RecordError, Recording, Violation, record_consents};
+use crate::write::record::{RecordError, Violation, record_consents};
 
 pub fn routes() -> Router<State> {
     Router::new().route("/record", get(form).post(record))
@@ -300,12 +300,7 @@ async fn record(
         client: format!("panel:{}", viewer.user.name),
         key_sha256: None,
     };
-    let recording = Recording {
-        store: &panel.evidence,
-        checker: panel.service.checker(),
-        consents: panel.service.consents(),
-        shared: panel.service.shared(),
-    };
+    let recording = panel.recording();
     match record_consents(&recording, brand, &|_| String::new(), &[input], &recorder).await {
         Ok(recorded) => {
             let r = recorded.into_iter().next().expect("one input, one answer");
