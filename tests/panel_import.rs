@@ -7,22 +7,11 @@ mod panel_support;
 
 use std::time::Duration;
 
-use iysgate::check::Query;
-use iysgate::domain::{Channel, Purpose, RecipientType};
 use iysgate::write::import::HEADER;
 use panel_support::{Browser, Page, TestPanel, start};
 
 fn reason(p: &TestPanel, phone: &str) -> String {
-    let q = Query {
-        brand: 600001,
-        recipient: phone,
-        channel: Channel::Mesaj,
-        recipient_type: RecipientType::Bireysel,
-        retailer: None,
-        purpose: Purpose::Commercial,
-    };
-    let answer = p.panel.service.checker().check(&q).unwrap();
-    answer.decision.reason.as_str().to_owned()
+    panel_support::check_reason(p, 600001, phone)
 }
 
 /// Three good rows (an ONAY, a RET, a quoted location with a comma) and two bad ones (line 3:
@@ -89,7 +78,10 @@ async fn an_import_with_bad_rows_stores_the_rest_and_names_each_refusal() {
     let job = answer.location().unwrap().to_owned();
     assert!(job.starts_with("/import/"), "{job}");
     let (page, status) = finished_with_status(&mut b, &job).await;
-    assert_eq!(status["bytes"], status["total_bytes"], "the whole file was read");
+    assert_eq!(
+        status["bytes"], status["total_bytes"],
+        "the whole file was read"
+    );
     assert_eq!(status["rows"], 5);
     assert_eq!(page.status, 200);
     assert!(page.body.contains("5 satır"), "{}", page.body);

@@ -3,30 +3,7 @@
 
 mod panel_support;
 
-use iysgate::check::Query;
-use iysgate::domain::{Channel, Purpose, RecipientType};
-use panel_support::{Browser, start};
-
-/// The reason word `Checker::check` gives for a MESAJ BIREYSEL check of `phone`.
-fn check_reason(p: &panel_support::TestPanel, brand: u32, phone: &str) -> String {
-    let q = Query {
-        brand,
-        recipient: phone,
-        channel: Channel::Mesaj,
-        recipient_type: RecipientType::Bireysel,
-        retailer: None,
-        purpose: Purpose::Commercial,
-    };
-    p.panel
-        .service
-        .checker()
-        .check(&q)
-        .unwrap()
-        .decision
-        .reason
-        .as_str()
-        .to_owned()
-}
+use panel_support::{Browser, check_reason, start};
 
 fn form<'a>(phone: &'a str, status: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![

@@ -21,6 +21,16 @@ pub struct Demo {
     pub secret: String,
     /// Called once the data is generated and the ports are bound.
     pub tour: fn(&Tour<'_>),
+    /// The built-in mock İYS the demo started for uploads and reconciliation, if it did.
+    pub mock_iys: Option<MockIysTour>,
+}
+
+/// What the tour says of the demo's mock İYS.
+pub struct MockIysTour {
+    pub url: String,
+    /// Changes of yesterday the mock holds that the index does not: a reconciliation of
+    /// yesterday finds and repairs them.
+    pub seeded_changes: usize,
 }
 
 /// What the tour shows: the data set generated, where the server listens, the key to use.
@@ -33,6 +43,7 @@ pub struct Tour<'a> {
     pub panel: Option<(std::net::SocketAddr, (&'a str, &'a str))>,
     pub secret: &'a str,
     pub app: &'a App,
+    pub mock_iys: Option<&'a MockIysTour>,
 }
 
 /// Serves gRPC (and metrics) until SIGINT/SIGTERM, then stops in order under `--grace`. With
@@ -122,6 +133,7 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), StartError
             panel: panel_addr.zip(panel_login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))),
             secret: &demo.secret,
             app: &app,
+            mock_iys: demo.mock_iys.as_ref(),
         });
     }
     if let Some(url) = &args.redis_url {

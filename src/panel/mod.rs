@@ -15,6 +15,7 @@
 //! audited. Responses carry a Content-Security-Policy without inline scripts.
 
 pub mod auth;
+pub mod charts;
 pub mod layout;
 pub mod pages;
 pub mod store;
@@ -93,6 +94,23 @@ impl Panel {
             consents: self.service.consents(),
             shared: self.service.shared(),
         }
+    }
+
+    /// The brands `viewer` may see (every brand for an admin).
+    ///
+    /// # Errors
+    /// The evidence store failed.
+    pub async fn brands_of(
+        &self,
+        viewer: &Viewer,
+    ) -> Result<Vec<crate::write::evidence::Brand>, PanelError> {
+        Ok(self
+            .evidence
+            .brands()
+            .await?
+            .into_iter()
+            .filter(|b| viewer.user.may_see(b.brand_code))
+            .collect())
     }
 
     pub fn now(&self) -> DateTime<Utc> {

@@ -111,6 +111,22 @@ pub async fn start(test: &str, records: usize, extra: &[&str]) -> TestPanel {
     }
 }
 
+/// The reason word `Checker::check` gives now for a commercial MESAJ BIREYSEL check of
+/// `phone` by `brand`.
+pub fn check_reason(p: &TestPanel, brand: u32, phone: &str) -> String {
+    use iysgate::domain::{Channel, Purpose, RecipientType};
+    let q = iysgate::check::Query {
+        brand,
+        recipient: phone,
+        channel: Channel::Mesaj,
+        recipient_type: RecipientType::Bireysel,
+        retailer: None,
+        purpose: Purpose::Commercial,
+    };
+    let answer = p.panel.service.checker().check(&q).unwrap();
+    answer.decision.reason.as_str().to_owned()
+}
+
 /// An answer: status, headers and body text.
 pub struct Page {
     pub status: u16,

@@ -95,16 +95,6 @@ fn tacir(lang: Lang, policy: BrandPolicy) -> &'static str {
     }
 }
 
-async fn visible(panel: &Panel, viewer: &Viewer) -> Result<Vec<Brand>, PanelError> {
-    Ok(panel
-        .evidence
-        .brands()
-        .await?
-        .into_iter()
-        .filter(|b| viewer.user.may_see(b.brand_code))
-        .collect())
-}
-
 async fn list_page(
     panel: &Panel,
     viewer: &Viewer,
@@ -113,7 +103,7 @@ async fn list_page(
     form: &AddForm,
     errors: &Errors,
 ) -> Result<Markup, PanelError> {
-    let brands = visible(panel, viewer).await?;
+    let brands = panel.brands_of(viewer).await?;
     let providers = panel.evidence.providers().await?;
     let done = match done {
         Some("added") => Some(lang.t("Marka eklendi.", "Brand added.")),

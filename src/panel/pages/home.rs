@@ -72,7 +72,7 @@ fn age_text(lang: Lang, age: Option<std::time::Duration>) -> String {
     }
 }
 
-fn agreement_text(lang: Lang, a: Agreement) -> &'static str {
+pub(crate) fn agreement_text(lang: Lang, a: Agreement) -> &'static str {
     match a {
         Agreement::Confirmed => lang.t("mutabakat onaylandı", "agreement confirmed"),
         Agreement::AlreadyConfirmed => lang.t("mutabakat zaten onaylı", "already confirmed"),

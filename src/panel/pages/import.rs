@@ -155,13 +155,7 @@ async fn form(
     viewer: Viewer,
     lang: Lang,
 ) -> Result<Markup, PanelError> {
-    let brands: Vec<_> = panel
-        .evidence
-        .brands()
-        .await?
-        .into_iter()
-        .filter(|b| viewer.user.may_see(b.brand_code))
-        .collect();
+    let brands: Vec<_> = panel.brands_of(&viewer).await?;
     let jobs = panel.imports.visible(&viewer);
     let body = html! {
         @if viewer.user.role.writes() {

@@ -135,13 +135,7 @@ async fn render(
     ask: &Ask,
     reveal: bool,
 ) -> Result<Markup, PanelError> {
-    let brands: Vec<_> = panel
-        .evidence
-        .brands()
-        .await?
-        .into_iter()
-        .filter(|b| viewer.user.may_see(b.brand_code))
-        .collect();
+    let brands: Vec<_> = panel.brands_of(viewer).await?;
     let recipient = ask.recipient.trim();
     let mut error = None;
     let mut found = None;

@@ -179,13 +179,7 @@ async fn page(
     if !viewer.user.role.writes() {
         return Err(PanelError::Forbidden);
     }
-    let brands: Vec<_> = panel
-        .evidence
-        .brands()
-        .await?
-        .into_iter()
-        .filter(|b| viewer.user.may_see(b.brand_code))
-        .collect();
+    let brands: Vec<_> = panel.brands_of(viewer).await?;
     let key =
         crate::panel::auth::random_token().map_err(|e| PanelError::Internal(e.to_string()))?;
     let sources: Vec<&str> = Source::ALL

@@ -71,13 +71,7 @@ async fn list(
     lang: Lang,
     Query(filter): Query<Filter>,
 ) -> Result<Markup, PanelError> {
-    let brands: Vec<_> = panel
-        .evidence
-        .brands()
-        .await?
-        .into_iter()
-        .filter(|b| viewer.user.may_see(b.brand_code))
-        .collect();
+    let brands: Vec<_> = panel.brands_of(&viewer).await?;
     let brand = match filter.brand {
         Some(b) if !viewer.user.may_see(b) => return Err(PanelError::Forbidden),
         Some(b) => Some(b),
