@@ -171,3 +171,35 @@ async fn a_viewer_cannot_record_or_reveal_and_nobody_sees_another_brand() {
     other[0] = ("brand", "600002");
     assert_eq!(c.submit("/record", "/record", &other).await.status, 403);
 }
+
+#[tokio::test]
+async fn home_counts_each_brands_uploads_on_its_card_and_hides_the_deployments_from_others() {
+    let p = start("home-uploads", 50, &[]).await;
+    let mut b = Browser::logged_in(&p.base, "uyum").await;
+    let now = iysgate::domain::time::to_turkey(p.panel.now()) - chrono::Duration::hours(1);
+    let date = now.format("%Y-%m-%dT%H:%M").to_string();
+    for (phone, status) in [("+905329990011", "ONAY"), ("+905329990012", "RET")] {
+        let mut f = form(phone, status);
+        f.retain(|(k, _)| *k != "consent_date");
+        f.push(("consent_date", &date));
+        let page = b.submit("/record", "/record", &f).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+    }
+    let home = b.get("/").await;
+    assert!(
+        home.body
+            .contains("href=\"/uploads?brand=600001&amp;state=pending\">bekliyor</a>: 2"),
+        "{}",
+        home.body
+    );
+    assert!(home.body.contains("href=\"/reports/600001\""));
+    // The deployment's totals are for admins: they count other brands too.
+    assert!(!home.body.contains("Yüklemeler (tüm markalar)"));
+    let mut admin = Browser::logged_in(&p.base, "admin").await;
+    let home = admin.get("/").await;
+    assert!(home.body.contains("Yüklemeler (tüm markalar)"));
+    assert!(
+        home.body
+            .contains("href=\"/uploads?brand=600002&amp;state=pending\">bekliyor</a>: 0")
+    );
+}

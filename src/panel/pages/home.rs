@@ -18,7 +18,7 @@ use crate::panel::auth::Viewer;
 use crate::panel::layout::{self, Lang};
 use crate::panel::{PanelError, State};
 use crate::sync::BrandRef;
-use crate::write::evidence::{Brand, UploadCounts};
+use crate::write::evidence::Brand;
 use crate::write::reconcile::{Agreement, Reconciliation};
 
 /// How many days back the home page looks for the last reconciliation.
@@ -44,12 +44,14 @@ struct Overview {
     last: Option<(NaiveDate, Reconciliation)>,
     /// Whether yesterday's reconciliation is stored.
     yesterday_done: bool,
+    /// The brand's uploads of the last 30 days by state word (`pending`, `at_risk`, …).
+    uploads: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// A thing a person must look at today: (Turkish, English, link).
 struct Todo {
     text: String,
-    link: &'static str,
+    link: String,
 }
 
 fn age_text(lang: Lang, age: Option<std::time::Duration>) -> String {
@@ -126,6 +128,7 @@ async fn overview(
         }
     }
     Ok(Overview {
+        uploads: super::uploads::counts_of(panel, code).await?,
         records: records.get(&code).cloned().unwrap_or_default(),
         brand,
         today: report,
@@ -138,37 +141,39 @@ async fn overview(
 fn todos(
     lang: Lang,
     panel: &crate::panel::Panel,
-    uploads: UploadCounts,
     fresh: bool,
     age: Option<std::time::Duration>,
     brands: &[Overview],
 ) -> Vec<Todo> {
     let mut out = Vec::new();
-    if uploads.expired > 0 {
-        out.push(Todo {
-            text: format!(
-                "{} {}",
-                layout::number(uploads.expired),
-                lang.t(
-                    "yükleme süresi geçti (3 iş günü içinde İYS'ye kaydedilmedi; tüm markalar)",
-                    "uploads expired (not registered in İYS within 3 business days; all brands)"
-                )
+    for o in brands {
+        let code = o.brand.brand_code;
+        let name = format!("{} ({code})", o.brand.name);
+        for (word, tr, en) in [
+            (
+                "expired",
+                "yüklemenin süresi geçti (3 iş günü içinde İYS'ye kaydedilmedi)",
+                "uploads expired (not registered in İYS within 3 business days)",
             ),
-            link: "/uploads?state=expired",
-        });
-    }
-    if uploads.at_risk > 0 {
-        out.push(Todo {
-            text: format!(
-                "{} {}",
-                layout::number(uploads.at_risk),
-                lang.t(
-                    "yüklemenin süresinin dolmasına bir iş gününden az kaldı (tüm markalar)",
-                    "uploads have under one business day left (all brands)"
-                )
+            (
+                "at_risk",
+                "yüklemenin süresinin dolmasına bir iş gününden az kaldı",
+                "uploads have under one business day left",
             ),
-            link: "/uploads?state=at_risk",
-        });
+            (
+                "rejected",
+                "yüklemeyi İYS reddetti",
+                "uploads were refused by İYS",
+            ),
+        ] {
+            let n = o.uploads.get(word).copied().unwrap_or(0);
+            if n > 0 {
+                out.push(Todo {
+                    text: format!("{name}: {} {}", layout::number(n), lang.t(tr, en)),
+                    link: format!("/uploads?brand={code}&state={word}"),
+                });
+            }
+        }
     }
     if !fresh {
         out.push(Todo {
@@ -180,7 +185,7 @@ fn todos(
                 ),
                 age_text(lang, age)
             ),
-            link: "/",
+            link: "/".into(),
         });
     }
     if let Some(until) = panel
@@ -197,11 +202,13 @@ fn todos(
                 ),
                 layout::turkey_time(until)
             ),
-            link: "/brands",
+            link: "/brands".into(),
         });
     }
+    let yesterday = crate::domain::time::to_turkey(panel.now()).date() - chrono::Duration::days(1);
     for o in brands {
-        let name = format!("{} ({})", o.brand.name, o.brand.brand_code);
+        let code = o.brand.brand_code;
+        let name = format!("{} ({code})", o.brand.name);
         match &o.last {
             Some((day, r)) if r.agreement == Agreement::Withheld => out.push(Todo {
                 text: format!(
@@ -212,7 +219,7 @@ fn todos(
                         "reconciliation found mismatches and was not confirmed"
                     )
                 ),
-                link: "/reports",
+                link: format!("/reports/{code}/{day}"),
             }),
             _ => {}
         }
@@ -225,7 +232,7 @@ fn todos(
                         "yesterday's reconciliation is missing"
                     )
                 ),
-                link: "/reports",
+                link: format!("/reports/{code}/{yesterday}"),
             });
         }
     }
@@ -289,7 +296,21 @@ fn card(lang: Lang, o: &Overview, fresh: bool, age: Option<std::time::Duration>)
                     None => { span.unknown { (lang.t("son 7 günde yok", "none in the last 7 days")) } }
                 } }
             }
-            p { a href={ "/reports?brand=" (code) } { (lang.t("Günlük raporlar", "Daily reports")) } }
+            h3 { (lang.t("Yüklemeler (son 30 günün kayıtları)", "Uploads (the last 30 days' records)")) }
+            ul.uploads {
+                @for (word, tr, en) in [
+                    ("pending", "bekliyor", "pending"),
+                    ("at_risk", "riskte (1 iş gününden az)", "at risk (under 1 business day)"),
+                    ("expired", "süresi geçti", "expired"),
+                    ("rejected", "İYS reddetti", "refused by İYS"),
+                ] {
+                    @let n = o.uploads.get(word).copied().unwrap_or(0);
+                    li { a href={ "/uploads?brand=" (code) "&state=" (word) } { (lang.t(tr, en)) } ": "
+                        @if n > 0 && word != "pending" { span.deny { (layout::number(n)) } } @else { (layout::number(n)) } }
+                }
+            }
+            p { a href={ "/reports/" (code) } { (lang.t("Günlük raporlar", "Daily reports")) } " · "
+                a href={ "/uploads?brand=" (code) } { (lang.t("Yüklemeler", "Uploads")) } }
         }
     }
 }
@@ -323,7 +344,8 @@ async fn home(
         let _ = b;
         return Err(PanelError::NotFound);
     }
-    let todo = todos(lang, &panel, uploads, fresh, age, &brands);
+    let todo = todos(lang, &panel, fresh, age, &brands);
+    let admin = viewer.user.role == crate::panel::store::Role::Admin;
     Ok(layout::page(
         lang,
         &viewer,
@@ -338,7 +360,7 @@ async fn home(
                     ul.todo-list { @for t in &todo { li { a href=(t.link) { (t.text) } } } }
                 }
             }
-            section aria-labelledby="uploads" {
+            @if admin { section aria-labelledby="uploads" {
                 h2 #uploads { (lang.t("Yüklemeler (tüm markalar)", "Uploads (all brands)")) }
                 table {
                     thead { tr {
@@ -353,9 +375,9 @@ async fn home(
                     } }
                 }
                 p.muted { (lang.t(
-                    "Reddedilenler her markanın kartında, bugünkü kayıtlar için H koduyla.",
-                    "Refused uploads are on each brand's card, for today's records, by H-code.")) }
-            }
+                    "Her markanınkiler kendi kartında.",
+                    "Each brand's are on its card.")) }
+            } }
             @if brands.is_empty() {
                 p { (lang.t("Size açık bir marka yok.", "No brand is granted to you.")) }
             }

@@ -191,7 +191,7 @@ async fn form(
         @if jobs.is_empty() {
             p { (lang.t("Henüz yok.", "None yet.")) }
         } @else {
-            table {
+            div.scroll { table {
                 thead { tr {
                     th { (lang.t("Başladı", "Started")) } th { (lang.t("Marka", "Brand")) }
                     th { (lang.t("Dosya", "File")) } th { (lang.t("Kullanıcı", "User")) }
@@ -206,7 +206,7 @@ async fn form(
                         }
                     }
                 }
-            }
+            } }
         }
     };
     Ok(layout::page(
@@ -454,14 +454,14 @@ fn summary(lang: Lang, job: &Job, s: &ImportSummary) -> Markup {
             }
             h2 { (lang.t("Reddedilen satırlar", "Refused rows")) }
             p { a href={ "/import/" (job.id) "/refused.csv" } download { (lang.t("Tümünü CSV olarak indir", "Download all as CSV")) } }
-            table {
+            div.scroll { table {
                 thead { tr { th.num { (lang.t("Satır", "Line")) } th { (lang.t("Alan", "Field")) } th { (lang.t("Neden (İYS)", "Reason (İYS)")) } } }
                 tbody {
                     @for r in s.refused.iter().take(SHOWN) {
                         tr { td.num { (r.line) } td { code { (r.field) } } td { (r.reason) } }
                     }
                 }
-            }
+            } }
             @if s.refused.len() > SHOWN {
                 p { (s.refused.len() - SHOWN) " " (lang.t("satır daha CSV dosyasında.", "more rows in the CSV.")) }
             }

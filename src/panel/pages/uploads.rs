@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::panel::auth::Viewer;
 use crate::panel::layout::{self, Lang};
-use crate::panel::{PanelError, State};
+use crate::panel::{Panel, PanelError, State};
 use crate::write::evidence::{StoredEvent, UploadState};
 
 pub fn routes() -> Router<State> {
@@ -65,6 +65,49 @@ fn label(lang: Lang, word: &str) -> &'static str {
     }
 }
 
+/// `brand`'s events of the last [`DAYS`], newest first, each with its filter word now.
+async fn classified(
+    panel: &Panel,
+    brand: u32,
+) -> Result<Vec<(StoredEvent, &'static str)>, PanelError> {
+    let now = panel.now();
+    let at_risk_before = crate::domain::time::to_turkey(crate::write::evidence::at_risk_before(
+        panel.service.checker().calendar(),
+        now,
+    ));
+    let events = panel
+        .evidence
+        .events_between(
+            brand,
+            now - chrono::Duration::days(DAYS),
+            now + chrono::Duration::days(1),
+        )
+        .await?;
+    Ok(events
+        .into_iter()
+        .rev()
+        .map(|e| {
+            let w = word(&e, at_risk_before);
+            (e, w)
+        })
+        .collect())
+}
+
+/// How `brand`'s uploads of the last [`DAYS`] stand, by filter word (for the home page).
+///
+/// # Errors
+/// The evidence store failed.
+pub(crate) async fn counts_of(
+    panel: &Panel,
+    brand: u32,
+) -> Result<std::collections::BTreeMap<&'static str, u64>, PanelError> {
+    let mut counts = std::collections::BTreeMap::new();
+    for (_, w) in classified(panel, brand).await? {
+        *counts.entry(w).or_default() += 1;
+    }
+    Ok(counts)
+}
+
 async fn list(
     Extract(panel): Extract<State>,
     viewer: Viewer,
@@ -78,26 +121,10 @@ async fn list(
         None => brands.first().map(|b| b.brand_code),
     };
     let state = filter.state.clone().unwrap_or_else(|| "all".into());
-    let now = panel.now();
-    let at_risk_before = crate::domain::time::to_turkey(crate::write::evidence::at_risk_before(
-        panel.service.checker().calendar(),
-        now,
-    ));
     let mut rows = Vec::new();
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
     if let Some(brand) = brand {
-        for e in panel
-            .evidence
-            .events_between(
-                brand,
-                now - chrono::Duration::days(DAYS),
-                now + chrono::Duration::days(1),
-            )
-            .await?
-            .into_iter()
-            .rev()
-        {
-            let w = word(&e, at_risk_before);
+        for (e, w) in classified(&panel, brand).await? {
             *counts.entry(w).or_default() += 1;
             if (state == "all" || state == w) && rows.len() < LIMIT {
                 let attempts = panel.evidence.upload_attempts(e.id).await?;
