@@ -391,7 +391,7 @@ def import_file(rows):
 def import_with_bad_rows_and_its_progress(s):
     """A file with bad rows: its progress while it runs, then the summary with the refused
     rows by line and field, downloadable; the imported RETs are in force at once."""
-    rows = 40000
+    rows = 150000
     path = import_file(rows)
     try:
         s.login("compliance")
@@ -454,6 +454,7 @@ def daily_report_with_chart(s):
     check(f"{day} İYS'den gelen yeni RET: 4" in titles, f"the RETs chart draws the day: {titles}")
     svg = s.driver.find_element(By.CSS_SELECTOR, "#chart-approvals svg")
     check(svg.size["width"] > 300 and svg.size["height"] > 100, f"the chart is drawn: {svg.size}")
+    s.driver.execute_script("document.getElementById('chart-approvals').scrollIntoView()")
     s.shot("report-month")
 
 

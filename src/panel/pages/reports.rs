@@ -125,7 +125,8 @@ fn day_mark(lang: Lang, report: Option<&DailyReport>, day: NaiveDate, today: Nai
     }
 }
 
-/// Sums `tally` over the changes of a reconciliation by "CHANNEL SIDE" (the type folded in).
+/// Sums `tally` over the changes of a reconciliation by "CHANNEL SIDE" (the type folded in);
+/// a series without any is left out.
 fn by_channel_and_side(
     reports: &[DailyReport],
     tally: impl Fn(&crate::write::reconcile::Tally) -> u64,
@@ -152,6 +153,7 @@ fn by_channel_and_side(
                 .collect(),
             label: key,
         })
+        .filter(|s| s.values.iter().any(|v| *v > 0))
         .collect()
 }
 
@@ -273,7 +275,7 @@ async fn month(
                                                 a.day href={ "/reports/" (code) "/" (d) } { (d.day()) }
                                                 br;
                                                 @if let Some(r) = report {
-                                                    span.muted { (r.recorded_total) " " (lang.t("kayıt", "recorded")) } br;
+                                                    span.muted { (layout::number(r.recorded_total)) " " (lang.t("kayıt", "recorded")) } br;
                                                 }
                                                 (day_mark(lang, report.as_ref(), *d, today))
                                             } @else {
