@@ -33,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // with tonic-prost's codec), which the next step overwrites: keep this order.
         tonic_prost_build::configure()
             .bytes(".iysgate.v1.FilterResponse.allowed")
+            .bytes(".iysgate.v1.FilterResponse.reason_codes")
             .bytes(".iysgate.v1.FilterRequest.recipient_lines")
             .compile_fds(protox::compile([echo], ["proto"])?)?;
     }
@@ -40,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .codec_path("crate::pb::codec::ProtoCodec")
         .bytes(".iysgate.v1.FilterResponse.allowed")
+        .bytes(".iysgate.v1.FilterResponse.reason_codes")
         .bytes(".iysgate.v1.FilterRequest.recipient_lines")
         .compile_fds(protox::compile(protos, ["proto"])?)?;
     Ok(())

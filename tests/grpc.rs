@@ -693,6 +693,84 @@ async fn a_filter_chunk_over_its_limit_is_refused_naming_the_field_sent() {
 }
 
 #[tokio::test]
+async fn filter_answers_reasons_as_one_byte_per_item_or_not_at_all_when_asked() {
+    let mut s = start(&[]).await;
+    let phones = vec![905_321_111_111, 905_324_444_444, 12, 905_329_999_999];
+    let chunks = |form: pb::RejectionForm| {
+        vec![
+            pb::FilterRequest {
+                brand_code: BRAND.into(),
+                channel: pb::Channel::Mesaj.into(),
+                rejections: form.into(),
+                phones: phones.clone(),
+                ..Default::default()
+            },
+            // A later chunk keeps the first chunk's form, as it keeps its brand.
+            pb::FilterRequest {
+                phones: phones.clone(),
+                ..Default::default()
+            },
+        ]
+    };
+    let mut replies = s
+        .client
+        .filter(keyed(
+            tokio_stream::iter(chunks(pb::RejectionForm::RejectionCodes)),
+            KEY,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..2 {
+        let a = replies.message().await.unwrap().unwrap();
+        assert_eq!((a.count, a.allowed_count), (4, 1));
+        assert!(a.rejected.is_empty(), "no Rejection messages in this form");
+        let want = [
+            0,
+            pb::Reason::PendingRegistration as u8,
+            pb::Reason::InvalidRecipient as u8,
+            pb::Reason::NoConsent as u8,
+        ];
+        assert_eq!(&a.reason_codes[..], &want);
+        assert!(bit(&a.allowed, 0) && !bit(&a.allowed, 1));
+    }
+    let mut replies = s
+        .client
+        .filter(keyed(
+            tokio_stream::iter(chunks(pb::RejectionForm::RejectionNone)),
+            KEY,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let a = replies.message().await.unwrap().unwrap();
+    assert_eq!(a.allowed_count, 1);
+    assert!(a.rejected.is_empty() && a.reason_codes.is_empty());
+    // A form this server does not know is refused, naming the field.
+    let unknown = pb::FilterRequest {
+        brand_code: BRAND.into(),
+        channel: pb::Channel::Mesaj.into(),
+        rejections: 7,
+        phones: phones.clone(),
+        ..Default::default()
+    };
+    let err = s
+        .client
+        .filter(keyed(tokio_stream::iter(vec![unknown]), KEY))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.get_details_bad_request().unwrap().field_violations[0].field,
+        "rejections"
+    );
+}
+
+#[tokio::test]
 async fn filter_streams_bitmaps_and_reasons_per_chunk() {
     let mut s = start(&[]).await;
     let first = pb::FilterRequest {

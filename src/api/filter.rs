@@ -61,6 +61,8 @@ impl Stream for WithDeadline {
 /// them) and a reused output buffer.
 pub(crate) struct FilterState {
     spec: Option<FilterSpec>,
+    /// How answers name the items not allowed, from the chunk that set the spec.
+    form: pb::RejectionForm,
     chunk: u64,
     out: FilterOutcome,
 }
@@ -101,6 +103,7 @@ impl FilterState {
     pub(crate) fn new() -> Self {
         Self {
             spec: None,
+            form: pb::RejectionForm::RejectionList,
             chunk: 0,
             out: FilterOutcome::default(),
         }
@@ -124,6 +127,12 @@ impl FilterState {
                     purpose: purpose(req.purpose).map_err(|e| invalid_status(&e))?,
                 };
                 permission(client, s.brand, s.retailer)?;
+                self.form = pb::RejectionForm::try_from(req.rejections).map_err(|_| {
+                    invalid_status(&invalid(
+                        "rejections",
+                        format!("{} is not a RejectionForm", req.rejections),
+                    ))
+                })?;
                 s
             }
         };
@@ -175,24 +184,41 @@ impl FilterState {
             return Err(e.into());
         }
         metrics.decisions(&self.out.reason_counts, spec.purpose);
-        let mut invalid_items = 0;
-        let rejected = self
+        let invalid_items = self
             .out
             .rejected
             .iter()
-            .map(|&(index, outcome)| pb::Rejection {
-                index,
-                reason: match outcome {
-                    ItemOutcome::Denied(r) => reason_pb(r),
-                    ItemOutcome::Invalid => {
-                        invalid_items += 1;
-                        pb::Reason::InvalidRecipient
-                    }
+            .filter(|(_, o)| matches!(o, ItemOutcome::Invalid))
+            .count();
+        let code = |outcome: ItemOutcome| match outcome {
+            ItemOutcome::Denied(r) => reason_pb(r),
+            ItemOutcome::Invalid => pb::Reason::InvalidRecipient,
+        };
+        let mut rejected = Vec::new();
+        let mut reason_codes = prost::bytes::Bytes::new();
+        match self.form {
+            pb::RejectionForm::RejectionList => {
+                rejected = self
+                    .out
+                    .rejected
+                    .iter()
+                    .map(|&(index, outcome)| pb::Rejection {
+                        index,
+                        reason: code(outcome).into(),
+                    })
+                    .collect();
+            }
+            pb::RejectionForm::RejectionCodes => {
+                let mut codes = vec![0u8; count];
+                for &(index, outcome) in &self.out.rejected {
+                    // Reason numbers are below 256 (proto/iysgate/v1/consent.proto).
+                    codes[index as usize] = i32::from(code(outcome)) as u8;
                 }
-                .into(),
-            })
-            .collect();
-        metrics.invalid(invalid_items);
+                reason_codes = codes.into();
+            }
+            pb::RejectionForm::RejectionNone => {}
+        }
+        metrics.invalid(invalid_items as u64);
         if spec.purpose.is_exempt() && self.out.allowed_count > 0 {
             tracing::info!(
                 target: "iysgate::audit",
@@ -211,6 +237,7 @@ impl FilterState {
             allowed_count: self.out.allowed_count,
             rejected,
             data_age_ms: self.out.data_age.as_millis() as u64,
+            reason_codes,
         };
         self.chunk += 1;
         Ok(reply)

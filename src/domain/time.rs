@@ -55,8 +55,46 @@ pub fn parse_iys(text: &str) -> Option<TurkeyTime> {
     date.and_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)
 }
 
+/// `YYYY-MM-DD HH:mm:ss` (İYS's format), written by hand: a check answer carries a date, and
+/// chrono's format-string machinery costs several times more per call (years outside
+/// 0..=9999, which İYS never sends, go through chrono).
 pub fn format_iys(t: TurkeyTime) -> String {
-    t.format(IYS_FORMAT).to_string()
+    format_fixed(t, true)
+}
+
+/// `YYYY-MM-DD HH:mm` (the minute precision a Check answer gives).
+pub fn format_minute(t: TurkeyTime) -> String {
+    format_fixed(t, false)
+}
+
+fn format_fixed(t: TurkeyTime, seconds: bool) -> String {
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        return t
+            .format(if seconds {
+                IYS_FORMAT
+            } else {
+                "%Y-%m-%d %H:%M"
+            })
+            .to_string();
+    }
+    let mut b = *b"0000-00-00 00:00:00";
+    let put = |b: &mut [u8; 19], at: usize, width: usize, mut n: u32| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(&mut b, 0, 4, year.unsigned_abs());
+    put(&mut b, 5, 2, t.month());
+    put(&mut b, 8, 2, t.day());
+    put(&mut b, 11, 2, t.hour());
+    put(&mut b, 14, 2, t.minute());
+    put(&mut b, 17, 2, t.second());
+    let len = if seconds { 19 } else { 16 };
+    // ASCII digits and separators only.
+    String::from_utf8_lossy(&b[..len]).into_owned()
 }
 
 /// Minutes since 2015-01-01 00:00 Turkey time, saturating at 0 below and at 24 bits above
@@ -122,6 +160,26 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hand_formatting_is_chronos_formatting() {
+        let start = NaiveDate::from_ymd_opt(2015, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        // Every day of 2015-2040 at a different time of day, and the year's edges.
+        for day in 0..(26 * 366) {
+            let t = start + Duration::days(day) + Duration::seconds((day * 7_919) % 86_400);
+            assert_eq!(format_iys(t), t.format(IYS_FORMAT).to_string());
+            assert_eq!(format_minute(t), t.format("%Y-%m-%d %H:%M").to_string());
+        }
+        let odd = NaiveDate::from_ymd_opt(12_345, 6, 7)
+            .unwrap()
+            .and_hms_opt(8, 9, 10)
+            .unwrap();
+        assert_eq!(format_iys(odd), odd.format(IYS_FORMAT).to_string());
+        assert_eq!(format_iys(start), "2015-01-01 00:00:00");
+    }
 
     #[test]
     fn turkey_is_utc_plus_three() {

@@ -139,7 +139,7 @@ pub fn decision_pb(d: &DDecision, age_ms: u64) -> pb::Decision {
         source: d.record.map_or(0, |r| source_pb(r.source)),
         consent_date: d
             .record
-            .map(|r| r.consent_date.format("%Y-%m-%d %H:%M").to_string())
+            .map(|r| crate::domain::time::format_minute(r.consent_date))
             .unwrap_or_default(),
         pending_registration: pending,
         registration_deadline: d.registration_deadline.map(format_iys).unwrap_or_default(),
