@@ -10,6 +10,10 @@
 # per-request log), errors, and how busy each side's core was: a figure whose generator was
 # busier than its server is marked, since then the client may be the limit.
 #
+# Then Filter per server core: one chunk of FILTER_PHONES (default 10 000, 0 = skip) packed
+# phones per call (mostly unknown numbers, so mostly denied), 4 connections × 4 streams, with
+# each answer form (`rejections`: list, codes, none): phones/s and phones per server CPU second.
+#
 # Run: bash load-tests/compare-h2load.sh [duration_s=10] [shapes="4x32 8x64 1x1"]
 #      ROUNDS=N alternates the servers N times and prints medians (ratios: median per round);
 #      IYSGATE_BIN=path measures that binary instead of building this tree.
@@ -66,7 +70,18 @@ for shape in $SHAPES; do
   done
 done
 
-/usr/bin/python3 - "$out" "$ROUNDS" "$SHAPES" <<'PY'
+FILTER_PHONES=${FILTER_PHONES:-10000}
+if [ "$FILTER_PHONES" -gt 0 ]; then
+  for form in list codes none; do
+    for round in $(seq "$ROUNDS"); do
+      /usr/bin/python3 load-tests/h2grpc.py --label "filter-$form" --url "http://127.0.0.1:50063/iysgate.v1.ConsentCheck/Filter" \
+        --pid $check_pid -c 4 -m 4 -D "$DURATION" --filter "$FILTER_PHONES" --rejections $form \
+        ${LOAD_CPU:+--pin $LOAD_CPU} --header "x-api-key:$key" > "$out/filter-$form.$round.json"
+    done
+  done
+fi
+
+/usr/bin/python3 - "$out" "$ROUNDS" "$SHAPES" "$FILTER_PHONES" <<'PY'
 import json, statistics, sys
 out, rounds, shapes = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
 servers = ("bare", "echo", "check")
@@ -85,4 +100,15 @@ for shape in shapes:
           f"CPU per call {ratio('check', 'bare', 'server_us_per_call'):.2f}, "
           f"p50 +{med('check', 'p50_us') - med('bare', 'p50_us'):.0f} µs; "
           f"echo-server ÷ bare: throughput {ratio('echo', 'bare', 'requests_per_s'):.2f}")
+phones = int(sys.argv[4])
+if phones:
+    print(f"Filter, one chunk of {phones} packed phones per call, 4 × 4 streams; median of {rounds} rounds")
+    print(f"{'answer':8}{'calls/s':>9}{'phones/s':>12}{'phones/CPU s':>14}{'answer B':>10}{'srv busy':>9}{'gen busy':>9}{'errors':>8}")
+    for form in ("list", "codes", "none"):
+        runs = [json.load(open(f"{out}/filter-{form}.{r}.json")) for r in range(1, rounds + 1)]
+        med = lambda k: statistics.median(x[k] for x in runs)
+        flag = " (generator busier)" if med("client_core_busy") > med("server_core_busy") else ""
+        print(f"{form:8}{med('requests_per_s'):>9.0f}{med('items_per_s'):>12.0f}{med('items_per_server_cpu_s'):>14.0f}"
+              f"{med('reply_bytes'):>10.0f}{med('server_core_busy'):>9.2f}{med('client_core_busy'):>9.2f}"
+              f"{sum(x['errors'] for x in runs):>8}{flag}")
 PY
