@@ -640,6 +640,18 @@ fn bit(bitmap: &[u8], i: usize) -> bool {
     bitmap[i / 8] & (1 << (i % 8)) != 0
 }
 
+/// The error a Filter stream of the one `chunk` ends with.
+async fn refused_chunk(s: &mut TestServer, chunk: pb::FilterRequest) -> tonic::Status {
+    s.client
+        .filter(keyed(tokio_stream::iter(vec![chunk]), KEY))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn a_filter_chunk_over_its_limit_is_refused_naming_the_field_sent() {
     let mut s = start(&[]).await;
@@ -754,15 +766,7 @@ async fn filter_answers_reasons_as_one_byte_per_item_or_not_at_all_when_asked() 
         phones: phones.clone(),
         ..Default::default()
     };
-    let err = s
-        .client
-        .filter(keyed(tokio_stream::iter(vec![unknown]), KEY))
-        .await
-        .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap_err();
+    let err = refused_chunk(&mut s, unknown).await;
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(
         err.get_details_bad_request().unwrap().field_violations[0].field,
@@ -851,15 +855,7 @@ async fn filter_streams_bitmaps_and_reasons_per_chunk() {
         recipient_lines: vec![b'a', 0xff, b'\n'].into(),
         ..Default::default()
     };
-    let err = s
-        .client
-        .filter(keyed(tokio_stream::iter(vec![broken]), KEY))
-        .await
-        .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap_err();
+    let err = refused_chunk(&mut s, broken).await;
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
         err.message().starts_with("recipient_lines"),

@@ -40,7 +40,7 @@ pub struct RecordedConsent {
     /// The strict registration deadline (Turkey time).
     pub deadline: crate::domain::time::TurkeyTime,
     pub key: ConsentKey,
-    /// What a commercial check of the key answers now.
+    /// What a commercial check of the key answers now (set by [`record_consents`]).
     pub answer: Option<crate::check::Answer>,
 }
 
@@ -88,7 +88,22 @@ pub async fn record_consents(
         return Err(RecordError::Invalid(violations));
     }
     let recorded = r.store.record(&events, r.checker.clock().now_utc()).await?;
-    Ok(apply_recorded(r, brand, events, recorded).await)
+    let mut out = apply_recorded(r, brand, events, recorded).await;
+    // What a commercial check of each key answers now, for the caller's reply (an import
+    // applies the same way and needs no answer).
+    for c in &mut out {
+        let text = c.key.recipient.to_string();
+        let query = crate::check::Query {
+            brand,
+            recipient: &text,
+            channel: c.key.channel,
+            recipient_type: c.key.recipient_type,
+            retailer: None,
+            purpose: crate::domain::Purpose::Commercial,
+        };
+        c.answer = r.checker.check(&query).ok();
+    }
+    Ok(out)
 }
 
 /// Applies events the store has just made durable (`recorded` in the same order as `events`)
@@ -100,7 +115,7 @@ pub async fn apply_recorded(
     events: Vec<NewEvent>,
     recorded: Vec<crate::write::evidence::Recorded>,
 ) -> Vec<RecordedConsent> {
-    use crate::domain::{ConsentEvent, Purpose, Registration};
+    use crate::domain::{ConsentEvent, Registration};
     use crate::write::evidence::Recorded;
     let mut out = Vec::with_capacity(events.len());
     for (event, outcome) in events.into_iter().zip(recorded) {
@@ -127,25 +142,15 @@ pub async fn apply_recorded(
                 source: event.source,
                 consent_date: event.consent_date,
                 registration: Registration::Pending,
-                retailer_access: event.retailer_access.clone(),
+                retailer_access: event.retailer_access,
             },
         );
-        let text = event.recipient.to_string();
-        let query = crate::check::Query {
-            brand,
-            recipient: &text,
-            channel: event.channel,
-            recipient_type: event.recipient_type,
-            retailer: None,
-            purpose: Purpose::Commercial,
-        };
-        let answer = r.checker.check(&query).ok();
         out.push(RecordedConsent {
             id,
             duplicate,
             deadline,
             key,
-            answer,
+            answer: None,
         });
     }
     // Then every other replica: each key's current record here, which is the event just

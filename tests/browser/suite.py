@@ -232,7 +232,10 @@ def compliance_cannot_see_another_brand(s):
     for path in BRAND_ENDPOINTS:
         got = s.status(path)
         check(got == 403, f"{path} for a brand not granted: {got}, not 403")
-    got = s.status(f"/reports/{FOREIGN_BRAND}/{YESTERDAY}/reconcile", "POST", "_csrf=x")
+    # With this session's own form token, so the refusal is the brand's, not the token's.
+    s.go("/")
+    token = s.driver.execute_script("return document.querySelector('input[name=_csrf]').value")
+    got = s.status(f"/reports/{FOREIGN_BRAND}/{YESTERDAY}/reconcile", "POST", f"_csrf={token}")
     check(got == 403, f"a reconciliation of a brand not granted: {got}, not 403")
 
 

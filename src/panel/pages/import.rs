@@ -10,7 +10,7 @@
 //! stores only what is missing (each row's idempotency key is the file's hash and its line).
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::multipart::{Field, MultipartRejection};
@@ -50,11 +50,12 @@ pub fn routes() -> Router<State> {
         .route("/import/{id}/refused.csv", get(refused_csv))
 }
 
-/// Where one import stands.
+/// Where one import stands (a summary is shared, not copied: the status endpoint is polled
+/// every second and a summary may hold a million refusals).
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Running,
-    Done(ImportSummary),
+    Done(Arc<ImportSummary>),
     Failed(String),
 }
 
@@ -89,15 +90,18 @@ impl Jobs {
         self.lock().iter().find(|j| j.id == id).cloned()
     }
 
-    fn running(&self) -> usize {
-        self.lock()
+    /// Adds a running job, unless [`MAX_RUNNING`] are running already (checked and added under
+    /// one lock, so two uploads at once cannot both pass).
+    fn start(&self, job: Job) -> bool {
+        let mut jobs = self.lock();
+        if jobs
             .iter()
             .filter(|j| matches!(j.outcome, Outcome::Running))
             .count()
-    }
-
-    fn start(&self, job: Job) {
-        let mut jobs = self.lock();
+            >= MAX_RUNNING
+        {
+            return false;
+        }
         jobs.push(job);
         while jobs.len() > KEPT {
             let Some(oldest) = jobs
@@ -108,6 +112,7 @@ impl Jobs {
             };
             jobs.remove(oldest);
         }
+        true
     }
 
     fn update(&self, id: &str, change: impl FnOnce(&mut Job)) {
@@ -286,11 +291,6 @@ async fn upload(
     if !viewer.user.role.writes() || !viewer.user.may_see(brand) {
         return Err(PanelError::Forbidden);
     }
-    if panel.imports.running() >= MAX_RUNNING {
-        return Err(PanelError::BadRequest(format!(
-            "{MAX_RUNNING} imports are running; wait for one to finish"
-        )));
-    }
     let id = crate::panel::auth::random_token().map_err(|e| PanelError::Internal(e.to_string()))?;
     let temp = TempFile(std::env::temp_dir().join(format!("iysgate-import-{id}.csv")));
     let mut field = expect_field(&mut multipart, "file").await?;
@@ -319,19 +319,11 @@ async fn upload(
         return Err(bad("the file is empty"));
     }
     let now = panel.now();
-    panel
-        .audit(
-            &viewer,
-            "import.start",
-            Some(brand),
-            format!("import {} of {file_name:?} ({size} bytes)", &id[..8]),
-        )
-        .await?;
-    panel.imports.start(Job {
+    let started = panel.imports.start(Job {
         id: id.clone(),
         brand,
         user: viewer.user.name.clone(),
-        file_name,
+        file_name: file_name.clone(),
         started: now,
         finished: None,
         progress: ImportProgress {
@@ -340,6 +332,26 @@ async fn upload(
         },
         outcome: Outcome::Running,
     });
+    if !started {
+        return Err(PanelError::BadRequest(format!(
+            "{MAX_RUNNING} imports are running; wait for one to finish"
+        )));
+    }
+    let audited = panel
+        .audit(
+            &viewer,
+            "import.start",
+            Some(brand),
+            format!("import {} of {file_name:?} ({size} bytes)", &id[..8]),
+        )
+        .await;
+    if let Err(e) = audited {
+        // Nothing is imported that the audit log does not show.
+        panel.imports.update(&id, |job| {
+            job.outcome = Outcome::Failed("the audit log refused the import's start".into());
+        });
+        return Err(e);
+    }
     tokio::spawn(run(State::clone(&panel), viewer, id.clone(), brand, temp));
     Ok(Redirect::to(&format!("/import/{id}")).into_response())
 }
@@ -367,7 +379,7 @@ async fn run(panel: State, viewer: Viewer, id: String, brand: u32, temp: TempFil
                 summary.already_stored,
                 summary.refused.len()
             );
-            (Outcome::Done(summary), detail)
+            (Outcome::Done(Arc::new(summary)), detail)
         }
         Err(e) => {
             // The error names the temporary file; the person needs only why.
