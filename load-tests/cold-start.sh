@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The `cold-start` scenario: a replica (`serve --redis-url`) started against Redis holding N
 # records (default 1 000 000; the target is 10 M in ≤ 10 s): seconds from the process start to
-# SERVING on grpc.health.v1, and records loaded per second. The records and their checkpoint
+# SERVING on grpc.health.v1, and records loaded per second; then, for a replica that served
+# from the index checkpoint, how long its full records took to load behind it, and its RSS at
+# SERVING and after. The records and their checkpoint
 # are written first by `examples/cold_start.rs` (as the sync leader would), then a leader
 # heartbeat, so the loaded data counts as fresh. Uses the Redis at REDIS_URL (default local);
 # its keys (prefix iysgate-coldstart) are deleted at the end. 10 M records need ~3 GB of Redis.
@@ -34,8 +36,21 @@ redis-cli -u "$REDIS_URL" XADD "$PREFIX:changes" '*' hb "$(date +%s%6N)" > /dev/
 read -r _ flag <<< "$($BIN keygen --name cold --brands 600001 | awk '/^secret/ {s=$NF} /^flag/ {sub(/^flag: *--client /, ""); gsub(/\x27/, ""); f=$0} END {print s, f}')"
 started=$(date +%s%3N)
 $BIN serve --evidence-file "$out/evidence.log" --redis-url "$REDIS_URL" --redis-prefix "$PREFIX" --client "$flag" \
-  --listen 127.0.0.1:50059 --metrics-listen off --panel-listen off --log warn > "$out/serve.log" 2>&1 &
+  --listen 127.0.0.1:50059 --metrics-listen off --panel-listen off --log info > "$out/serve.log" 2>&1 &
 pid=$!
 $BIN load --scenario cold-start --addr http://127.0.0.1:50059 --started-unix-ms "$started" \
   --records "$N" --duration 300s --quiet
-echo "replica RSS: $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$pid/status)"
+rss() { awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$pid/status; }
+echo "replica RSS at SERVING: $(rss)"
+# A replica that started from the index checkpoint loads the full records after SERVING
+# (for GetConsent and the latest-event rule); one that loaded them first has no such line.
+if grep -q "loaded the index checkpoint" "$out/serve.log"; then
+  for _ in $(seq 600); do
+    grep -q "full records loaded" "$out/serve.log" && break
+    sleep 0.5
+  done
+  took=$(sed 's/\x1b\[[0-9;]*m//g' "$out/serve.log" | grep -o 'full records loaded.*' | grep -o 'took_ms=[0-9]*' | cut -d= -f2)
+  echo "full records loaded ${took:-?} ms after the index (SERVING meanwhile); replica RSS then: $(rss)"
+else
+  echo "started from the full records (no index checkpoint in Redis, or an older binary)"
+fi

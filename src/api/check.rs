@@ -226,6 +226,14 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         let channel = channel(req.channel).map_err(|e| invalid_status(&e))?;
         let rtype = recipient_type(req.recipient_type).map_err(|e| invalid_status(&e))?;
         let recipient = parse_recipient(&req.recipient, channel).map_err(|e| invalid_status(&e))?;
+        if !self.consents.records_complete() {
+            // Started from the index checkpoint: checks are answered, but a record read now
+            // could be missing or older than the one still loading.
+            return Err(Status::unavailable(
+                "this replica started from the index and is still loading the full records \
+                 (seconds after its start); retry, or ask another replica",
+            ));
+        }
         let key = ConsentKey {
             brand,
             recipient,

@@ -9,7 +9,9 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::check::index::{ChannelState, ConsentIndex, EmailKeyer, IndexAddress, IndexStatus};
+use crate::check::index::{
+    ChannelState, ConsentIndex, EmailKey, EmailKeyer, IndexAddress, IndexStatus,
+};
 use crate::domain::time::to_minute;
 use crate::domain::{
     AddressKind, Applied, Channel, ConsentEvent, ConsentKey, ConsentRecord, ConsentStatus,
@@ -200,6 +202,12 @@ pub struct Consents {
     /// and the rebuild writes those keys' entries again once its bulk load is in.
     rebuilding: AtomicBool,
     rebuilt_late: Mutex<Vec<ConsentKey>>,
+    /// Set while the index was loaded on its own (a replica's cold start from an index
+    /// checkpoint) and the records are not all here yet. Meanwhile a write may find no
+    /// record, or an older one, where the index holds a newer state; so it reaches the index
+    /// only if it is not older than what the index holds ([`not_older`]), and
+    /// [`Self::rebuild_index`], once the records are in, makes the index exact again.
+    partial: AtomicBool,
 }
 
 impl Consents {
@@ -210,6 +218,7 @@ impl Consents {
             keyer,
             rebuilding: AtomicBool::new(false),
             rebuilt_late: Mutex::default(),
+            partial: AtomicBool::new(false),
         }
     }
 
@@ -224,8 +233,19 @@ impl Consents {
     fn address(&self, recipient: &Recipient, rtype: RecipientType) -> IndexAddress {
         match recipient {
             Recipient::Phone(p) => IndexAddress::Phone(p.digits()),
-            Recipient::Email(e) => IndexAddress::Email(self.keyer.key(rtype, e.as_str())),
+            Recipient::Email(e) => self.email_address(rtype, e.as_str()),
         }
+    }
+
+    /// The index address of a normalised e-mail address (under this process's key).
+    pub fn email_address(&self, rtype: RecipientType, normalised: &str) -> IndexAddress {
+        IndexAddress::Email(self.keyer.key(rtype, normalised))
+    }
+
+    /// False while the index was loaded without the records and they are still loading
+    /// ([`Self::load_index_only`]): `get` may then miss a record, or return an older one.
+    pub fn records_complete(&self) -> bool {
+        !self.partial.load(AtomicOrdering::SeqCst)
     }
 
     /// Applies one event: the record store decides, and a change is written to the index.
@@ -246,6 +266,11 @@ impl Consents {
                 lock(&self.rebuilt_late).push(key.clone());
             }
             let state = channel_state(current);
+            if self.partial.load(AtomicOrdering::SeqCst)
+                && !not_older(state, self.index.state(brand, rtype, address, channel))
+            {
+                return;
+            }
             self.write_index(
                 brand,
                 rtype,
@@ -285,60 +310,160 @@ impl Consents {
     /// [`Self::apply`] meanwhile are kept: their index entries are written again after the
     /// bulk load. (Writes to [`Self::records`] alone never reach the index; a rebuild is how
     /// they do.)
+    ///
+    /// The records are then taken as complete: a rebuild after [`Self::load_index_only`]
+    /// is what ends its partial state. The flag is cleared after the rebuild's own flag is
+    /// set, so a write that still saw it set either is in the records the bulk load reads or
+    /// is written again after it.
     pub fn rebuild_index(&self) {
         lock(&self.rebuilt_late).clear();
         self.rebuilding.store(true, AtomicOrdering::SeqCst);
-        self.bulk_load_index();
+        self.partial.store(false, AtomicOrdering::SeqCst);
+        let mut rows = IndexRows::default();
+        self.records.for_each(|key, record| {
+            let address = self.address(&key.recipient, key.recipient_type);
+            rows.push(
+                key.brand,
+                key.recipient_type,
+                address,
+                key.channel,
+                channel_state(&record.current),
+                &record.current.retailer_access,
+            );
+        });
+        rows.load_into(&self.index);
         self.rebuilding.store(false, AtomicOrdering::SeqCst);
+        self.rewrite_late();
+    }
+
+    /// Loads the index alone from `rows` (a replica's cold start from an index checkpoint:
+    /// it can answer checks before its records are decoded) and marks the records partial
+    /// until the next [`Self::rebuild_index`]. Like a rebuild, the bulk load replaces what
+    /// the index held; writes meanwhile are written again after it, by the partial rule.
+    pub fn load_index_only(&self, rows: IndexRows) {
+        lock(&self.rebuilt_late).clear();
+        self.rebuilding.store(true, AtomicOrdering::SeqCst);
+        self.partial.store(true, AtomicOrdering::SeqCst);
+        rows.load_into(&self.index);
+        self.rebuilding.store(false, AtomicOrdering::SeqCst);
+        self.rewrite_late();
+    }
+
+    /// Writes again the index entries of the keys written while a bulk load ran.
+    fn rewrite_late(&self) {
         let late = std::mem::take(&mut *lock(&self.rebuilt_late));
         for key in late {
             let address = self.address(&key.recipient, key.recipient_type);
             self.records.with_record(&key, |record| {
+                let state = channel_state(&record.current);
+                let (brand, rtype, channel) = (key.brand, key.recipient_type, key.channel);
+                if self.partial.load(AtomicOrdering::SeqCst)
+                    && !not_older(state, self.index.state(brand, rtype, address, channel))
+                {
+                    return;
+                }
                 self.write_index(
-                    key.brand,
-                    key.recipient_type,
+                    brand,
+                    rtype,
                     address,
-                    key.channel,
-                    channel_state(&record.current),
+                    channel,
+                    state,
                     &record.current.retailer_access,
                 );
             });
         }
     }
+}
 
-    fn bulk_load_index(&self) {
-        const TACIR: u64 = 1 << 63;
-        // (digits with the TACIR bit, channel slot, state): sorted, then merged per key. A
-        // flat vector and one sort cost far less than a map of millions of entries.
-        let mut phones: HashMap<u32, Vec<(u64, u8, ChannelState)>> = HashMap::new();
-        let mut emails: HashMap<u32, Vec<(crate::check::index::EmailKey, ChannelState)>> =
-            HashMap::new();
-        let mut retailers = Vec::new();
-        self.records.for_each(|key, record| {
-            let state = channel_state(&record.current);
-            let address = self.address(&key.recipient, key.recipient_type);
-            match address {
-                IndexAddress::Phone(digits) => {
-                    let tacir = if key.recipient_type == RecipientType::Tacir {
-                        TACIR
-                    } else {
-                        0
-                    };
-                    let slot = u8::from(key.channel == Channel::Mesaj);
-                    phones
-                        .entry(key.brand)
-                        .or_default()
-                        .push((digits | tacir, slot, state));
-                }
-                IndexAddress::Email(ekey) => {
-                    emails.entry(key.brand).or_default().push((ekey, state));
-                }
+/// Whether `new` may replace `old` in the index while the records are partial: not older by
+/// what an index entry knows of the latest-event rule's order (the consent minute, then RET
+/// over ONAY, then registered over pending). Within one minute this can keep an older state
+/// over a newer one of a different status; it keeps the RET then, never the ONAY, and the
+/// rebuild that ends the partial state corrects it.
+fn not_older(new: ChannelState, old: ChannelState) -> bool {
+    fn order(s: ChannelState) -> (u32, bool, bool) {
+        let status = s.status();
+        (
+            s.consent_minute(),
+            matches!(status, IndexStatus::Ret | IndexStatus::RetPending),
+            matches!(status, IndexStatus::Onay | IndexStatus::Ret),
+        )
+    }
+    old.is_empty() || order(new) >= order(old)
+}
+
+/// Index entries gathered for one bulk load: from the records ([`Consents::rebuild_index`])
+/// or from an index checkpoint ([`Consents::load_index_only`]). Phones are kept as
+/// (digits with the TACIR bit, channel slot, state) in a flat vector per brand, sorted and
+/// merged per key at the load: one sort costs far less than a map of millions of entries.
+#[derive(Default)]
+pub struct IndexRows {
+    phones: HashMap<u32, Vec<(u64, u8, ChannelState)>>,
+    emails: HashMap<u32, Vec<(EmailKey, ChannelState)>>,
+    retailers: Vec<(u32, RecipientType, IndexAddress, Channel, Vec<u32>)>,
+}
+
+const TACIR_BIT: u64 = 1 << 63;
+
+impl IndexRows {
+    /// Adds one channel's entry. A channel that does not fit the address is skipped.
+    pub fn push(
+        &mut self,
+        brand: u32,
+        rtype: RecipientType,
+        address: IndexAddress,
+        channel: Channel,
+        state: ChannelState,
+        retailers: &[u32],
+    ) {
+        match (address, channel) {
+            (IndexAddress::Phone(digits), Channel::Arama | Channel::Mesaj) => {
+                let tacir = if rtype == RecipientType::Tacir {
+                    TACIR_BIT
+                } else {
+                    0
+                };
+                let slot = u8::from(channel == Channel::Mesaj);
+                self.phones
+                    .entry(brand)
+                    .or_default()
+                    .push((digits | tacir, slot, state));
             }
-            if !record.current.retailer_access.is_empty() {
-                retailers.push((key.clone(), address, record.current.retailer_access.clone()));
+            (IndexAddress::Email(key), Channel::Eposta) => {
+                self.emails.entry(brand).or_default().push((key, state));
             }
-        });
-        for (brand, mut rows) in phones {
+            _ => return,
+        }
+        if !retailers.is_empty() {
+            self.retailers
+                .push((brand, rtype, address, channel, retailers.to_vec()));
+        }
+    }
+
+    /// Channel entries held.
+    pub fn len(&self) -> usize {
+        self.phones.values().map(Vec::len).sum::<usize>()
+            + self.emails.values().map(Vec::len).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Moves `other`'s entries into these (rows decoded in parallel, merged for one load).
+    pub fn append(&mut self, other: IndexRows) {
+        for (brand, rows) in other.phones {
+            self.phones.entry(brand).or_default().extend(rows);
+        }
+        for (brand, rows) in other.emails {
+            self.emails.entry(brand).or_default().extend(rows);
+        }
+        self.retailers.extend(other.retailers);
+    }
+
+    /// Replaces each brand's tables in `index` with these entries.
+    fn load_into(self, index: &ConsentIndex) {
+        for (brand, mut rows) in self.phones {
             rows.sort_unstable_by_key(|&(key, slot, _)| (key, slot));
             let merged = rows.chunk_by(|a, b| a.0 == b.0).map(|run| {
                 let mut states = [ChannelState::EMPTY; 2];
@@ -346,21 +471,20 @@ impl Consents {
                     states[usize::from(slot)] = state;
                 }
                 let key = run[0].0;
-                let rtype = if key & TACIR == 0 {
+                let rtype = if key & TACIR_BIT == 0 {
                     RecipientType::Bireysel
                 } else {
                     RecipientType::Tacir
                 };
-                (rtype, key & !TACIR, states)
+                (rtype, key & !TACIR_BIT, states)
             });
-            self.index.bulk_load_phones(brand, merged);
+            index.bulk_load_phones(brand, merged);
         }
-        for (brand, rows) in emails {
-            self.index.bulk_load_emails(brand, rows);
+        for (brand, rows) in self.emails {
+            index.bulk_load_emails(brand, rows);
         }
-        for (key, address, codes) in retailers {
-            self.index
-                .set_retailers(key.brand, key.recipient_type, address, key.channel, &codes);
+        for (brand, rtype, address, channel, codes) in self.retailers {
+            index.set_retailers(brand, rtype, address, channel, &codes);
         }
     }
 }
@@ -483,5 +607,56 @@ mod tests {
             lost, 0,
             "RETs written during {rebuilds} rebuilds lost from the index"
         );
+    }
+
+    #[test]
+    fn while_partial_the_index_never_takes_a_state_it_knows_to_be_older() {
+        let consents = Consents::new(
+            Arc::new(ConsentIndex::new()),
+            Arc::new(EmailKeyer::new([1; 16])),
+        );
+        let mesaj = |c: &Consents| {
+            let Recipient::Phone(p) = key(1).recipient else {
+                unreachable!()
+            };
+            c.index()
+                .phone(600_001, RecipientType::Bireysel, p.digits())[1]
+                .status()
+        };
+        // The index says RET (from a checkpoint); the records know nothing yet.
+        let mut rows = IndexRows::default();
+        let Recipient::Phone(p) = key(1).recipient else {
+            unreachable!()
+        };
+        let ret = event(ConsentStatus::Ret, "2026-05-02 10:00:00");
+        rows.push(
+            600_001,
+            RecipientType::Bireysel,
+            IndexAddress::Phone(p.digits()),
+            Channel::Mesaj,
+            channel_state(&ret),
+            &[],
+        );
+        consents.load_index_only(rows);
+        assert!(!consents.records_complete());
+        assert_eq!(mesaj(&consents), IndexStatus::RetPending);
+        // An older ONAY (a day before) and an ONAY of the same minute are kept out.
+        for date in ["2026-05-01 10:00:00", "2026-05-02 10:00:30"] {
+            consents
+                .apply(key(1), event(ConsentStatus::Onay, date))
+                .unwrap();
+            assert_eq!(mesaj(&consents), IndexStatus::RetPending, "ONAY of {date}");
+        }
+        // The records load: the RET is among them, and the rebuild makes the index exact:
+        // the ONAY 30 s after the RET is the latest event.
+        consents.records().apply(key(1), ret);
+        consents.rebuild_index();
+        assert!(consents.records_complete());
+        assert_eq!(mesaj(&consents), IndexStatus::OnayPending);
+        // A later minute passes the partial rule too.
+        assert!(not_older(
+            channel_state(&event(ConsentStatus::Onay, "2026-05-02 10:01:00")),
+            channel_state(&event(ConsentStatus::Ret, "2026-05-02 10:00:00")),
+        ));
     }
 }

@@ -64,8 +64,13 @@ pub struct Node {
 }
 
 pub fn node(brand: u32) -> Node {
+    node_keyed(brand, [9; 16])
+}
+
+/// A node whose e-mail index keys are made under `email_key` (each process has its own).
+pub fn node_keyed(brand: u32, email_key: [u8; 16]) -> Node {
     let index = Arc::new(ConsentIndex::new());
-    let keyer = Arc::new(EmailKeyer::new([9; 16]));
+    let keyer = Arc::new(EmailKeyer::new(email_key));
     let freshness = Arc::new(Freshness::new());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let checker = Checker::new(

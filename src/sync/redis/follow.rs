@@ -10,7 +10,7 @@ use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::check::Freshness;
-use crate::check::store::Consents;
+use crate::check::store::{Consents, IndexRows};
 
 use super::{
     Entry, SCAN_COUNT, SharedError, SharedState, apply_entries, decode, record_json,
@@ -24,13 +24,11 @@ impl SharedState {
         Ok(conn.get(self.key("epoch")).await?)
     }
 
-    /// Loads the checkpoint if there is a usable one: of the current epoch, and with the
-    /// stream still holding every entry after it. Returns the stream id to tail from.
-    pub(super) async fn load_checkpoint(
+    /// The checkpoint's description, if one was written.
+    pub(super) async fn checkpoint_meta(
         &self,
-        consents: &Arc<Consents>,
-    ) -> Result<Option<(String, usize)>, SharedError> {
-        let mut conn = self.reader().await?;
+        conn: &mut MultiplexedConnection,
+    ) -> Result<Option<CheckpointMeta>, SharedError> {
         let meta: std::collections::HashMap<String, String> =
             conn.hgetall(self.key("ckpt")).await?;
         let (Some(generation), Some(chunks), Some(stream_id)) = (
@@ -40,7 +38,26 @@ impl SharedState {
         ) else {
             return Ok(None);
         };
-        if meta.get("epoch").filter(|e| !e.is_empty()).cloned() != self.epoch().await? {
+        Ok(Some(CheckpointMeta {
+            generation: generation.clone(),
+            chunks,
+            index_chunks: meta.get("index_chunks").and_then(|c| c.parse().ok()),
+            stream_id: stream_id.clone(),
+            records: meta.get("records").and_then(|r| r.parse().ok()),
+            epoch: meta.get("epoch").filter(|e| !e.is_empty()).cloned(),
+        }))
+    }
+
+    /// The checkpoint, if there is a usable one: of the current epoch, and with the stream
+    /// still holding every entry after it.
+    async fn usable_checkpoint(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<Option<CheckpointMeta>, SharedError> {
+        let Some(meta) = self.checkpoint_meta(conn).await? else {
+            return Ok(None);
+        };
+        if meta.epoch != self.epoch().await? {
             return Ok(None);
         }
         // The oldest entry still in the stream must not be newer than the checkpoint, or
@@ -51,21 +68,47 @@ impl SharedState {
             .arg("+")
             .arg("COUNT")
             .arg(1)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
         if let Some(oldest) = first.ids.first()
-            && stream_id_after(&oldest.id, stream_id)
+            && stream_id_after(&oldest.id, &meta.stream_id)
         {
             return Ok(None);
         }
-        if let Some(records) = meta.get("records").and_then(|r| r.parse().ok()) {
+        Ok(Some(meta))
+    }
+
+    /// Loads the records of the usable checkpoint, if there is one, into `consents`' records
+    /// (not the index). Returns the stream id to tail from and the records loaded.
+    pub(super) async fn load_checkpoint(
+        &self,
+        consents: &Arc<Consents>,
+    ) -> Result<Option<(String, usize)>, SharedError> {
+        let mut conn = self.reader().await?;
+        let Some(meta) = self.usable_checkpoint(&mut conn).await? else {
+            return Ok(None);
+        };
+        let loaded = self.load_records_of(&mut conn, consents, &meta).await?;
+        Ok(loaded.map(|n| (meta.stream_id, n)))
+    }
+
+    /// Loads the records of checkpoint `meta` into `consents`' records, by the latest-event
+    /// rule (so records already there from the stream are never replaced by older ones).
+    /// `None` when a chunk is gone (a newer checkpoint replaced it).
+    async fn load_records_of(
+        &self,
+        conn: &mut MultiplexedConnection,
+        consents: &Arc<Consents>,
+        meta: &CheckpointMeta,
+    ) -> Result<Option<usize>, SharedError> {
+        if let Some(records) = meta.records {
             consents.records().reserve(records);
         }
         let mut pending = std::collections::VecDeque::new();
         let mut loaded = 0;
-        for i in 0..chunks {
+        for i in 0..meta.chunks {
             let text: Option<String> = conn
-                .get(self.key(&format!("ckpt:{generation}:{i}")))
+                .get(self.key(&format!("ckpt:{}:{i}", meta.generation)))
                 .await?;
             let Some(text) = text else {
                 return Ok(None);
@@ -82,18 +125,114 @@ impl SharedState {
             }));
             while pending.len() > 2 {
                 if let Some(done) = pending.pop_front() {
-                    loaded += done
-                        .await
-                        .map_err(|e| SharedError::Decode(e.to_string()))??;
+                    loaded += joined(done.await)?;
                 }
             }
         }
         for done in pending {
-            loaded += done
-                .await
-                .map_err(|e| SharedError::Decode(e.to_string()))??;
+            loaded += joined(done.await)?;
         }
-        Ok(Some((stream_id.clone(), loaded)))
+        Ok(Some(loaded))
+    }
+
+    /// Loads the index alone from the usable checkpoint's index chunks, if it has them
+    /// ([`Consents::load_index_only`]: the records stay partial). Returns the checkpoint,
+    /// whose records [`Self::load_records_later`] brings in afterwards, and the entries loaded.
+    pub async fn load_index_checkpoint(
+        &self,
+        consents: &Arc<Consents>,
+    ) -> Result<Option<(CheckpointMeta, usize)>, SharedError> {
+        let mut conn = self.reader().await?;
+        let Some(meta) = self.usable_checkpoint(&mut conn).await? else {
+            return Ok(None);
+        };
+        let Some(chunks) = meta.index_chunks else {
+            return Ok(None);
+        };
+        let mut pending = std::collections::VecDeque::new();
+        let mut rows = IndexRows::default();
+        for i in 0..chunks {
+            let bytes: Option<Vec<u8>> = conn
+                .get(self.key(&format!("ckpt:{}:ix:{i}", meta.generation)))
+                .await?;
+            let Some(bytes) = bytes else {
+                return Ok(None);
+            };
+            let target = Arc::clone(consents);
+            pending.push_back(tokio::task::spawn_blocking(move || {
+                super::index_ckpt::decode(&bytes, &target)
+            }));
+            while pending.len() > 2 {
+                if let Some(done) = pending.pop_front() {
+                    rows.append(joined(done.await)?);
+                }
+            }
+        }
+        for done in pending {
+            rows.append(joined(done.await)?);
+        }
+        let n = rows.len();
+        let target = Arc::clone(consents);
+        tokio::task::spawn_blocking(move || target.load_index_only(rows))
+            .await
+            .map_err(|e| SharedError::Decode(e.to_string()))?;
+        Ok(Some((meta, n)))
+    }
+
+    /// Brings in the full records after an index-only start, then rebuilds the index from
+    /// them, which ends the partial state: first from the checkpoint the index came from;
+    /// if a newer one replaced it meanwhile, from that (its records are merged by the
+    /// latest-event rule with what the stream brought since, so a later checkpoint is as
+    /// good); else by scanning the hashes. Retries every second until done or `shutdown`.
+    pub async fn load_records_later(
+        &self,
+        consents: Arc<Consents>,
+        meta: CheckpointMeta,
+        shutdown: CancellationToken,
+    ) {
+        let started = std::time::Instant::now();
+        let mut meta = Some(meta);
+        loop {
+            let attempt = async {
+                let mut conn = self.reader().await?;
+                let usable = match meta.take() {
+                    Some(m) => Some(m),
+                    None => self.usable_checkpoint(&mut conn).await?,
+                };
+                if let Some(m) = usable
+                    && let Some(n) = self.load_records_of(&mut conn, &consents, &m).await?
+                {
+                    let target = Arc::clone(&consents);
+                    tokio::task::spawn_blocking(move || target.rebuild_index())
+                        .await
+                        .map_err(|e| SharedError::Decode(e.to_string()))?;
+                    return Ok::<usize, SharedError>(n);
+                }
+                Ok(self.scan_records(&consents).await?.1)
+            };
+            let outcome = tokio::select! {
+                () = shutdown.cancelled() => return,
+                outcome = attempt => outcome,
+            };
+            match outcome {
+                Ok(n) => {
+                    tracing::info!(
+                        records = n,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "full records loaded after serving from the index checkpoint"
+                    );
+                    metrics::gauge!("iysgate_replica_records_loading").set(0.0);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "loading the full records failed; retrying in 1 s");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
     }
 
     /// Loads every record into `consents` (records, then the index in one bulk build) and
@@ -254,11 +393,33 @@ impl SharedState {
         let mut reader = self.reader().await?;
         'reload: loop {
             let epoch = self.epoch().await?;
-            let (mut from, loaded) = self.load_snapshot(consents).await?;
-            tracing::info!(
-                records = loaded,
-                "loaded the shared snapshot; following changes"
-            );
+            // The first load, into empty records, may take the index alone and serve from
+            // it while the records load behind (a reload keeps serving from what it has).
+            let index_only = if *first_load && consents.records().is_empty() {
+                self.load_index_checkpoint(consents).await?
+            } else {
+                None
+            };
+            let mut from = if let Some((meta, entries)) = index_only {
+                tracing::info!(
+                    entries,
+                    "loaded the index checkpoint; following changes, records loading"
+                );
+                metrics::gauge!("iysgate_replica_records_loading").set(1.0);
+                let (shared, target, stop) = (self.clone(), Arc::clone(consents), shutdown.clone());
+                let from = meta.stream_id.clone();
+                tokio::spawn(async move {
+                    shared.load_records_later(target, meta, stop).await;
+                });
+                from
+            } else {
+                let (from, loaded) = self.load_snapshot(consents).await?;
+                tracing::info!(
+                    records = loaded,
+                    "loaded the shared snapshot; following changes"
+                );
+                from
+            };
             metrics::counter!("iysgate_replica_snapshot_loads_total").increment(1);
             if !std::mem::replace(first_load, false) {
                 let n = self.republish_pending(consents).await?;
@@ -308,4 +469,25 @@ impl SharedState {
             }
         }
     }
+}
+
+/// What the leader wrote of its last checkpoint (the `{p}:ckpt` hash).
+#[derive(Debug, Clone)]
+pub struct CheckpointMeta {
+    pub(super) generation: String,
+    /// Values of record JSON lines.
+    pub(super) chunks: usize,
+    /// Values of the index checkpoint; absent from checkpoints written before it existed.
+    pub(super) index_chunks: Option<usize>,
+    /// The stream id the checkpoint holds everything up to.
+    pub(super) stream_id: String,
+    pub(super) records: Option<usize>,
+    pub(super) epoch: Option<String>,
+}
+
+/// A blocking task's result, its panic as a decode error.
+fn joined<T>(
+    done: Result<Result<T, SharedError>, tokio::task::JoinError>,
+) -> Result<T, SharedError> {
+    done.map_err(|e| SharedError::Decode(e.to_string()))?
 }

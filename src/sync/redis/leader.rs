@@ -166,7 +166,9 @@ impl SharedState {
     /// ([`Self::catch_up`]), then writes them as a few large values plus the stream id they
     /// include everything up to, which it returns with the number of records. A replica
     /// starting later loads the checkpoint (large GETs, decoded in parallel) and replays the
-    /// stream from there, instead of scanning the per-key hashes record by record.
+    /// stream from there, instead of scanning the per-key hashes record by record. Beside
+    /// the records it writes the index checkpoint ([`super::index_ckpt`]) of the same
+    /// generation, from which a replica can serve before it has decoded them.
     pub async fn write_checkpoint(
         &self,
         consents: &Arc<Consents>,
@@ -174,11 +176,19 @@ impl SharedState {
     ) -> Result<(usize, String), SharedError> {
         // Caught up before reading the records: everything published up to here is in them,
         // and what comes after is replayed (idempotently) from the stream.
+        if !consents.records_complete() {
+            return Err(SharedError::Decode(
+                "the records are still loading: no checkpoint until they are in".into(),
+            ));
+        }
         let stream_id = self.catch_up(consents, from).await?;
         let mut lines = Vec::new();
-        consents
-            .records()
-            .for_each(|k, r| lines.push(encode(k, &r.current)));
+        let mut index = super::index_ckpt::Writer::default();
+        consents.records().for_each(|k, r| {
+            lines.push(encode(k, &r.current));
+            index.push(k, &r.current);
+        });
+        let index = index.into_chunks();
         let mut bytes = [0u8; 8];
         getrandom::fill(&mut bytes).map_err(|e| SharedError::Decode(e.to_string()))?;
         let generation = crate::auth::to_hex(&bytes);
@@ -192,28 +202,31 @@ impl SharedState {
             )
             .await?;
         }
+        for (i, chunk) in index.iter().enumerate() {
+            conn.set::<_, _, ()>(self.key(&format!("ckpt:{generation}:ix:{i}")), chunk)
+                .await?;
+        }
         let epoch = self.epoch().await?.unwrap_or_default();
-        let old: Option<(String, usize)> = {
-            let meta: std::collections::HashMap<String, String> =
-                conn.hgetall(self.key("ckpt")).await?;
-            meta.get("generation")
-                .zip(meta.get("chunks").and_then(|c| c.parse().ok()))
-                .map(|(g, c)| (g.clone(), c))
-        };
+        let old = self.checkpoint_meta(&mut conn).await?;
         conn.hset_multiple::<_, _, _, ()>(
             self.key("ckpt"),
             &[
                 ("generation", generation.clone()),
                 ("chunks", count.to_string()),
+                ("index_chunks", index.len().to_string()),
                 ("stream_id", stream_id.clone()),
                 ("records", lines.len().to_string()),
                 ("epoch", epoch),
             ],
         )
         .await?;
-        if let Some((old, chunks)) = old.filter(|(g, _)| *g != generation) {
-            let keys: Vec<String> = (0..chunks)
-                .map(|i| self.key(&format!("ckpt:{old}:{i}")))
+        if let Some(old) = old.filter(|m| m.generation != generation) {
+            let keys: Vec<String> = (0..old.chunks)
+                .map(|i| self.key(&format!("ckpt:{}:{i}", old.generation)))
+                .chain(
+                    (0..old.index_chunks.unwrap_or(0))
+                        .map(|i| self.key(&format!("ckpt:{}:ix:{i}", old.generation))),
+                )
                 .collect();
             if !keys.is_empty() {
                 redis::cmd("UNLINK")

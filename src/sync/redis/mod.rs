@@ -29,6 +29,8 @@ use crate::domain::time::{format_iys, parse_iys};
 use crate::domain::{ConsentEvent, ConsentKey, Registration};
 
 mod follow;
+pub use follow::CheckpointMeta;
+mod index_ckpt;
 mod leader;
 mod publish;
 
