@@ -973,6 +973,29 @@ async fn get_consent_shows_the_record_behind_the_decision() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+
+    // A replica serving from its index while the full records still load (a cold start
+    // from the index checkpoint) answers checks but not records, which could be missing.
+    s.app
+        .consents
+        .load_index_only(iysgate::check::store::IndexRows::default());
+    let err = s
+        .client
+        .get_consent(keyed(req(RET_PHONE), KEY))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("still loading"), "{}", err.message());
+    let decision = decide(&mut s, check_req(RET_PHONE, pb::Channel::Mesaj)).await;
+    assert_eq!(decision.reason(), pb::Reason::Rejected);
+    s.app.consents.rebuild_index();
+    let reply = s
+        .client
+        .get_consent(keyed(req(RET_PHONE), KEY))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.record.unwrap().status(), pb::ConsentStatus::Ret);
 }
 
 #[tokio::test]
