@@ -33,6 +33,7 @@ log "tools"
 command -v promtool >/dev/null 2>&1 || apt_install prometheus
 command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
 if [ ! -x "$VENV/bin/kubernetes-validate" ]; then
+  python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check 'kubernetes-validate==1.37.0'
 fi
