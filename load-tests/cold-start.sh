@@ -19,7 +19,8 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 PREFIX=iysgate-coldstart
 cargo build --release --quiet --features dev-tools --example cold_start
 cargo build --release --quiet --features dev-tools
-BIN=${BIN:-target/release/iysgate}
+target=${CARGO_TARGET_DIR:-target}
+BIN=${BIN:-$target/release/iysgate}
 out=$(mktemp -d)
 cleanup() {
   kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
@@ -30,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 if [ "${REUSE:-0}" != 1 ]; then
   echo "writing $N records and a checkpoint (examples/cold_start.rs)..."
-  IYSGATE_COLDSTART_KEEP=1 IYSGATE_COLDSTART_WRITE_ONLY=1 target/release/examples/cold_start "$N"
+  IYSGATE_COLDSTART_KEEP=1 IYSGATE_COLDSTART_WRITE_ONLY=1 "$target/release/examples/cold_start" "$N"
 fi
 redis-cli -u "$REDIS_URL" XADD "$PREFIX:changes" '*' hb "$(date +%s%6N)" > /dev/null
 read -r _ flag <<< "$($BIN keygen --name cold --brands 600001 | awk '/^secret/ {s=$NF} /^flag/ {sub(/^flag: *--client /, ""); gsub(/\x27/, ""); f=$0} END {print s, f}')"
