@@ -23,7 +23,9 @@ target=${CARGO_TARGET_DIR:-target}
 BIN=${BIN:-$target/release/iysgate}
 out=$(mktemp -d)
 cleanup() {
+  # The replica drains before it exits: waited for, so the next run's port is free.
   kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
+  while ss -ltn | grep -q ':50059 '; do sleep 0.2; done
   if [ "${KEEP:-0}" != 1 ]; then
     redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX*" | xargs -r -n 1000 redis-cli -u "$REDIS_URL" del > /dev/null
   fi
@@ -33,14 +35,19 @@ if [ "${REUSE:-0}" != 1 ]; then
   echo "writing $N records and a checkpoint (examples/cold_start.rs)..."
   IYSGATE_COLDSTART_KEEP=1 IYSGATE_COLDSTART_WRITE_ONLY=1 "$target/release/examples/cold_start" "$N"
 fi
-redis-cli -u "$REDIS_URL" XADD "$PREFIX:changes" '*' hb "$(date +%s%6N)" > /dev/null
+# A live leader's heartbeats (one a second), so the data counts as fresh however long the
+# load takes.
+(while true; do redis-cli -u "$REDIS_URL" XADD "$PREFIX:changes" '*' hb "$(date +%s%6N)" > /dev/null; sleep 1; done) &
 read -r _ flag <<< "$($BIN keygen --name cold --brands 600001 | awk '/^secret/ {s=$NF} /^flag/ {sub(/^flag: *--client /, ""); gsub(/\x27/, ""); f=$0} END {print s, f}')"
+# A replica of an earlier run still draining would answer this run's health checks.
+while ss -ltn | grep -q ':50059 '; do sleep 0.2; done
 started=$(date +%s%3N)
 $BIN serve --evidence-file "$out/evidence.log" --redis-url "$REDIS_URL" --redis-prefix "$PREFIX" --client "$flag" \
   --listen 127.0.0.1:50059 --metrics-listen off --panel-listen off --log info > "$out/serve.log" 2>&1 &
 pid=$!
 $BIN load --scenario cold-start --addr http://127.0.0.1:50059 --started-unix-ms "$started" \
   --records "$N" --duration 300s --quiet
+grep -q 'serving' "$out/serve.log" || { cat "$out/serve.log"; echo "the replica measured is not this run's"; exit 1; }
 rss() { awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$pid/status; }
 echo "replica RSS at SERVING: $(rss)"
 # A replica that started from the index checkpoint loads the full records after SERVING

@@ -228,6 +228,12 @@ fn seed(app: &App) {
 }
 
 async fn start(extra: &[&str]) -> TestServer {
+    start_with(extra, true).await
+}
+
+/// As [`start`]; `fresh` false starts it before any data was confirmed fresh (a replica
+/// still loading).
+async fn start_with(extra: &[&str], fresh: bool) -> TestServer {
     let args = serve_args(extra);
     let clock = Arc::new(ManualClock::at_turkey(now()));
     let app = Arc::new(App::embedded(&args, clock.clone()).unwrap());
@@ -237,7 +243,9 @@ async fn start(extra: &[&str]) -> TestServer {
     app.checker
         .set_policies(app::load_policies(&brands).unwrap());
     seed(&app);
-    app.freshness.mark_confirmed(clock.now_utc_for_tests());
+    if fresh {
+        app.freshness.mark_confirmed(clock.now_utc_for_tests());
+    }
     let listener = app::bind(args.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -1062,6 +1070,42 @@ async fn stale_data_never_allows_and_health_says_not_serving() {
             .verdict(),
         pb::Verdict::Allow
     );
+}
+
+#[tokio::test]
+async fn a_server_whose_data_is_not_fresh_yet_is_not_serving_from_its_first_answer() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let s = start_with(&[], false).await;
+    let health = tonic_health::pb::health_client::HealthClient::new(s.channel.clone());
+    let status = |service: &str| {
+        let mut health = health.clone();
+        let service = service.to_owned();
+        async move {
+            health
+                .check(tonic_health::pb::HealthCheckRequest { service })
+                .await
+                .unwrap()
+                .into_inner()
+                .status()
+        }
+    };
+    // The very first answers: before the watcher's first tick, which once let a replica
+    // still loading say SERVING for a moment.
+    assert_eq!(status("").await, ServingStatus::NotServing);
+    assert_eq!(
+        status("iysgate.v1.ConsentCheck").await,
+        ServingStatus::NotServing
+    );
+    s.app.freshness.mark_confirmed(s.clock.now_utc_for_tests());
+    let mut serving = false;
+    for _ in 0..40 {
+        if status("").await == ServingStatus::Serving {
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(serving, "fresh data must turn health SERVING");
 }
 
 #[tokio::test]

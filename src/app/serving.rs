@@ -58,10 +58,11 @@ pub async fn serve_grpc(
         tls.spawn_reload(args.tls.tls_reload, tasks, &shutdown);
     }
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<pb::consent_check_server::ConsentCheckServer<ConsentService>>()
-        .await;
-    spawn_health_watcher(app, health.clone(), tasks, shutdown.clone());
+    // The first status is the data's, set before the listener answers anything: a replica
+    // still loading must never say SERVING, not even until the watcher's first tick.
+    let fresh = app.checker.data_age().1;
+    set_health(&health, fresh).await;
+    spawn_health_watcher(app, health.clone(), fresh, tasks, shutdown.clone());
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -173,12 +174,12 @@ pub async fn serve_grpc(
 pub(crate) fn spawn_health_watcher(
     app: &App,
     health: tonic_health::server::HealthReporter,
+    mut serving: bool,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
 ) {
     let checker = Arc::clone(&app.checker);
     tasks.spawn(async move {
-        let mut serving = true;
         // Every 100 ms: a replica that finished loading says SERVING within a tenth of a
         // second (the cold-start measure), and a read of the data age costs nanoseconds.
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -190,22 +191,29 @@ pub(crate) fn spawn_health_watcher(
             let (age, fresh) = checker.data_age();
             if fresh != serving {
                 serving = fresh;
-                let status = if fresh {
-                    tonic_health::ServingStatus::Serving
-                } else {
+                if !fresh {
                     tracing::warn!(
                         age_ms = age.map(|a| a.as_millis() as u64),
                         "consent data stale: NOT_SERVING"
                     );
-                    tonic_health::ServingStatus::NotServing
-                };
-                health
-                    .set_service_status("iysgate.v1.ConsentCheck", status)
-                    .await;
-                health.set_service_status("", status).await;
+                }
+                set_health(&health, fresh).await;
             }
         }
     });
+}
+
+/// Sets both health names (the service's and the server's `""`) to SERVING or NOT_SERVING.
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    health
+        .set_service_status("iysgate.v1.ConsentCheck", status)
+        .await;
+    health.set_service_status("", status).await;
 }
 
 /// Serves `/metrics` (Prometheus text) until shutdown, over TLS when `tls` is given.
