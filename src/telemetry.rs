@@ -25,12 +25,23 @@ pub enum LoggingError {
     Init(#[from] tracing_subscriber::util::TryInitError),
 }
 
-/// Starts the tracing subscriber. `filter` uses the `RUST_LOG` syntax of `Targets`
-/// (e.g. `info,iysgate=debug`).
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human lines; ANSI colours only when stdout is a terminal.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message`, the event's fields.
+    Json,
+}
+
+/// Starts the tracing subscriber, writing to stdout. `filter` uses the `RUST_LOG` syntax of
+/// `Targets` (e.g. `info,iysgate=debug`).
 ///
 /// # Errors
 /// [`LoggingError`]: a filter that does not parse, or a subscriber already set.
-pub fn init_logging(filter: &str) -> Result<(), LoggingError> {
+pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), LoggingError> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let targets: tracing_subscriber::filter::Targets =
@@ -38,9 +49,14 @@ pub fn init_logging(filter: &str) -> Result<(), LoggingError> {
             filter: filter.to_owned(),
             source,
         })?;
+    let fmt = tracing_subscriber::fmt::layer().with_target(true);
+    let layer = match format {
+        // A file or a pipe gets no colour codes.
+        LogFormat::Text => fmt.with_ansi(std::io::stdout().is_terminal()).boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_ansi(false).boxed(),
+    };
     Ok(tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_target(true))
-        .with(targets)
+        .with(layer.with_filter(targets))
         .try_init()?)
 }
 

@@ -54,7 +54,7 @@ pub struct Tour<'a> {
 /// A [`StartError`] for a start-up failure (store, port, Redis, İYS) or a serving error.
 pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), StartError> {
     if demo.is_none() {
-        crate::telemetry::init_logging(&args.log)?;
+        crate::telemetry::init_logging(&args.logging.filter(), args.logging.log_format)?;
     }
     let clock = app::system_clock();
     let mut app = App::embedded(&args, Arc::clone(&clock))?;
@@ -211,7 +211,7 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), StartError
 /// A [`StartError`] for a start-up failure (TLS, Redis, İYS client, a port).
 pub async fn sync(args: SyncArgs) -> Result<(), StartError> {
     use crate::sync::{MemoryCursors, SyncConfig, SyncWorker};
-    crate::telemetry::init_logging(&args.log)?;
+    crate::telemetry::init_logging(&args.logging.filter(), args.logging.log_format)?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let tls = app::ServerTls::load(&args.tls)?;
