@@ -111,7 +111,7 @@ pub struct Cli {
     pub worker_threads: Option<usize>,
     /// A TOML file of settings, keyed by the long flag names (`redis-url = "redis://…"`):
     /// a flag or its environment variable wins over the file, the file over the default.
-    /// Read by [`crate::app::config_file::load`] before this struct is filled.
+    // Read by `crate::app::config_file::load` before this struct is filled.
     #[arg(long, global = true, env = ENV_CONFIG, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

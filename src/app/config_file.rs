@@ -642,11 +642,12 @@ mod tests {
 
     #[test]
     fn the_file_is_over_the_default_and_the_flag_over_the_file() {
-        let f = file("grace = \"3s\"\nmax-in-flight = 77\n");
+        let f = file("grace = \"3s\"\nmax-in-flight = 77\nlog-format = \"json\"\n");
         let f = f.to_str().unwrap();
         let (args, eff) = serve(&["iysgate", "--config", f, "serve"]).unwrap();
         assert_eq!(args.grace, Duration::from_secs(3), "file over default");
         assert_eq!(args.max_in_flight, 77);
+        assert_eq!(args.logging.log_format, crate::telemetry::LogFormat::Json);
         assert_eq!(args.quota_hold, Duration::from_millis(50), "default");
         assert_eq!(eff.get("grace").unwrap().source, Source::File);
         assert_eq!(eff.get("quota-hold").unwrap().source, Source::Default);
@@ -685,6 +686,7 @@ mod tests {
             ),
             ("reconcile-at = \"25:00\"", "reconcile-at", "HH:MM"),
             ("grace = [\"1s\"]", "grace", "not an array"),
+            ("log-format = \"xml\"", "log-format", "json"),
             ("grace = { a = 1 }", "grace", "expected a string"),
         ] {
             let f = file(text);
