@@ -4,9 +4,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use iysgate::app::config::{Cli, Command, RuntimeFlavor};
+use iysgate::app::config::{Command, ConfigCommand, RuntimeFlavor};
+use iysgate::app::config_file::{self, LoadError};
 use iysgate::app::run;
 use iysgate::cli::{admin, client, demo, import, keygen};
 
@@ -16,7 +15,31 @@ use iysgate::cli::{admin, client, demo, import, keygen};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The command line, its environment variables, the `--config` file and the secret files.
+    let cli = match config_file::load(std::env::args_os()) {
+        Ok(loaded) => loaded.cli,
+        Err(LoadError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("iysgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Command::Config(ConfigCommand::Check { file, command }) = &cli.command {
+        return match config_file::check(file, command) {
+            Ok(effective) => {
+                print!("{effective}");
+                ExitCode::SUCCESS
+            }
+            Err(LoadError::Clap(e)) => {
+                eprint!("{}", e.render());
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("iysgate: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Before any runtime, store or port: settings that disagree stop the start here.
     if let Err(e) = cli.validate() {
         eprintln!("iysgate: {e}");
@@ -65,6 +88,7 @@ async fn dispatch(command: Command) -> Result<(), iysgate::cli::Error> {
         Command::Client(cmd) => admin::client(cmd).await,
         Command::User(cmd) => iysgate::cli::user::run(cmd).await,
         Command::Migrate(args) => admin::migrate(&args).await,
+        Command::Config(_) => unreachable!("`config check` is answered before the runtime starts"),
         #[cfg(feature = "dev-tools")]
         Command::MockIys(args) => iysgate::cli::mock_iys::run(args).await,
         #[cfg(feature = "dev-tools")]

@@ -75,9 +75,10 @@ impl ConsentService {
     }
 }
 
-#[tonic::async_trait]
-impl pb::consent_check_server::ConsentCheck for ConsentService {
-    async fn check(
+/// The service's calls; [`pb::consent_check_server::ConsentCheck`] (below) counts each one's
+/// status code around them.
+impl ConsentService {
+    async fn answer_check(
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
@@ -115,7 +116,7 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         Ok(Response::new(reply))
     }
 
-    async fn check_batch(
+    async fn answer_check_batch(
         &self,
         request: Request<pb::CheckBatchRequest>,
     ) -> Result<Response<pb::CheckBatchResponse>, Status> {
@@ -166,12 +167,10 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         Ok(Response::new(pb::CheckBatchResponse { decisions }))
     }
 
-    type FilterStream = FilterStream;
-
-    async fn filter(
+    fn answer_filter(
         &self,
         request: Request<Streaming<pb::FilterRequest>>,
-    ) -> Result<Response<Self::FilterStream>, Status> {
+    ) -> Result<Response<FilterStream>, Status> {
         let client = self.client(&request)?;
         // A stream is refused when the server is overloaded as it opens; after that it holds
         // a slot only while one of its chunks is answered, so idle streams hold nothing.
@@ -213,13 +212,13 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         ))))
     }
 
-    async fn get_consent(
+    fn answer_get_consent(
         &self,
-        request: Request<pb::GetConsentRequest>,
+        request: &Request<pb::GetConsentRequest>,
     ) -> Result<Response<pb::GetConsentResponse>, Status> {
         let started = Instant::now();
-        let client = self.client(&request)?;
-        let _slot = self.admit(&request, &client)?;
+        let client = self.client(request)?;
+        let _slot = self.admit(request, &client)?;
         let req = request.get_ref();
         let brand = brand(req.brand_code).map_err(|e| invalid_status(&e))?;
         permission(&client, brand, None)?;
@@ -295,5 +294,46 @@ impl pb::consent_check_server::ConsentCheck for ConsentService {
         };
         self.metrics.latency(Rpc::GetConsent, started.elapsed());
         Ok(Response::new(pb::GetConsentResponse { record, decision }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::consent_check_server::ConsentCheck for ConsentService {
+    async fn check(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        let result = self.answer_check(request).await;
+        self.metrics.call(Rpc::Check, &result);
+        result
+    }
+
+    async fn check_batch(
+        &self,
+        request: Request<pb::CheckBatchRequest>,
+    ) -> Result<Response<pb::CheckBatchResponse>, Status> {
+        let result = self.answer_check_batch(request).await;
+        self.metrics.call(Rpc::CheckBatch, &result);
+        result
+    }
+
+    type FilterStream = FilterStream;
+
+    async fn filter(
+        &self,
+        request: Request<Streaming<pb::FilterRequest>>,
+    ) -> Result<Response<Self::FilterStream>, Status> {
+        let result = self.answer_filter(request);
+        self.metrics.call(Rpc::Filter, &result);
+        result
+    }
+
+    async fn get_consent(
+        &self,
+        request: Request<pb::GetConsentRequest>,
+    ) -> Result<Response<pb::GetConsentResponse>, Status> {
+        let result = self.answer_get_consent(&request);
+        self.metrics.call(Rpc::GetConsent, &result);
+        result
     }
 }

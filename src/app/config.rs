@@ -21,6 +21,7 @@ use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::domain::{Channel, Purpose};
+pub use crate::telemetry::LogFormat;
 
 pub const ENV_LISTEN: &str = "IYSGATE_LISTEN";
 pub const ENV_PANEL_LISTEN: &str = "IYSGATE_PANEL_LISTEN";
@@ -74,6 +75,18 @@ pub const ENV_DEMO_SEED: &str = "IYSGATE_DEMO_SEED";
 pub const ENV_SYNC_BRANDS: &str = "IYSGATE_SYNC_BRANDS";
 pub const ENV_SYNC_INTERVAL: &str = "IYSGATE_SYNC_INTERVAL";
 pub const ENV_SYNC_LEASE: &str = "IYSGATE_SYNC_LEASE";
+/// The TOML configuration file (`--config`), see [`crate::app::config_file`].
+pub const ENV_CONFIG: &str = "IYSGATE_CONFIG";
+pub const ENV_LOG_FORMAT: &str = "IYSGATE_LOG_FORMAT";
+/// The usual variable of Rust programs: the log filter when neither `--log`, `IYSGATE_LOG`
+/// nor the config file's `log` gives one.
+pub const ENV_RUST_LOG: &str = "RUST_LOG";
+// Secrets read from files, as Kubernetes mounts them: the variable of the secret plus `_FILE`.
+pub const ENV_IYS_PASSWORD_FILE: &str = "IYSGATE_IYS_PASSWORD_FILE";
+pub const ENV_PUSH_PASSWORD_FILE: &str = "IYSGATE_PUSH_PASSWORD_FILE";
+pub const ENV_REDIS_URL_FILE: &str = "IYSGATE_REDIS_URL_FILE";
+pub const ENV_DATABASE_URL_FILE: &str = "IYSGATE_DATABASE_URL_FILE";
+pub const ENV_API_KEY_FILE: &str = "IYSGATE_API_KEY_FILE";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,6 +109,11 @@ pub struct Cli {
     /// Worker threads of the multi-thread scheduler (default: one per available core).
     #[arg(long, global = true, env = ENV_WORKER_THREADS)]
     pub worker_threads: Option<usize>,
+    /// A TOML file of settings, keyed by the long flag names (`redis-url = "redis://…"`):
+    /// a flag or its environment variable wins over the file, the file over the default.
+    // Read by `crate::app::config_file::load` before this struct is filled.
+    #[arg(long, global = true, env = ENV_CONFIG, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -151,6 +169,26 @@ pub enum Command {
     /// Panel accounts kept beside the evidence store: `user add`, `grant`, `reset`, `list`.
     #[command(subcommand)]
     User(UserCommand),
+    /// The configuration file: `config check FILE [COMMAND [FLAGS…]]`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file for a command (default `serve`), with the environment and
+    /// any flags given after it, and print the effective configuration, secrets redacted.
+    /// Exits 1 with the error when it does not validate.
+    Check {
+        file: PathBuf,
+        /// The command the file is for and its flags, e.g. `sync --interval 2s`.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -164,6 +202,9 @@ pub struct ReportArgs {
     /// With `--addr`: an admin key, or an API key granted the brand.
     #[arg(long, env = ENV_API_KEY, hide_env_values = true, default_value = "")]
     pub api_key: String,
+    /// `--api-key` read from this file (a trailing newline is dropped).
+    #[arg(long, env = ENV_API_KEY_FILE, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
     #[arg(long)]
     pub brand: u32,
     /// The day (Turkey time), YYYY-MM-DD; default today.
@@ -181,6 +222,9 @@ pub struct ReconcileArgs {
     /// An admin API key (`serve --admin-key-sha256`).
     #[arg(long, env = ENV_API_KEY, hide_env_values = true)]
     pub api_key: String,
+    /// `--api-key` read from this file (a trailing newline is dropped).
+    #[arg(long, env = ENV_API_KEY_FILE, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
     #[arg(long)]
     pub brand: u32,
     /// The day (Turkey time), YYYY-MM-DD; default yesterday.
@@ -198,6 +242,9 @@ pub struct ReconcileArgs {
 pub struct StoreArgs {
     #[arg(long, env = ENV_DATABASE_URL, hide_env_values = true)]
     pub database_url: Option<String>,
+    /// `--database-url` read from this file (a trailing newline is dropped).
+    #[arg(long, env = ENV_DATABASE_URL_FILE, value_name = "PATH")]
+    pub database_url_file: Option<PathBuf>,
     /// Without a database: the evidence file (the server using it must be stopped).
     #[arg(long, env = ENV_EVIDENCE_FILE, default_value = "iysgate-data/evidence.log")]
     pub evidence_file: PathBuf,
@@ -318,6 +365,9 @@ pub struct ImportArgs {
 pub struct MigrateArgs {
     #[arg(long, env = ENV_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
+    /// `--database-url` read from this file (a trailing newline is dropped).
+    #[arg(long, env = ENV_DATABASE_URL_FILE, value_name = "PATH")]
+    pub database_url_file: Option<PathBuf>,
 }
 
 /// Settings of a serving process.
@@ -350,6 +400,10 @@ pub struct ServeArgs {
     /// kept in `--evidence-file`.
     #[arg(long, env = ENV_DATABASE_URL, hide_env_values = true)]
     pub database_url: Option<String>,
+    /// `--database-url` read from this file (a Kubernetes Secret mount; a trailing newline is
+    /// dropped), so the URL's password is in neither the environment nor the process list.
+    #[arg(long, env = ENV_DATABASE_URL_FILE, value_name = "PATH")]
+    pub database_url_file: Option<PathBuf>,
     /// Upload recorded consents to this İYS (https://api.iys.org.tr, or the mock's http://
     /// address): the uploader drains the outbox and turns registered ONAYs into ALLOW.
     /// The same İYS serves the daily reconciliation (`--reconcile-at`, Admin.Reconcile).
@@ -360,6 +414,9 @@ pub struct ServeArgs {
     pub iys_username: String,
     #[arg(long, env = ENV_IYS_PASSWORD, hide_env_values = true, default_value = "")]
     pub iys_password: String,
+    /// `--iys-password` read from this file (a trailing newline is dropped).
+    #[arg(long, env = ENV_IYS_PASSWORD_FILE, value_name = "PATH")]
+    pub iys_password_file: Option<PathBuf>,
     /// The provider's iysCode (the brands recording consents belong to it).
     #[arg(long, env = ENV_IYS_CODE, default_value_t = 0)]
     pub iys_code: u32,
@@ -439,12 +496,45 @@ pub struct ServeArgs {
     /// embedded in-process state.
     #[arg(long, env = ENV_REDIS_URL)]
     pub redis_url: Option<String>,
+    /// `--redis-url` read from this file (for a URL with a password; a trailing newline is
+    /// dropped).
+    #[arg(long, env = ENV_REDIS_URL_FILE, value_name = "PATH")]
+    pub redis_url_file: Option<PathBuf>,
     /// Key prefix of this deployment's shared state in Redis.
     #[arg(long, env = ENV_REDIS_PREFIX, default_value = "iysgate")]
     pub redis_prefix: String,
-    /// Log filter, e.g. `info` or `info,iysgate=debug`.
-    #[arg(long, env = ENV_LOG, default_value = "info")]
-    pub log: String,
+    #[command(flatten)]
+    pub logging: LogArgs,
+}
+
+/// What a process logs and how.
+#[derive(Debug, Args, Clone)]
+pub struct LogArgs {
+    /// Log filter: a level, or `target=level` directives separated by commas (`info`,
+    /// `warn,iysgate=debug`). Without it (or `IYSGATE_LOG`, or the config file's `log`),
+    /// `RUST_LOG`, then `info`.
+    #[arg(long, env = ENV_LOG)]
+    pub log: Option<String>,
+    /// `text` (human lines, coloured only when stdout is a terminal) or `json` (one object
+    /// per line with `timestamp`, `level`, `target`, `message` and the event's fields, for a
+    /// log pipeline).
+    #[arg(long, env = ENV_LOG_FORMAT, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    /// The filter in force: `--log`/`IYSGATE_LOG`/the file, else a non-empty `RUST_LOG`, else
+    /// `info`.
+    pub fn filter(&self) -> String {
+        self.log
+            .clone()
+            .or_else(|| {
+                std::env::var(ENV_RUST_LOG)
+                    .ok()
+                    .filter(|f| !f.trim().is_empty())
+            })
+            .unwrap_or_else(|| "info".to_owned())
+    }
 }
 
 /// TLS of the listeners (gRPC, metrics, push), from PEM files re-read when they change.
@@ -465,6 +555,20 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
+    /// clap's `requires` sees only flags and variables; a pair half-set from the config file
+    /// would otherwise turn TLS silently off.
+    ///
+    /// # Errors
+    /// [`ConfigError::TlsPair`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (Some(_), None, _) => Err(ConfigError::TlsPair("--tls-cert needs --tls-key")),
+            (None, Some(_), _) => Err(ConfigError::TlsPair("--tls-key needs --tls-cert")),
+            (None, None, Some(_)) => Err(ConfigError::TlsPair("--tls-client-ca needs --tls-cert")),
+            _ => Ok(()),
+        }
+    }
+
     /// The files, when TLS is configured.
     pub fn files(&self) -> Option<crate::app::tls::TlsFiles> {
         Some(crate::app::tls::TlsFiles {
@@ -495,6 +599,9 @@ pub struct ClientArgs {
     /// API key (better given through the environment than on the command line).
     #[arg(long, env = ENV_API_KEY, hide_env_values = true)]
     pub api_key: String,
+    /// `--api-key` read from this file (a trailing newline is dropped).
+    #[arg(long, env = ENV_API_KEY_FILE, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
     /// İYS brandCode.
     #[arg(long)]
     pub brand: u32,
@@ -563,6 +670,9 @@ pub struct SyncArgs {
     /// İYS API password; give it through the environment, never on the command line.
     #[arg(long, env = ENV_IYS_PASSWORD, hide_env_values = true)]
     pub iys_password: String,
+    /// `--iys-password` read from this file (a trailing newline is dropped).
+    #[arg(long, env = ENV_IYS_PASSWORD_FILE, value_name = "PATH")]
+    pub iys_password_file: Option<PathBuf>,
     /// A brand to follow, as IYSCODE:BRANDCODE (repeat for every brand of the provider).
     #[arg(
         long = "brand",
@@ -575,6 +685,9 @@ pub struct SyncArgs {
     /// Redis of the deployment (records, change stream, cursors, lease).
     #[arg(long, env = ENV_REDIS_URL)]
     pub redis_url: String,
+    /// `--redis-url` read from this file (a trailing newline is dropped).
+    #[arg(long, env = ENV_REDIS_URL_FILE, value_name = "PATH")]
+    pub redis_url_file: Option<PathBuf>,
     #[arg(long, env = ENV_REDIS_PREFIX, default_value = "iysgate")]
     pub redis_prefix: String,
     /// Pause between sync passes.
@@ -600,13 +713,16 @@ pub struct SyncArgs {
     /// Basic-auth password İYS is given for the webhook (environment only).
     #[arg(long, env = ENV_PUSH_PASSWORD, hide_env_values = true)]
     pub push_password: Option<String>,
+    /// `--push-password` read from this file (a trailing newline is dropped).
+    #[arg(long, env = ENV_PUSH_PASSWORD_FILE, value_name = "PATH")]
+    pub push_password_file: Option<PathBuf>,
     /// Prometheus metrics listen address (`/metrics`); "off" disables it.
     #[arg(long, env = ENV_METRICS_LISTEN, default_value = "127.0.0.1:9465")]
     pub metrics_listen: OptionalAddr,
     #[command(flatten)]
     pub tls: TlsArgs,
-    #[arg(long, env = ENV_LOG, default_value = "info")]
-    pub log: String,
+    #[command(flatten)]
+    pub logging: LogArgs,
 }
 
 #[cfg(feature = "dev-tools")]
@@ -629,8 +745,8 @@ pub struct MockIysArgs {
     /// Citizen changes per second generated by the simulator (0 = none).
     #[arg(long, default_value_t = 0.0)]
     pub citizen_rate: f64,
-    #[arg(long, env = ENV_LOG, default_value = "info")]
-    pub log: String,
+    #[command(flatten)]
+    pub logging: LogArgs,
 }
 
 #[cfg(feature = "dev-tools")]
@@ -849,11 +965,16 @@ impl Cli {
     /// A [`ConfigError`] naming the flags that disagree.
     pub fn validate(&self) -> Result<(), ConfigError> {
         match &self.command {
-            Command::Serve(args) => check_iys_timeout(args.iys_timeout, args.max_staleness),
+            Command::Serve(args) => {
+                args.tls.validate()?;
+                check_iys_timeout(args.iys_timeout, args.max_staleness)
+            }
             Command::Demo(args) => {
+                args.serve.tls.validate()?;
                 check_iys_timeout(args.serve.iys_timeout, args.serve.max_staleness)
             }
             Command::Sync(args) => {
+                args.tls.validate()?;
                 check_iys_timeout(args.iys_timeout, args.max_staleness)?;
                 if args.push_listen.is_some() && args.push_password.is_none() {
                     return Err(ConfigError::PushPassword);
@@ -986,8 +1107,10 @@ pub enum ConfigError {
         timeout: Duration,
         max_staleness: Duration,
     },
-    #[error("--push-listen needs {ENV_PUSH_PASSWORD}")]
+    #[error("--push-listen needs {ENV_PUSH_PASSWORD} (or {ENV_PUSH_PASSWORD_FILE})")]
     PushPassword,
+    #[error("{0}")]
+    TlsPair(&'static str),
     /// A load-test scenario without the flags it needs.
     #[error("{scenario} needs {needs}")]
     Scenario {

@@ -4,6 +4,7 @@
 //! accept loop in `listener.rs`, certificates in `tls.rs`, flags in `config.rs`.
 
 pub mod config;
+pub mod config_file;
 pub mod demo;
 pub mod listener;
 pub mod run;

@@ -54,7 +54,7 @@ pub struct Tour<'a> {
 /// A [`StartError`] for a start-up failure (store, port, Redis, İYS) or a serving error.
 pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), StartError> {
     if demo.is_none() {
-        crate::telemetry::init_logging(&args.log)?;
+        crate::telemetry::init_logging(&args.logging.filter(), args.logging.log_format)?;
     }
     let clock = app::system_clock();
     let mut app = App::embedded(&args, Arc::clone(&clock))?;
@@ -81,6 +81,7 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), StartError
             app::serve_metrics(
                 addr,
                 app.tls.as_ref().map(|t| Arc::clone(&t.http)),
+                Some(app::serving::replica_sampler(&app)),
                 shutdown.clone(),
                 &tasks,
             )
@@ -175,6 +176,7 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), StartError
         listen = %listener.local_addr().map_err(StartError::LocalAddr)?,
         records = app.consents.index().len(),
         clients = app.keys.len(),
+        metrics = %metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         "serving"
     );
     let stop = shutdown.clone();
@@ -211,7 +213,7 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), StartError
 /// A [`StartError`] for a start-up failure (TLS, Redis, İYS client, a port).
 pub async fn sync(args: SyncArgs) -> Result<(), StartError> {
     use crate::sync::{MemoryCursors, SyncConfig, SyncWorker};
-    crate::telemetry::init_logging(&args.log)?;
+    crate::telemetry::init_logging(&args.logging.filter(), args.logging.log_format)?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let tls = app::ServerTls::load(&args.tls)?;
@@ -220,7 +222,7 @@ pub async fn sync(args: SyncArgs) -> Result<(), StartError> {
     }
     let http_tls = tls.as_ref().map(|t| Arc::clone(&t.http));
     if let Some(addr) = args.metrics_listen.0 {
-        app::serve_metrics(addr, http_tls.clone(), shutdown.clone(), &tasks).await?;
+        app::serve_metrics(addr, http_tls.clone(), None, shutdown.clone(), &tasks).await?;
     }
     // One token for every worker of the deployment, kept in Redis (İYS limits token calls).
     let tokens = crate::iys::token::RedisTokenStore::connect(

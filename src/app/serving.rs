@@ -216,10 +216,25 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
     health.set_service_status("", status).await;
 }
 
-/// Serves `/metrics` (Prometheus text) until shutdown, over TLS when `tls` is given.
+/// What a scrape samples before it renders (a serving process's data age and index size):
+/// values read when asked for, so the check path never sets them.
+pub type Sampler = Arc<dyn Fn() + Send + Sync>;
+
+/// A serving process's [`Sampler`]: `iysgate_data_age_seconds` and `iysgate_index_records`.
+pub fn replica_sampler(app: &App) -> Sampler {
+    let checker = Arc::clone(&app.checker);
+    let consents = Arc::clone(&app.consents);
+    Arc::new(move || {
+        crate::telemetry::sample_replica(checker.data_age().0, consents.index().len());
+    })
+}
+
+/// Serves `/metrics` (Prometheus text, with the `process_*` series) until shutdown, over TLS
+/// when `tls` is given; `sample` runs before each rendering.
 pub async fn serve_metrics(
     addr: SocketAddr,
     tls: Option<Arc<ReloadingTls>>,
+    sample: Option<Sampler>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> Result<SocketAddr, StartError> {
@@ -241,7 +256,14 @@ pub async fn serve_metrics(
     });
     let router = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || std::future::ready(handle.render())),
+        axum::routing::get(move || {
+            if let Some(sample) = &sample {
+                sample();
+            }
+            let mut text = handle.render();
+            text.push_str(&crate::telemetry::process_metrics());
+            std::future::ready(text)
+        }),
     );
     crate::app::listener::warn_if_plaintext("metrics", bound, tls.is_some());
     crate::app::listener::spawn_http(Endpoint { listener, tls }, router, shutdown, tasks);

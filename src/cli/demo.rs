@@ -11,7 +11,7 @@ use crate::auth;
 /// # Errors
 /// As [`run::serve`].
 pub async fn run(args: DemoArgs) -> Result<(), crate::cli::Error> {
-    crate::telemetry::init_logging(&args.serve.log)?;
+    crate::telemetry::init_logging(&args.serve.logging.filter(), args.serve.logging.log_format)?;
     let secret = auth::generate_key()?;
     let brands: Vec<String> = demo::BRANDS.iter().map(|b| b.code.to_string()).collect();
     let mut serve = args.serve.clone();

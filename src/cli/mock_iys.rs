@@ -9,7 +9,7 @@ use crate::app::{self, config::MockIysArgs};
 pub async fn run(args: MockIysArgs) -> Result<(), crate::cli::Error> {
     use crate::domain::{Channel, ConsentStatus, RecipientType};
     use crate::iys::mock::{MockConfig, MockIys, RateLimits, SeedRecord};
-    crate::telemetry::init_logging(&args.log)?;
+    crate::telemetry::init_logging(&args.logging.filter(), args.logging.log_format)?;
     let mut config = MockConfig {
         hold_back: args.hold_back,
         batch_delay: args.batch_delay,
