@@ -33,8 +33,11 @@ limit_cpu() { # pid
 }
 RECORDS=${RECORDS:-1000000}
 SEED=2026
-cargo build --release --quiet --features dev-tools
-BIN=${CARGO_TARGET_DIR:-target}/release/iysgate
+# IYSGATE_BIN=path runs that binary (a dev-tools release build) instead of building this tree.
+if [ -n "${IYSGATE_BIN:-}" ]; then BIN=$IYSGATE_BIN; else
+  cargo build --release --quiet --features dev-tools
+  BIN=${CARGO_TARGET_DIR:-target}/release/iysgate
+fi
 if command -v taskset >/dev/null; then SERVER_PIN="taskset -c 0"; LOAD_PIN="taskset -c 1"; else SERVER_PIN=""; LOAD_PIN=""; fi
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true; rmdir "$CG" 2>/dev/null || true' EXIT
