@@ -22,8 +22,10 @@ need_apt=()
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
-[ -n "${REDIS_URL:-}" ] || command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
-if [ -z "${DATABASE_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+# The servers' binaries even with REDIS_URL / DATABASE_URL set: tests/store_tls.rs starts a
+# TLS-only redis-server and PostgreSQL of its own.
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   need_apt+=(postgresql)
 fi
 [ -s /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)

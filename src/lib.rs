@@ -5,9 +5,10 @@
 //! one below (no two folders import each other):
 //! - [`domain`]: the İYS vocabulary, recipient normalisation, consent ordering, the decision
 //!   rules and the business-day calendar. Pure.
-//! - [`rng`], [`clock`], [`backoff`], [`telemetry`], [`quota`], [`auth`]: leaves: a seeded generator;
+//! - [`rng`], [`clock`], [`backoff`], [`telemetry`], [`quota`], [`auth`], [`redis_client`]: leaves: a seeded generator;
 //!   the system clock (the only read of the machine's time); the one retry backoff; logs without personal data and metrics; per-key rate limits; API
-//!   keys and their grants (a leaf because the evidence store keeps clients too).
+//!   keys and their grants (a leaf because the evidence store keeps clients too); opening a
+//!   Redis client (TLS, its CA, AUTH) for every Redis connection.
 //! - [`check`]: **the check path**: the compact index (`check::index`), the current records
 //!   and the one write path into the index (`check::store`), and a check from input to
 //!   decision reading only memory (`check::Checker`).
@@ -49,6 +50,7 @@ pub mod load;
 pub mod panel;
 pub mod pb;
 pub mod quota;
+pub mod redis_client;
 pub mod rng;
 pub mod sync;
 pub mod telemetry;

@@ -43,6 +43,7 @@ pub const ENV_PUSH_PASSWORD: &str = "IYSGATE_PUSH_PASSWORD";
 pub const ENV_IYS_USERNAME: &str = "IYSGATE_IYS_USERNAME";
 pub const ENV_IYS_PASSWORD: &str = "IYSGATE_IYS_PASSWORD";
 pub const ENV_REDIS_PREFIX: &str = "IYSGATE_REDIS_PREFIX";
+pub const ENV_REDIS_CA_FILE: &str = "IYSGATE_REDIS_CA_FILE";
 pub const ENV_API_KEY: &str = "IYSGATE_API_KEY";
 pub const ENV_RUNTIME: &str = "IYSGATE_RUNTIME";
 pub const ENV_WORKER_THREADS: &str = "IYSGATE_WORKER_THREADS";
@@ -500,6 +501,10 @@ pub struct ServeArgs {
     /// dropped).
     #[arg(long, env = ENV_REDIS_URL_FILE, value_name = "PATH")]
     pub redis_url_file: Option<PathBuf>,
+    /// CA certificate (PEM) a `rediss://` server's certificate must chain to, instead of the
+    /// system's roots: for a Redis on a private CA.
+    #[arg(long, env = ENV_REDIS_CA_FILE, value_name = "PATH")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Key prefix of this deployment's shared state in Redis.
     #[arg(long, env = ENV_REDIS_PREFIX, default_value = "iysgate")]
     pub redis_prefix: String,
@@ -688,6 +693,10 @@ pub struct SyncArgs {
     /// `--redis-url` read from this file (a trailing newline is dropped).
     #[arg(long, env = ENV_REDIS_URL_FILE, value_name = "PATH")]
     pub redis_url_file: Option<PathBuf>,
+    /// CA certificate (PEM) a `rediss://` server's certificate must chain to, instead of the
+    /// system's roots: for a Redis on a private CA.
+    #[arg(long, env = ENV_REDIS_CA_FILE, value_name = "PATH")]
+    pub redis_ca_file: Option<PathBuf>,
     #[arg(long, env = ENV_REDIS_PREFIX, default_value = "iysgate")]
     pub redis_prefix: String,
     /// Pause between sync passes.

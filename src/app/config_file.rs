@@ -659,6 +659,18 @@ mod tests {
     }
 
     #[test]
+    fn the_redis_ca_file_is_a_key_of_the_file() {
+        let f = file("redis-url = \"rediss://r:6380\"\nredis-ca-file = \"/etc/iysgate/ca.pem\"\n");
+        let f = f.to_str().unwrap();
+        let (args, eff) = serve(&["iysgate", "--config", f, "serve"]).unwrap();
+        assert_eq!(
+            args.redis_ca_file.as_deref(),
+            Some(Path::new("/etc/iysgate/ca.pem"))
+        );
+        assert_eq!(eff.get("redis-ca-file").unwrap().source, Source::File);
+    }
+
+    #[test]
     fn unknown_keys_name_the_key_the_file_and_the_command() {
         let f = file("grace = \"3s\"\nredis_url = \"redis://x\"\n");
         let e = err(&["iysgate", "--config", f.to_str().unwrap(), "serve"]);

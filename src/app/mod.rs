@@ -172,9 +172,13 @@ pub async fn share_iys_token(app: &mut App, args: &ServeArgs) -> Result<(), Star
     else {
         return Ok(());
     };
-    let tokens =
-        crate::iys::token::RedisTokenStore::connect(redis, &args.redis_prefix, &args.iys_username)
-            .await?;
+    let tokens = crate::iys::token::RedisTokenStore::connect_with_ca(
+        redis,
+        &args.redis_prefix,
+        &args.iys_username,
+        args.redis_ca_file.as_deref(),
+    )
+    .await?;
     account.client = iys_client(
         url,
         (&args.iys_username, &args.iys_password),

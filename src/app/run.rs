@@ -138,7 +138,12 @@ pub async fn serve(args: ServeArgs, demo: Option<Demo>) -> Result<(), StartError
         });
     }
     if let Some(url) = &args.redis_url {
-        let shared = crate::sync::redis::SharedState::connect(url, &args.redis_prefix).await?;
+        let shared = crate::sync::redis::SharedState::connect_with_ca(
+            url,
+            &args.redis_prefix,
+            args.redis_ca_file.as_deref(),
+        )
+        .await?;
         app.shared = Some(shared);
     }
     if app.shared.is_none() {
@@ -225,10 +230,11 @@ pub async fn sync(args: SyncArgs) -> Result<(), StartError> {
         app::serve_metrics(addr, http_tls.clone(), None, shutdown.clone(), &tasks).await?;
     }
     // One token for every worker of the deployment, kept in Redis (İYS limits token calls).
-    let tokens = crate::iys::token::RedisTokenStore::connect(
+    let tokens = crate::iys::token::RedisTokenStore::connect_with_ca(
         &args.redis_url,
         &args.redis_prefix,
         &args.iys_username,
+        args.redis_ca_file.as_deref(),
     )
     .await?;
     let client = super::iys_client(
@@ -237,8 +243,12 @@ pub async fn sync(args: SyncArgs) -> Result<(), StartError> {
         args.iys_timeout,
         Arc::new(tokens),
     )?;
-    let shared =
-        crate::sync::redis::SharedState::connect(&args.redis_url, &args.redis_prefix).await?;
+    let shared = crate::sync::redis::SharedState::connect_with_ca(
+        &args.redis_url,
+        &args.redis_prefix,
+        args.redis_ca_file.as_deref(),
+    )
+    .await?;
     let mut key = [0u8; 16];
     getrandom::fill(&mut key).map_err(|e| StartError::Random(e.to_string()))?;
     let index = Arc::new(crate::check::index::ConsentIndex::new());
@@ -265,8 +275,12 @@ pub async fn sync(args: SyncArgs) -> Result<(), StartError> {
             .push_password
             .clone()
             .ok_or(crate::app::config::ConfigError::PushPassword)?;
-        let shared =
-            crate::sync::redis::SharedState::connect(&args.redis_url, &args.redis_prefix).await?;
+        let shared = crate::sync::redis::SharedState::connect_with_ca(
+            &args.redis_url,
+            &args.redis_prefix,
+            args.redis_ca_file.as_deref(),
+        )
+        .await?;
         let router = crate::sync::push::router(shared, &args.push_username, &password);
         let listener = app::bind(addr).await?;
         crate::app::listener::warn_if_plaintext("push", addr, http_tls.is_some());

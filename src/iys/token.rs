@@ -190,8 +190,20 @@ pub struct RedisTokenStore {
 
 impl RedisTokenStore {
     pub async fn connect(url: &str, prefix: &str, username: &str) -> Result<Self, TokenStoreError> {
+        Self::connect_with_ca(url, prefix, username, None).await
+    }
+
+    /// [`RedisTokenStore::connect`] trusting `ca_file` for a `rediss://` URL (see
+    /// [`crate::redis_client::open`]).
+    pub async fn connect_with_ca(
+        url: &str,
+        prefix: &str,
+        username: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, TokenStoreError> {
         use sha2::Digest;
-        let client = redis::Client::open(url).map_err(|e| TokenStoreError(e.to_string()))?;
+        let client =
+            crate::redis_client::open(url, ca_file).map_err(|e| TokenStoreError(e.to_string()))?;
         let conn = client
             .get_connection_manager()
             .await

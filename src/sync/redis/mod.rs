@@ -16,6 +16,7 @@
 //! `{p}:epoch` (changes when Redis lost its data), `{p}:leader` (the sync lease),
 //! `{p}:cursor:{brand}:{source}`.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::DateTime;
@@ -90,6 +91,8 @@ pub enum SharedError {
     Redis(#[from] redis::RedisError),
     #[error("record in redis is not valid: {0}")]
     Decode(String),
+    #[error(transparent)]
+    Open(#[from] crate::redis_client::OpenError),
 }
 
 /// A record as stored in Redis and carried on the stream. Field names are short: millions of
@@ -281,8 +284,26 @@ pub struct SharedState {
 }
 
 impl SharedState {
+    /// [`SharedState::connect_with_ca`] trusting the system's roots for `rediss://`.
+    ///
+    /// # Errors
+    /// As [`SharedState::connect_with_ca`].
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, SharedError> {
-        let client = redis::Client::open(url)?;
+        Self::connect_with_ca(url, prefix, None).await
+    }
+
+    /// Connects to the shared state at `url` (see [`crate::redis_client::open`] for the URL
+    /// and `ca_file`).
+    ///
+    /// # Errors
+    /// A malformed URL, an unreadable CA file, an unreachable server, a refused TLS handshake
+    /// or a refused `AUTH`.
+    pub async fn connect_with_ca(
+        url: &str,
+        prefix: &str,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, SharedError> {
+        let client = crate::redis_client::open(url, ca_file)?;
         let conn = client.get_connection_manager().await?;
         Ok(Self {
             client,
