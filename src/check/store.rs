@@ -266,9 +266,7 @@ impl Consents {
                 lock(&self.rebuilt_late).push(key.clone());
             }
             let state = channel_state(current);
-            if self.partial.load(AtomicOrdering::SeqCst)
-                && !not_older(state, self.index.state(brand, rtype, address, channel))
-            {
+            if !self.index_may_take(brand, rtype, address, channel, state) {
                 return;
             }
             self.write_index(
@@ -280,6 +278,20 @@ impl Consents {
                 &current.retailer_access,
             );
         }))
+    }
+
+    /// Whether the index may take `state` for this channel: always, unless the records are
+    /// partial and the index holds a state it knows to be newer ([`not_older`]).
+    fn index_may_take(
+        &self,
+        brand: u32,
+        rtype: RecipientType,
+        address: IndexAddress,
+        channel: Channel,
+        state: ChannelState,
+    ) -> bool {
+        !self.partial.load(AtomicOrdering::SeqCst)
+            || not_older(state, self.index.state(brand, rtype, address, channel))
     }
 
     fn write_index(
@@ -357,9 +369,7 @@ impl Consents {
             self.records.with_record(&key, |record| {
                 let state = channel_state(&record.current);
                 let (brand, rtype, channel) = (key.brand, key.recipient_type, key.channel);
-                if self.partial.load(AtomicOrdering::SeqCst)
-                    && !not_older(state, self.index.state(brand, rtype, address, channel))
-                {
+                if !self.index_may_take(brand, rtype, address, channel, state) {
                     return;
                 }
                 self.write_index(
