@@ -4,7 +4,11 @@
 //! built binary with an environment of its own (the test process's is never changed).
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+mod bin_support;
+
+use std::process::Output;
+
+use bin_support::iysgate;
 
 fn temp(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("iysgate-config-test-{}", std::process::id()));
@@ -15,16 +19,6 @@ fn temp(name: &str, text: &str) -> PathBuf {
 }
 
 /// The binary with no `IYSGATE_` variable of the caller's.
-fn iysgate() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iysgate"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("IYSGATE_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
 fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),

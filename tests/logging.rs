@@ -4,25 +4,18 @@
 //! and name neither recipient. The same run in `text` to a pipe carries no ESC byte either.
 
 use std::io::{BufRead, BufReader};
+mod bin_support;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use bin_support::iysgate;
 
 const KEY: &str = "iysk_test_logging";
 const BRAND: &str = "600001";
 const PHONE: &str = "+905321234567";
 const EMAIL: &str = "ayse.yilmaz@example.com";
-
-fn iysgate() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iysgate"));
-    for (name, _) in std::env::vars_os() {
-        let n = name.to_string_lossy();
-        if n.starts_with("IYSGATE_") || n == "RUST_LOG" {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
 
 /// Serves with `format`, checks both recipients, stops it, and returns every line it wrote.
 fn run_server(format: &str, extra_env: &[(&str, &str)]) -> Vec<String> {

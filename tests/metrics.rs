@@ -4,22 +4,15 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+mod bin_support;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use bin_support::iysgate;
+
 const KEY: &str = "iysk_test_metrics";
 const BRAND: &str = "600001";
-
-fn iysgate() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iysgate"));
-    for (name, _) in std::env::vars_os() {
-        let n = name.to_string_lossy();
-        if n.starts_with("IYSGATE_") || n == "RUST_LOG" {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
 
 fn scrape(addr: &str) -> String {
     let mut tcp = TcpStream::connect(addr).unwrap();
